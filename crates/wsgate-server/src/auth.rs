@@ -1,0 +1,263 @@
+//! From the `[auth]` section to the library's verifiers.
+//!
+//! The config says *what* to trust; this builds the [`VerifierChain`] that checks it, in a
+//! fixed order — static tokens, then JWT, then the backend proxy — and resolves key
+//! material (inline secret, environment variable, PEM file, JWKS, or the secret generated
+//! once and kept in the store). Every problem comes back as a [`ConfigError`] naming the key.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use wsgate::Algorithm;
+use wsgate::verify::{
+    JwksCache, JwksSource, JwtConfig, JwtVerifier, ProxyVerifier, StaticTokens, VerifierChain,
+};
+
+use crate::config::{Config, ConfigError, JwtFileConfig, Origin};
+use crate::store::Store;
+
+/// What `wsgate token` needs to mint a token this configuration accepts.
+#[derive(Clone)]
+pub struct Minting {
+    pub secret: Vec<u8>,
+    pub algorithm: Algorithm,
+    pub issuer: Option<String>,
+    pub audience: Vec<String>,
+}
+
+pub struct BuiltAuth {
+    pub chain: VerifierChain,
+    /// Human-readable lines for `check-config` and the start-up log.
+    pub summary: Vec<String>,
+    pub minting: Option<Minting>,
+    /// Expiry leeway applied by the session guard (the JWT `leeway_secs`).
+    pub leeway: Duration,
+}
+
+/// Where the generated secret comes from when the config names no key.
+pub enum SecretStore<'a> {
+    /// Read or create it (serve, token).
+    Open(&'a Store),
+    /// Do not create anything (check-config): report what would happen.
+    DryRun,
+}
+
+/// The JWT section in force: the configured one, or — when the file configures no verifier
+/// at all — HS256 with the generated secret, so `wsgate token` works out of the box.
+pub fn effective_jwt(cfg: &Config) -> Option<JwtFileConfig> {
+    let other_verifier = cfg
+        .auth
+        .static_tokens
+        .as_ref()
+        .is_some_and(|s| !s.tokens.is_empty())
+        || cfg.auth.proxy_url.is_some();
+    cfg.auth
+        .jwt
+        .clone()
+        .or_else(|| (!other_verifier).then(JwtFileConfig::default))
+}
+
+pub async fn build(
+    cfg: &Config,
+    origin: &Origin,
+    store: SecretStore<'_>,
+) -> Result<BuiltAuth, ConfigError> {
+    let mut chain = VerifierChain::new();
+    let mut summary = Vec::new();
+    let mut minting = None;
+    let mut leeway = Duration::from_secs(30);
+
+    if let Some(st) = &cfg.auth.static_tokens {
+        if !st.tokens.is_empty() {
+            chain = chain.with(
+                StaticTokens::new(st.tokens.iter().map(|(t, s)| (t.as_str(), s.clone())))
+                    .channels(st.channels.clone())
+                    .publish(st.publish.clone()),
+            );
+            summary.push(format!("static tokens: {}", st.tokens.len()));
+        }
+    }
+
+    if let Some(jwt) = effective_jwt(cfg) {
+        let (verifier, line, mint) = build_jwt(&jwt, origin, store).await?;
+        leeway = Duration::from_secs(jwt.leeway_secs);
+        chain = chain.with(verifier);
+        summary.push(line);
+        minting = mint;
+    }
+
+    if let Some(url) = &cfg.auth.proxy_url {
+        let timeout = Duration::from_millis(cfg.auth.proxy_timeout_ms.max(1));
+        chain = chain.with(ProxyVerifier::new(url.clone(), timeout));
+        summary.push(format!(
+            "auth backend: {url} (timeout {} ms)",
+            cfg.auth.proxy_timeout_ms
+        ));
+    }
+
+    if chain.is_empty() {
+        return Err(ConfigError::new(
+            origin,
+            "auth",
+            "no verifier is configured (set auth.static.tokens, [auth.jwt] or auth.proxy_url)",
+        ));
+    }
+    Ok(BuiltAuth {
+        chain,
+        summary,
+        minting,
+        leeway,
+    })
+}
+
+async fn build_jwt(
+    jwt: &JwtFileConfig,
+    origin: &Origin,
+    store: SecretStore<'_>,
+) -> Result<(JwtVerifier, String, Option<Minting>), ConfigError> {
+    let err = |key: &str, problem: String| ConfigError::new(origin, key, problem);
+    let config = JwtConfig {
+        algorithms: jwt.algorithms.clone(),
+        issuer: jwt.issuer.clone(),
+        audience: jwt.audience(),
+        leeway_secs: jwt.leeway_secs,
+        require_exp: jwt.require_exp,
+    };
+    let mut v = JwtVerifier::new(config).map_err(|e| err("auth.jwt.algorithms", e.to_string()))?;
+    let mut keys = Vec::new();
+    let hmac_alg = jwt
+        .algorithms
+        .iter()
+        .copied()
+        .find(|a| a.family() == jsonwebtoken::AlgorithmFamily::Hmac);
+
+    let secret: Option<(Vec<u8>, &str, String)> = if let Some(s) = &jwt.secret {
+        Some((
+            s.as_bytes().to_vec(),
+            "auth.jwt.secret",
+            "inline secret".into(),
+        ))
+    } else if let Some(var) = &jwt.secret_env {
+        match std::env::var(var) {
+            Ok(s) if !s.is_empty() => Some((
+                s.into_bytes(),
+                "auth.jwt.secret_env",
+                format!("secret from ${var}"),
+            )),
+            _ => {
+                return Err(err(
+                    "auth.jwt.secret_env",
+                    format!("environment variable {var} is not set (or empty)"),
+                ));
+            }
+        }
+    } else if !jwt.has_key_material() {
+        if hmac_alg.is_none() {
+            return Err(err(
+                "auth.jwt",
+                "no key is configured for these algorithms: set public_key_file, jwks_url or jwks_file".into(),
+            ));
+        }
+        match store {
+            SecretStore::Open(store) => {
+                let s = store
+                    .jwt_secret()
+                    .map_err(|e| err("storage.path", e.to_string()))?;
+                Some((
+                    s,
+                    "auth.jwt",
+                    format!("generated secret kept in {}", store.path().display()),
+                ))
+            }
+            SecretStore::DryRun => {
+                keys.push("generated secret (created in the store on first start)".to_string());
+                None
+            }
+        }
+    } else {
+        None
+    };
+
+    let mut minting = None;
+    if let Some((bytes, key, what)) = secret {
+        v = v.with_secret(&bytes).map_err(|e| err(key, e.to_string()))?;
+        keys.push(what);
+        minting = hmac_alg.map(|algorithm| Minting {
+            secret: bytes,
+            algorithm,
+            issuer: jwt.issuer.clone(),
+            audience: jwt.audience(),
+        });
+    }
+    if let Some(path) = &jwt.public_key_file {
+        let pem = std::fs::read(path).map_err(|e| {
+            err(
+                "auth.jwt.public_key_file",
+                format!("cannot read {}: {e}", path.display()),
+            )
+        })?;
+        v = v.with_public_key_pem(&pem).map_err(|e| {
+            err(
+                "auth.jwt.public_key_file",
+                format!("{}: {e}", path.display()),
+            )
+        })?;
+        keys.push(format!("public key {}", path.display()));
+    }
+    for (key, source) in [
+        (
+            "auth.jwt.jwks_file",
+            jwt.jwks_file.clone().map(JwksSource::File),
+        ),
+        (
+            "auth.jwt.jwks_url",
+            jwt.jwks_url
+                .as_deref()
+                .map(JwksSource::url)
+                .transpose()
+                .map_err(|e| err("auth.jwt.jwks_url", e.to_string()))?,
+        ),
+    ] {
+        let Some(source) = source else { continue };
+        let is_file = matches!(source, JwksSource::File(_));
+        let cache = Arc::new(JwksCache::new(source.clone(), &jwt.algorithms));
+        match cache.refresh().await {
+            Ok(n) => keys.push(format!("JWKS {} ({n} keys)", describe(&source))),
+            // A file is under the operator's control: a broken one is a config error. A URL
+            // may be briefly down: start anyway and fetch on the first unknown `kid`.
+            Err(e) if is_file => return Err(err(key, e.to_string())),
+            Err(e) => {
+                tracing::warn!(target: "wsgate::jwks", error = %e, "JWKS not loaded at start; will retry on demand");
+                keys.push(format!(
+                    "JWKS {} (not reachable yet: {e})",
+                    describe(&source)
+                ));
+            }
+        }
+        v = v.with_jwks(cache);
+    }
+
+    let algs: Vec<String> = jwt.algorithms.iter().map(|a| format!("{a:?}")).collect();
+    let line = format!(
+        "jwt: {} with {}{}{}",
+        algs.join("/"),
+        keys.join(", "),
+        jwt.issuer
+            .as_deref()
+            .map(|i| format!(", issuer {i}"))
+            .unwrap_or_default(),
+        if jwt.audience().is_empty() {
+            String::new()
+        } else {
+            format!(", audience {}", jwt.audience().join("/"))
+        },
+    );
+    Ok((v, line, minting))
+}
+
+fn describe(s: &JwksSource) -> String {
+    match s {
+        JwksSource::File(p) => p.display().to_string(),
+        JwksSource::Url(u) => u.clone(),
+    }
+}

@@ -1,0 +1,209 @@
+//! The command line (SPEC §8): `serve`, `token`, `check-config`.
+//!
+//! Every command takes `--config FILE`; without it, `./wsgate.toml` if present, else the
+//! embedded defaults. Commands print their result on stdout and problems on stderr, and exit
+//! 1 on any error (2 for a usage error).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::{Args, Parser, Subcommand};
+use serde_json::{Value, json};
+
+use crate::auth::{self, SecretStore};
+use crate::config::{Config, Origin};
+use crate::gateway;
+use crate::store::Store;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "wsgate",
+    version,
+    about = "Authentication for WebSockets: a gateway that verifies every connection before the upgrade and for its whole life",
+    after_help = "Endpoint kinds: `echo` (authenticated echo) works today; `pubsub` and `proxy` answer 501 until they land.\n\
+                  Logs go to stderr; set WSGATE_LOG (e.g. `debug`, `wsgate=debug`) to change the level."
+)]
+pub struct Cli {
+    /// Config file (default: ./wsgate.toml if present, else embedded defaults)
+    #[arg(long, short, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the server (default: 127.0.0.1:8080, endpoints /ws and /echo)
+    Serve(ServeArgs),
+    /// Mint an HMAC-signed JWT that this configuration accepts; prints it alone on stdout
+    Token(TokenArgs),
+    /// Validate the configuration: a summary and exit 0, or the file, key and problem and exit 1
+    CheckConfig,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Listen address, overriding `listen` (port 0 picks a free port, logged at start)
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<String>,
+    /// Enable the demo page (`demo = true`)
+    #[arg(long)]
+    pub demo: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct TokenArgs {
+    /// Subject (`sub` claim)
+    #[arg(long)]
+    pub sub: String,
+    /// Lifetime: 90s, 15m, 1h, 7d (plain numbers are seconds)
+    #[arg(long, default_value = "1h", value_parser = parse_duration)]
+    pub ttl: Duration,
+    /// Channel patterns the token may subscribe to, comma separated (`chat:*,user:{sub}`)
+    #[arg(long, value_delimiter = ',')]
+    pub channels: Vec<String>,
+    /// Channel patterns the token may publish to, comma separated
+    #[arg(long, value_delimiter = ',')]
+    pub publish: Vec<String>,
+}
+
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve(args) => {
+            let (mut cfg, origin) = Config::load(cli.config.as_deref())?;
+            if let Some(listen) = args.listen {
+                cfg.listen = listen;
+            }
+            cfg.demo |= args.demo;
+            cfg.check(&origin)?;
+            gateway::serve(cfg, origin).await
+        }
+        Command::Token(args) => {
+            let (cfg, origin) = Config::load(cli.config.as_deref())?;
+            println!("{}", mint(&cfg, &origin, &args).await?);
+            Ok(())
+        }
+        Command::CheckConfig => {
+            let (cfg, origin) = Config::load(cli.config.as_deref())?;
+            let built = auth::build(&cfg, &origin, SecretStore::DryRun).await?;
+            println!("{origin}: ok");
+            println!("listen: {}", cfg.listen);
+            let sources: Vec<_> = cfg.auth.sources.iter().map(|s| s.as_str()).collect();
+            let reject = match cfg.auth.reject {
+                wsgate::RejectMode::Http => "http",
+                wsgate::RejectMode::Close => "close",
+            };
+            println!("sources: {} (reject = {reject})", sources.join(", "));
+            for line in &built.summary {
+                println!("verifier: {line}");
+            }
+            for ep in &cfg.endpoints {
+                println!("endpoint: {} ({})", ep.path, ep.kind.as_str());
+            }
+            println!("store: {}", cfg.storage.path.display());
+            Ok(())
+        }
+    }
+}
+
+async fn mint(cfg: &Config, origin: &Origin, args: &TokenArgs) -> anyhow::Result<String> {
+    if args.sub.is_empty() {
+        bail!("--sub must not be empty");
+    }
+    let store = Store::open(&cfg.storage.path)?;
+    let built = auth::build(cfg, origin, SecretStore::Open(&store)).await?;
+    let Some(m) = built.minting else {
+        bail!(
+            "{origin}: auth.jwt: minting needs an HMAC secret (HS256/384/512 with `secret`, `secret_env` or the generated one); this configuration has none"
+        );
+    };
+    let now = wsgate::verify::now_unix();
+    let mut jti = [0u8; 16];
+    getrandom::fill(&mut jti).context("random jti")?;
+    let mut claims = json!({
+        "sub": args.sub,
+        "iat": now,
+        "exp": now + args.ttl.as_secs(),
+        "jti": base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, jti),
+    });
+    if let Some(iss) = &m.issuer {
+        claims["iss"] = json!(iss);
+    }
+    match m.audience.as_slice() {
+        [] => {}
+        [one] => claims["aud"] = json!(one),
+        many => claims["aud"] = json!(many),
+    }
+    for (name, list) in [("channels", &args.channels), ("publish", &args.publish)] {
+        let list: Vec<&String> = list.iter().filter(|p| !p.is_empty()).collect();
+        if !list.is_empty() {
+            claims[name] = Value::from(list.into_iter().cloned().collect::<Vec<_>>());
+        }
+    }
+    let token = jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(m.algorithm),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(&m.secret),
+    )
+    .context("signing the token")?;
+    Ok(token)
+}
+
+/// `90s`, `15m`, `1h`, `7d`, or plain seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (num, unit) = s
+        .find(|c: char| !c.is_ascii_digit())
+        .map_or((s, ""), |i| s.split_at(i));
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("`{s}` is not a duration like 90s, 15m, 1h or 7d"))?;
+    let secs = match unit {
+        "" | "s" => n,
+        "m" => n.saturating_mul(60),
+        "h" => n.saturating_mul(3600),
+        "d" => n.saturating_mul(86400),
+        _ => return Err(format!("`{s}`: unknown unit `{unit}` (use s, m, h or d)")),
+    };
+    if secs == 0 {
+        return Err("a duration must be greater than zero".into());
+    }
+    Ok(Duration::from_secs(secs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("90"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("90s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("15m"), Ok(Duration::from_secs(900)));
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+        assert_eq!(parse_duration("30d"), Ok(Duration::from_secs(2_592_000)));
+        for bad in ["", "h", "1w", "0", "-1h", "1.5h"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn cli_shape() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+        let c = Cli::try_parse_from([
+            "wsgate",
+            "token",
+            "--config",
+            "x.toml",
+            "--sub",
+            "a",
+            "--channels",
+            "a,b",
+        ])
+        .unwrap();
+        assert_eq!(c.config.as_deref(), Some(std::path::Path::new("x.toml")));
+    }
+}

@@ -1,0 +1,598 @@
+//! The one TOML file (SPEC §10): plain data, every key optional, unknown keys refused.
+//!
+//! Loading has two steps with one error type: parsing (`toml` reports the line and the key)
+//! and checking the values that parse but cannot work (`cookie` without allowed origins, a
+//! `jwks_url` over plain http, a secret variable that is not set). Every error names the
+//! file and the key, so `wsgate check-config` can say exactly what to fix.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use wsgate::{Algorithm, RejectMode, SourceKind};
+
+/// Where the configuration came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    File(PathBuf),
+    Defaults,
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Origin::File(p) => write!(f, "{}", p.display()),
+            Origin::Defaults => f.write_str("embedded defaults"),
+        }
+    }
+}
+
+/// A configuration problem: which file, which key, what is wrong.
+#[derive(Debug, thiserror::Error)]
+#[error("{origin}: {key}{sep}{problem}", sep = if key.is_empty() { "" } else { ": " })]
+pub struct ConfigError {
+    pub origin: Origin,
+    pub key: String,
+    pub problem: String,
+}
+
+impl ConfigError {
+    pub fn new(origin: &Origin, key: impl Into<String>, problem: impl Into<String>) -> Self {
+        Self {
+            origin: origin.clone(),
+            key: key.into(),
+            problem: problem.into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub listen: String,
+    pub demo: bool,
+    pub auth: AuthConfig,
+    pub storage: StorageConfig,
+    pub tickets: TicketsConfig,
+    pub limits: LimitsConfig,
+    pub admin: AdminConfig,
+    pub cluster: Option<ClusterConfig>,
+    pub endpoints: Vec<EndpointConfig>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8080".into(),
+            demo: false,
+            auth: AuthConfig::default(),
+            storage: StorageConfig::default(),
+            tickets: TicketsConfig::default(),
+            limits: LimitsConfig::default(),
+            admin: AdminConfig::default(),
+            cluster: None,
+            endpoints: vec![
+                EndpointConfig::new("/ws", EndpointKind::Pubsub),
+                EndpointConfig::new("/echo", EndpointKind::Echo),
+            ],
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    pub sources: Vec<SourceKind>,
+    pub query_param: String,
+    pub cookie_name: String,
+    pub allowed_origins: Vec<String>,
+    pub reject: RejectMode,
+    pub message_timeout_ms: u64,
+    pub proxy_url: Option<String>,
+    pub proxy_timeout_ms: u64,
+    #[serde(rename = "static")]
+    pub static_tokens: Option<StaticConfig>,
+    pub jwt: Option<JwtFileConfig>,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            sources: wsgate::Sources::default().order().to_vec(),
+            query_param: "token".into(),
+            cookie_name: "wsgate_session".into(),
+            allowed_origins: Vec::new(),
+            reject: RejectMode::Http,
+            message_timeout_ms: 5000,
+            proxy_url: None,
+            proxy_timeout_ms: 2000,
+            static_tokens: None,
+            jwt: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StaticConfig {
+    pub tokens: BTreeMap<String, String>,
+    pub channels: Vec<String>,
+    pub publish: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct JwtFileConfig {
+    pub algorithms: Vec<Algorithm>,
+    pub secret: Option<String>,
+    pub secret_env: Option<String>,
+    pub public_key_file: Option<PathBuf>,
+    pub jwks_url: Option<String>,
+    pub jwks_file: Option<PathBuf>,
+    pub issuer: Option<String>,
+    pub audience: Option<OneOrMany>,
+    pub leeway_secs: u64,
+    pub require_exp: bool,
+}
+
+impl Default for JwtFileConfig {
+    fn default() -> Self {
+        Self {
+            algorithms: vec![Algorithm::HS256],
+            secret: None,
+            secret_env: None,
+            public_key_file: None,
+            jwks_url: None,
+            jwks_file: None,
+            issuer: None,
+            audience: None,
+            leeway_secs: 30,
+            require_exp: true,
+        }
+    }
+}
+
+impl JwtFileConfig {
+    /// Whether any key material is configured; if not, the secret kept in the store is used.
+    pub fn has_key_material(&self) -> bool {
+        self.secret.is_some()
+            || self.secret_env.is_some()
+            || self.public_key_file.is_some()
+            || self.jwks_url.is_some()
+            || self.jwks_file.is_some()
+    }
+    pub fn audience(&self) -> Vec<String> {
+        match &self.audience {
+            None => Vec::new(),
+            Some(OneOrMany::One(a)) => vec![a.clone()],
+            Some(OneOrMany::Many(a)) => a.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    pub path: PathBuf,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        Self {
+            path: "wsgate.db".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TicketsConfig {
+    pub ttl_secs: u64,
+}
+
+impl Default for TicketsConfig {
+    fn default() -> Self {
+        Self { ttl_secs: 30 }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    pub max_message_bytes: usize,
+    pub handshake_timeout_ms: u64,
+    pub idle_timeout_secs: u64,
+    pub max_connections_per_user: u32,
+    pub messages_per_sec: u32,
+    pub auth_failures_per_min: u32,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            max_message_bytes: 65536,
+            handshake_timeout_ms: 5000,
+            idle_timeout_secs: 60,
+            max_connections_per_user: 100,
+            messages_per_sec: 100,
+            auth_failures_per_min: 60,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    pub api_key_env: String,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        Self {
+            api_key_env: "WSGATE_ADMIN_KEY".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterConfig {
+    pub redis_url: Option<String>,
+    pub key_prefix: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EndpointKind {
+    Echo,
+    Pubsub,
+    Proxy,
+}
+
+impl EndpointKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Echo => "echo",
+            Self::Pubsub => "pubsub",
+            Self::Proxy => "proxy",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EndpointConfig {
+    pub path: String,
+    pub kind: EndpointKind,
+    #[serde(default = "yes")]
+    pub welcome: bool,
+    #[serde(default)]
+    pub sources: Option<Vec<SourceKind>>,
+    #[serde(default)]
+    pub upstream: Option<String>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl EndpointConfig {
+    fn new(path: &str, kind: EndpointKind) -> Self {
+        Self {
+            path: path.into(),
+            kind,
+            welcome: true,
+            sources: None,
+            upstream: None,
+        }
+    }
+}
+
+/// Paths the server itself answers; endpoints may not take them.
+pub const RESERVED_PATHS: [&str; 4] = ["/healthz", "/readyz", "/metrics", "/api"];
+
+impl Config {
+    /// `explicit` if given (it must exist), else `./wsgate.toml` if present, else defaults.
+    pub fn load(explicit: Option<&Path>) -> Result<(Config, Origin), ConfigError> {
+        let path = match explicit {
+            Some(p) => p.to_path_buf(),
+            None if Path::new("wsgate.toml").is_file() => PathBuf::from("wsgate.toml"),
+            None => {
+                let cfg = Config::default();
+                cfg.check(&Origin::Defaults)?;
+                return Ok((cfg, Origin::Defaults));
+            }
+        };
+        let origin = Origin::File(path.clone());
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| ConfigError::new(&origin, "", format!("cannot read the file: {e}")))?;
+        let cfg = Self::parse(&text, &origin)?;
+        Ok((cfg, origin))
+    }
+
+    /// Parses and checks TOML text.
+    pub fn parse(text: &str, origin: &Origin) -> Result<Config, ConfigError> {
+        let cfg: Config = toml::from_str(text).map_err(|e| {
+            let key = e
+                .span()
+                .and_then(|s| text.get(s))
+                .map(|k| k.trim().trim_matches('"').to_owned())
+                .filter(|k| !k.is_empty() && k.len() < 80 && !k.contains('\n'))
+                .unwrap_or_default();
+            ConfigError::new(
+                origin,
+                key,
+                e.message().trim().to_owned() + &line_of(text, &e),
+            )
+        })?;
+        cfg.check(origin)?;
+        Ok(cfg)
+    }
+
+    /// Value checks beyond types. File-system and environment checks that depend on the
+    /// keys (secret variables, key files) happen when the verifiers are built.
+    pub fn check(&self, origin: &Origin) -> Result<(), ConfigError> {
+        let err = |key: &str, problem: String| Err(ConfigError::new(origin, key, problem));
+        if self.listen.parse::<SocketAddr>().is_err() {
+            return err(
+                "listen",
+                format!("`{}` is not an address like 127.0.0.1:8080", self.listen),
+            );
+        }
+        check_sources("auth.sources", &self.auth.sources, &self.auth, origin)?;
+        if self.auth.query_param.is_empty() {
+            return err("auth.query_param", "must not be empty".into());
+        }
+        if self.auth.cookie_name.is_empty() {
+            return err("auth.cookie_name", "must not be empty".into());
+        }
+        for o in &self.auth.allowed_origins {
+            if !(o.starts_with("http://") || o.starts_with("https://")) {
+                return err(
+                    "auth.allowed_origins",
+                    format!("`{o}` is not an origin like https://app.example"),
+                );
+            }
+        }
+        if self.auth.message_timeout_ms == 0 {
+            return err("auth.message_timeout_ms", "must be greater than 0".into());
+        }
+        if let Some(url) = &self.auth.proxy_url {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                return err("auth.proxy_url", format!("`{url}` is not an http(s) URL"));
+            }
+        }
+        if let Some(jwt) = &self.auth.jwt {
+            if jwt.algorithms.is_empty() {
+                return err("auth.jwt.algorithms", "list at least one algorithm".into());
+            }
+            if jwt.secret.is_some() && jwt.secret_env.is_some() {
+                return err(
+                    "auth.jwt.secret_env",
+                    "set either `secret` or `secret_env`, not both".into(),
+                );
+            }
+            if let Some(url) = &jwt.jwks_url {
+                if let Err(e) = wsgate::verify::JwksSource::url(url) {
+                    return err("auth.jwt.jwks_url", e.to_string());
+                }
+            }
+        }
+        if self.limits.max_message_bytes < 128 {
+            return err("limits.max_message_bytes", "must be at least 128".into());
+        }
+        if let Some(c) = &self.cluster {
+            if c.redis_url.is_some() {
+                return err(
+                    "cluster.redis_url",
+                    "cluster mode is not available in this version of wsgate yet; remove [cluster] to run a single node".into(),
+                );
+            }
+        }
+        if self.endpoints.is_empty() {
+            return err(
+                "endpoints",
+                "configure at least one [[endpoints]] entry".into(),
+            );
+        }
+        let mut seen = Vec::new();
+        for (i, ep) in self.endpoints.iter().enumerate() {
+            let key = |k: &str| format!("endpoints[{i}].{k}");
+            if !ep.path.starts_with('/') || ep.path.contains(['?', '#', '*', '{', '}', ' ']) {
+                return err(
+                    &key("path"),
+                    format!("`{}` is not a plain path like /ws", ep.path),
+                );
+            }
+            if RESERVED_PATHS
+                .iter()
+                .any(|r| ep.path == *r || ep.path.starts_with(&format!("{r}/")))
+            {
+                return err(
+                    &key("path"),
+                    format!("`{}` is reserved by the server", ep.path),
+                );
+            }
+            if seen.contains(&ep.path.as_str()) {
+                return err(
+                    &key("path"),
+                    format!("`{}` is used by two endpoints", ep.path),
+                );
+            }
+            seen.push(&ep.path);
+            if let Some(sources) = &ep.sources {
+                check_sources(&key("sources"), sources, &self.auth, origin)?;
+            }
+            match (ep.kind, &ep.upstream) {
+                (EndpointKind::Proxy, None) => {
+                    return err(
+                        &key("upstream"),
+                        "a proxy endpoint needs `upstream = \"ws://...\"`".into(),
+                    );
+                }
+                (EndpointKind::Proxy, Some(u))
+                    if !(u.starts_with("ws://") || u.starts_with("wss://")) =>
+                {
+                    return err(
+                        &key("upstream"),
+                        format!("`{u}` is not a ws:// or wss:// URL"),
+                    );
+                }
+                (EndpointKind::Echo | EndpointKind::Pubsub, Some(_)) => {
+                    return err(
+                        &key("upstream"),
+                        "only proxy endpoints have an upstream".into(),
+                    );
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+}
+
+fn check_sources(
+    key: &str,
+    sources: &[SourceKind],
+    auth: &AuthConfig,
+    origin: &Origin,
+) -> Result<(), ConfigError> {
+    if sources.is_empty() {
+        return Err(ConfigError::new(origin, key, "list at least one source"));
+    }
+    if sources.contains(&SourceKind::Cookie) && auth.allowed_origins.is_empty() {
+        return Err(ConfigError::new(
+            origin,
+            key,
+            "the `cookie` source needs `auth.allowed_origins` (cross-site WebSocket hijacking)",
+        ));
+    }
+    Ok(())
+}
+
+fn line_of(text: &str, e: &toml::de::Error) -> String {
+    e.span()
+        .map(|s| {
+            let line = text[..s.start.min(text.len())].lines().count().max(1);
+            format!(" (line {line})")
+        })
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, &Origin::File("t.toml".into()))
+    }
+
+    #[test]
+    fn defaults_match_the_spec() {
+        let c = parse("").unwrap();
+        assert_eq!(c.listen, "127.0.0.1:8080");
+        assert_eq!(
+            c.auth.sources,
+            [
+                SourceKind::Bearer,
+                SourceKind::Subprotocol,
+                SourceKind::Ticket,
+                SourceKind::Query
+            ]
+        );
+        assert_eq!(c.limits.max_message_bytes, 65536);
+        assert_eq!(c.tickets.ttl_secs, 30);
+        assert_eq!(c.endpoints.len(), 2);
+    }
+
+    #[test]
+    fn the_spec_example_parses() {
+        let c = parse(
+            r#"
+listen = "127.0.0.1:8080"
+demo = false
+[auth]
+sources = ["bearer", "subprotocol", "ticket", "query"]
+query_param = "token"
+cookie_name = "wsgate_session"
+allowed_origins = ["http://localhost:8080"]
+reject = "http"
+message_timeout_ms = 5000
+[auth.static]
+tokens = { "valid-token" = "demo-user" }
+[auth.jwt]
+algorithms = ["HS256"]
+secret_env = "WSGATE_JWT_SECRET"
+issuer = "https://issuer.example"
+audience = "wsgate"
+leeway_secs = 30
+require_exp = true
+[storage]
+path = "wsgate.db"
+[tickets]
+ttl_secs = 30
+[limits]
+max_message_bytes = 65536
+handshake_timeout_ms = 5000
+idle_timeout_secs = 60
+max_connections_per_user = 100
+messages_per_sec = 100
+auth_failures_per_min = 60
+[admin]
+api_key_env = "WSGATE_ADMIN_KEY"
+[[endpoints]]
+path = "/ws"
+kind = "pubsub"
+[[endpoints]]
+path = "/echo"
+kind = "echo"
+"#,
+        )
+        .unwrap();
+        assert_eq!(c.auth.jwt.unwrap().audience(), ["wsgate"]);
+    }
+
+    #[test]
+    fn unknown_keys_name_the_key_and_file() {
+        let e = parse("[auth]\nsorces = [\"bearer\"]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("t.toml"), "{e}");
+        assert!(e.contains("sorces"), "{e}");
+        assert!(e.contains("line 2"), "{e}");
+    }
+
+    #[test]
+    fn bad_values_name_the_key() {
+        for (text, key) in [
+            ("listen = \"nope\"", "listen"),
+            ("[auth]\nsources = [\"cookie\"]", "auth.sources"),
+            ("[auth]\nsources = [\"header\"]", "header"),
+            (
+                "[auth.jwt]\njwks_url = \"http://idp.example/jwks\"",
+                "auth.jwt.jwks_url",
+            ),
+            ("[auth.jwt]\nalgorithms = [\"none\"]", "none"),
+            (
+                "[[endpoints]]\npath = \"/api/x\"\nkind = \"echo\"",
+                "endpoints[0].path",
+            ),
+            (
+                "[[endpoints]]\npath = \"/p\"\nkind = \"proxy\"",
+                "endpoints[0].upstream",
+            ),
+        ] {
+            let e = parse(text).unwrap_err().to_string();
+            assert!(e.contains(key), "{text:?} gave {e}");
+        }
+    }
+}

@@ -1,0 +1,32 @@
+//! `echo`: an authenticated echo. After the welcome frame every text or binary message comes
+//! back unchanged; `refresh` frames are handled by the session guard, not echoed. It is the
+//! seed's behaviour done right, and the path the benchmarks measure.
+
+use axum::Router;
+use axum::extract::State;
+use axum::extract::ws::WebSocketUpgrade;
+use axum::response::Response;
+use axum::routing::get;
+use wsgate::{Session, WsAuth};
+
+use super::Endpoint;
+
+pub fn router(path: &str, ep: Endpoint) -> Router {
+    Router::new().route(path, get(upgrade)).with_state(ep)
+}
+
+async fn upgrade(State(ep): State<Endpoint>, auth: WsAuth, ws: WebSocketUpgrade) -> Response {
+    auth.on_upgrade(ws, move |socket, identity| {
+        ep.tracker.clone().track_future(async move {
+            let Some(mut session) = Session::start(socket, identity, ep.auth, ep.session).await
+            else {
+                return;
+            };
+            while let Some(msg) = session.recv().await {
+                if !session.send(msg).await {
+                    break;
+                }
+            }
+        })
+    })
+}

@@ -1,0 +1,39 @@
+//! The kinds of endpoint a `[[endpoints]]` entry can be.
+//!
+//! Each kind is one module with one `router` function; they share [`Endpoint`], the state
+//! every upgrade handler gets: the endpoint's authentication policy, its session options and
+//! the tracker that lets shutdown wait for its sockets.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::FromRef;
+use tokio_util::task::TaskTracker;
+use wsgate::{Authenticator, SessionOptions};
+
+use crate::config::{EndpointConfig, EndpointKind};
+
+pub mod echo;
+pub mod not_yet;
+
+/// Shared state of one endpoint.
+#[derive(Clone)]
+pub struct Endpoint {
+    pub auth: Arc<Authenticator>,
+    pub session: SessionOptions,
+    pub tracker: TaskTracker,
+}
+
+impl FromRef<Endpoint> for Arc<Authenticator> {
+    fn from_ref(ep: &Endpoint) -> Self {
+        ep.auth.clone()
+    }
+}
+
+/// The router serving one configured endpoint.
+pub fn router(cfg: &EndpointConfig, ep: Endpoint) -> Router {
+    match cfg.kind {
+        EndpointKind::Echo => echo::router(&cfg.path, ep),
+        EndpointKind::Pubsub | EndpointKind::Proxy => not_yet::router(&cfg.path, cfg.kind),
+    }
+}

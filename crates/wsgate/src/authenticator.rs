@@ -1,0 +1,281 @@
+//! The authentication policy of one endpoint: where to look ([`Sources`]), what to trust
+//! ([`VerifierChain`]), how to refuse ([`RejectMode`]) and the socket limits to apply.
+//!
+//! It is plain data behind an `Arc`, built in code by an axum user or from the config file by
+//! the server; the extractor and the session guard only read it. This is also where every
+//! handshake is logged — once, with the outcome, the source and the remote address, never
+//! the credential.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::ConnectInfo;
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::http::{header, request::Parts};
+use serde::Deserialize;
+
+use crate::identity::Identity;
+use crate::limits::FailureLimiter;
+use crate::reject::{AuthError, RejectMode};
+use crate::session::close_socket;
+use crate::source::{Credential, SUBPROTOCOL, SourceKind, Sources};
+use crate::verify::{VerifierChain, VerifyContext};
+
+/// Buffer and size limits for accepted sockets.
+///
+/// The defaults matter: tungstenite's own read buffer is 128 KiB, allocated per connection
+/// and zero-filled before every read (~130 KiB RSS per idle socket); 4 KiB gives ~6 KiB and
+/// grows on demand for larger frames.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SocketSettings {
+    pub read_buffer_size: usize,
+    pub write_buffer_size: usize,
+    /// Bound on queued outgoing bytes: a client that stops reading errors out instead of
+    /// growing the server's memory.
+    pub max_write_buffer_size: usize,
+    /// Larger messages close the socket with 1009.
+    pub max_message_bytes: usize,
+}
+
+impl Default for SocketSettings {
+    fn default() -> Self {
+        Self {
+            read_buffer_size: 4 * 1024,
+            write_buffer_size: 8 * 1024,
+            max_write_buffer_size: 1024 * 1024,
+            max_message_bytes: 64 * 1024,
+        }
+    }
+}
+
+impl SocketSettings {
+    /// Applies the settings, and selects `wsgate.v1` when the client offers it (never the
+    /// `wsgate.bearer.<token>` entry).
+    pub fn apply(&self, ws: WebSocketUpgrade) -> WebSocketUpgrade {
+        ws.read_buffer_size(self.read_buffer_size)
+            .write_buffer_size(self.write_buffer_size)
+            .max_write_buffer_size(
+                self.max_write_buffer_size
+                    .max(self.write_buffer_size + self.max_message_bytes + 1),
+            )
+            .max_message_size(self.max_message_bytes)
+            .max_frame_size(self.max_message_bytes)
+            .protocols([SUBPROTOCOL])
+    }
+}
+
+/// What a handshake came to, when it was not refused.
+#[derive(Debug)]
+pub enum Handshake {
+    Authenticated(Identity),
+    /// No handshake source carried anything and `message` is enabled: upgrade, then wait.
+    AwaitMessage(VerifyContext),
+}
+
+/// How one endpoint authenticates. Cheap to clone (`Arc` inside where it matters).
+#[derive(Debug, Clone)]
+pub struct Authenticator {
+    sources: Sources,
+    verifiers: VerifierChain,
+    reject: RejectMode,
+    message_timeout: Duration,
+    leeway: Duration,
+    socket: SocketSettings,
+    failures: Option<Arc<FailureLimiter>>,
+}
+
+impl Authenticator {
+    /// Default sources, HTTP rejections, a 5 s `message` timeout, 30 s expiry leeway and no
+    /// failure limit.
+    pub fn new(verifiers: VerifierChain) -> Self {
+        Self {
+            sources: Sources::default(),
+            verifiers,
+            reject: RejectMode::Http,
+            message_timeout: Duration::from_secs(5),
+            leeway: Duration::from_secs(30),
+            socket: SocketSettings::default(),
+            failures: None,
+        }
+    }
+    pub fn sources(mut self, sources: Sources) -> Self {
+        self.sources = sources;
+        self
+    }
+    pub fn reject(mut self, mode: RejectMode) -> Self {
+        self.reject = mode;
+        self
+    }
+    pub fn message_timeout(mut self, d: Duration) -> Self {
+        self.message_timeout = d;
+        self
+    }
+    /// Added to a credential's `exp` before the session guard closes the socket with 4001.
+    pub fn leeway(mut self, d: Duration) -> Self {
+        self.leeway = d;
+        self
+    }
+    pub fn socket_settings(mut self, s: SocketSettings) -> Self {
+        self.socket = s;
+        self
+    }
+    /// Shares one failure budget per remote IP (`429` past it).
+    pub fn failure_limiter(mut self, l: Arc<FailureLimiter>) -> Self {
+        self.failures = Some(l);
+        self
+    }
+
+    pub fn sources_ref(&self) -> &Sources {
+        &self.sources
+    }
+    pub fn verifiers(&self) -> &VerifierChain {
+        &self.verifiers
+    }
+    pub fn reject_mode(&self) -> RejectMode {
+        self.reject
+    }
+    pub fn leeway_duration(&self) -> Duration {
+        self.leeway
+    }
+    pub fn socket(&self) -> &SocketSettings {
+        &self.socket
+    }
+
+    /// Authenticates an upgrade request, logging the outcome and counting failures.
+    pub async fn authenticate(&self, parts: &Parts) -> Result<Handshake, AuthError> {
+        let ctx = VerifyContext {
+            remote_addr: parts
+                .extensions
+                .get::<ConnectInfo<SocketAddr>>()
+                .map(|c| c.0),
+            origin: parts
+                .headers
+                .get(header::ORIGIN)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned),
+        };
+        let path = parts.uri.path();
+        let result = self.decide(parts, &ctx).await;
+        match &result {
+            Ok(Handshake::Authenticated(id)) => log_accepted(path, &ctx, id),
+            Ok(Handshake::AwaitMessage(_)) => {
+                tracing::debug!(target: "wsgate::conn", path, remote = %remote(&ctx), "upgrading to wait for an auth message");
+            }
+            Err(e) => self.refused(path, &ctx, None, e),
+        }
+        result
+    }
+
+    async fn decide(&self, parts: &Parts, ctx: &VerifyContext) -> Result<Handshake, AuthError> {
+        if let (Some(limiter), Some(addr)) = (&self.failures, ctx.remote_addr) {
+            limiter.check(addr.ip())?;
+        }
+        self.sources.check_origin(&parts.headers)?;
+        match self.sources.find(parts)? {
+            Some(cred) => self.verify(&cred, ctx).await.map(Handshake::Authenticated),
+            None if self.sources.accepts_message() => Ok(Handshake::AwaitMessage(ctx.clone())),
+            None => Err(AuthError::Missing),
+        }
+    }
+
+    /// Verifies one credential into an identity with a fresh session id.
+    pub async fn verify(
+        &self,
+        cred: &Credential,
+        ctx: &VerifyContext,
+    ) -> Result<Identity, AuthError> {
+        let (verified, by) = self.verifiers.verify(cred, ctx).await?;
+        Ok(Identity::new(verified, cred.source(), by))
+    }
+
+    /// Logs a refusal and counts it against the address when the client is to blame.
+    fn refused(&self, path: &str, ctx: &VerifyContext, source: Option<SourceKind>, e: &AuthError) {
+        if let (Some(limiter), Some(addr)) = (&self.failures, ctx.remote_addr) {
+            if e.is_client_failure() {
+                limiter.record(addr.ip());
+            }
+        }
+        tracing::warn!(
+            target: "wsgate::conn",
+            path,
+            remote = %remote(ctx),
+            source = source.map(SourceKind::as_str).unwrap_or("-"),
+            reason = e.code(),
+            detail = %e,
+            "connection refused"
+        );
+    }
+
+    /// After an upgrade with no handshake credential: the first frame must be
+    /// `{"type":"auth","token":"..."}` within the message timeout, else close 1008.
+    pub async fn await_message(
+        &self,
+        mut socket: WebSocket,
+        ctx: VerifyContext,
+        path: &str,
+    ) -> Option<(WebSocket, Identity)> {
+        let outcome =
+            match tokio::time::timeout(self.message_timeout, first_auth_frame(&mut socket)).await {
+                Ok(Ok(token)) => {
+                    self.verify(&Credential::new(token, SourceKind::Message), &ctx)
+                        .await
+                }
+                Ok(Err(None)) => return None, // the client went away
+                Ok(Err(Some(e))) => Err(e),
+                Err(_) => Err(AuthError::MessageTimeout),
+            };
+        match outcome {
+            Ok(id) => {
+                log_accepted(path, &ctx, &id);
+                Some((socket, id))
+            }
+            Err(e) => {
+                self.refused(path, &ctx, Some(SourceKind::Message), &e);
+                close_socket(socket, e.close_frame()).await;
+                None
+            }
+        }
+    }
+}
+
+/// Reads frames until the first data frame; `Err(None)` when the socket ended first.
+async fn first_auth_frame(socket: &mut WebSocket) -> Result<String, Option<AuthError>> {
+    #[derive(Deserialize)]
+    struct AuthFrame {
+        r#type: String,
+        token: String,
+    }
+    loop {
+        match socket.recv().await {
+            Some(Ok(Message::Text(t))) => {
+                return match serde_json::from_str::<AuthFrame>(t.as_str()) {
+                    Ok(f) if f.r#type == "auth" && !f.token.is_empty() => Ok(f.token),
+                    _ => Err(Some(AuthError::Missing)),
+                };
+            }
+            Some(Ok(Message::Binary(_))) => return Err(Some(AuthError::Missing)),
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+            Some(Ok(Message::Close(_))) | Some(Err(_)) | None => return Err(None),
+        }
+    }
+}
+
+fn remote(ctx: &VerifyContext) -> String {
+    ctx.remote_addr
+        .map(|a| a.to_string())
+        .unwrap_or_else(|| "-".into())
+}
+
+fn log_accepted(path: &str, ctx: &VerifyContext, id: &Identity) {
+    tracing::info!(
+        target: "wsgate::conn",
+        path,
+        remote = %remote(ctx),
+        source = id.source().as_str(),
+        verifier = id.verifier(),
+        sub = id.sub(),
+        session = id.session(),
+        "connection accepted"
+    );
+}

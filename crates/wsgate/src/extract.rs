@@ -1,0 +1,132 @@
+//! The axum extractors: our `Depends` for WebSocket routes.
+//!
+//! Put [`WsAuth`] before `WebSocketUpgrade` in a handler's arguments and the request is
+//! authenticated before any upgrade happens; a refusal is an [`AuthError`] response.
+//! [`Identity`] itself is also an extractor, for handlers that only take handshake
+//! credentials and always refuse with HTTP.
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use axum::{Router, routing::get, extract::ws::WebSocketUpgrade, response::Response};
+//! use wsgate::{Authenticator, WsAuth, verify::{StaticTokens, VerifierChain}};
+//!
+//! async fn ws(auth: WsAuth, ws: WebSocketUpgrade) -> Response {
+//!     auth.on_upgrade(ws, |mut socket, identity| async move {
+//!         let _ = socket.send(identity.welcome_frame().into()).await;
+//!     })
+//! }
+//! let auth = Arc::new(Authenticator::new(
+//!     VerifierChain::new().with(StaticTokens::new([("valid-token", "demo-user")])),
+//! ));
+//! let app: Router = Router::new().route("/ws", get(ws)).with_state(auth);
+//! ```
+
+use std::future::Future;
+use std::sync::Arc;
+
+use axum::extract::ws::{WebSocket, WebSocketUpgrade};
+use axum::extract::{FromRef, FromRequestParts};
+use axum::http::request::Parts;
+use axum::response::Response;
+
+use crate::authenticator::{Authenticator, Handshake};
+use crate::identity::Identity;
+use crate::reject::{AuthError, RejectMode};
+use crate::session::close_socket;
+use crate::verify::VerifyContext;
+
+/// An authenticated (or, in the deferred cases, authenticatable) upgrade request.
+pub struct WsAuth {
+    auth: Arc<Authenticator>,
+    path: String,
+    state: State,
+}
+
+enum State {
+    Ready(Identity),
+    AwaitMessage(VerifyContext),
+    /// Refused in `reject = "close"` mode: upgrade, then close with 1008.
+    Refused(AuthError),
+}
+
+impl<S> FromRequestParts<S> for WsAuth
+where
+    Arc<Authenticator>: FromRef<S>,
+    S: Send + Sync,
+{
+    type Rejection = AuthError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, AuthError> {
+        let auth = Arc::<Authenticator>::from_ref(state);
+        let state = match auth.authenticate(parts).await {
+            Ok(Handshake::Authenticated(id)) => State::Ready(id),
+            Ok(Handshake::AwaitMessage(ctx)) => State::AwaitMessage(ctx),
+            Err(e) if auth.reject_mode() == RejectMode::Close => State::Refused(e),
+            Err(e) => return Err(e),
+        };
+        Ok(Self {
+            auth,
+            path: parts.uri.path().to_owned(),
+            state,
+        })
+    }
+}
+
+impl WsAuth {
+    /// The identity, when the handshake itself carried a valid credential.
+    pub fn identity(&self) -> Option<&Identity> {
+        match &self.state {
+            State::Ready(id) => Some(id),
+            _ => None,
+        }
+    }
+
+    pub fn authenticator(&self) -> &Arc<Authenticator> {
+        &self.auth
+    }
+
+    /// Applies the socket settings and upgrades; `f` runs only for an authenticated socket.
+    /// A deferred refusal closes with 1008; a `message` source is awaited first.
+    pub fn on_upgrade<F, Fut>(self, ws: WebSocketUpgrade, f: F) -> Response
+    where
+        F: FnOnce(WebSocket, Identity) -> Fut + Send + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let ws = self.auth.socket().apply(ws);
+        ws.on_upgrade(move |socket| async move {
+            if let Some((socket, id)) = self.finish(socket).await {
+                f(socket, id).await;
+            }
+        })
+    }
+
+    /// The part of authentication that happens after the upgrade: for an authenticated
+    /// request, nothing; otherwise wait for the `auth` frame or close with 1008.
+    pub async fn finish(self, socket: WebSocket) -> Option<(WebSocket, Identity)> {
+        match self.state {
+            State::Ready(id) => Some((socket, id)),
+            State::AwaitMessage(ctx) => self.auth.await_message(socket, ctx, &self.path).await,
+            State::Refused(e) => {
+                close_socket(socket, e.close_frame()).await;
+                None
+            }
+        }
+    }
+}
+
+/// Handshake credentials only, refused with HTTP whatever the reject mode.
+impl<S> FromRequestParts<S> for Identity
+where
+    Arc<Authenticator>: FromRef<S>,
+    S: Send + Sync,
+{
+    type Rejection = AuthError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, AuthError> {
+        let auth = Arc::<Authenticator>::from_ref(state);
+        match auth.authenticate(parts).await? {
+            Handshake::Authenticated(id) => Ok(id),
+            Handshake::AwaitMessage(_) => Err(AuthError::Missing),
+        }
+    }
+}

@@ -1,0 +1,186 @@
+//! Who is connected.
+//!
+//! Every verifier — static token, JWT, API key, backend proxy — reduces its credential to
+//! the same [`Identity`], so the session guard, the endpoints and the user's own handlers
+//! never care which kind of credential opened the socket.
+
+use std::sync::Arc;
+
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::source::SourceKind;
+
+/// What a verifier learned from a credential: plain data, no behaviour.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Verified {
+    /// The subject (`sub`): the user or service the credential speaks for.
+    pub sub: String,
+    /// Unix seconds after which the credential is no longer valid (`exp`), if it expires.
+    pub expires_at: Option<u64>,
+    /// Unix seconds the credential was issued (`iat`), if known.
+    pub issued_at: Option<u64>,
+    /// The credential's own id (`jti`), used to revoke one token rather than a subject.
+    pub jti: Option<String>,
+    /// Channel patterns this identity may subscribe to.
+    pub channels: Vec<String>,
+    /// Channel patterns this identity may publish to.
+    pub publish: Vec<String>,
+    /// OAuth scopes (`scope`, space separated in the token).
+    pub scopes: Vec<String>,
+    /// Every claim as received; `Value::Null` for credentials that carry none.
+    pub claims: Value,
+}
+
+/// An authenticated connection: what was verified, plus where it came from and a session id
+/// that names this one connection (a subject may hold many).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Identity {
+    inner: Arc<IdentityInner>,
+}
+
+#[derive(Debug, PartialEq)]
+struct IdentityInner {
+    verified: Verified,
+    session: String,
+    source: SourceKind,
+    verifier: &'static str,
+}
+
+impl Identity {
+    /// Wraps a verification result with a fresh random session id.
+    pub fn new(verified: Verified, source: SourceKind, verifier: &'static str) -> Self {
+        Self {
+            inner: Arc::new(IdentityInner {
+                verified,
+                session: new_session_id(),
+                source,
+                verifier,
+            }),
+        }
+    }
+
+    pub fn sub(&self) -> &str {
+        &self.inner.verified.sub
+    }
+    /// Names this connection; `POST /api/disconnect {"session": ...}` targets it.
+    pub fn session(&self) -> &str {
+        &self.inner.session
+    }
+    pub fn expires_at(&self) -> Option<u64> {
+        self.inner.verified.expires_at
+    }
+    pub fn issued_at(&self) -> Option<u64> {
+        self.inner.verified.issued_at
+    }
+    pub fn jti(&self) -> Option<&str> {
+        self.inner.verified.jti.as_deref()
+    }
+    pub fn channels(&self) -> &[String] {
+        &self.inner.verified.channels
+    }
+    pub fn publish(&self) -> &[String] {
+        &self.inner.verified.publish
+    }
+    pub fn scopes(&self) -> &[String] {
+        &self.inner.verified.scopes
+    }
+    pub fn claims(&self) -> &Value {
+        &self.inner.verified.claims
+    }
+    /// Where the credential travelled.
+    pub fn source(&self) -> SourceKind {
+        self.inner.source
+    }
+    /// Which verifier accepted it (`"static"`, `"jwt"`, `"proxy"`, …).
+    pub fn verifier(&self) -> &'static str {
+        self.inner.verifier
+    }
+
+    /// The same connection with a refreshed credential (same session id and source).
+    pub fn refreshed(&self, verified: Verified, verifier: &'static str) -> Self {
+        Self {
+            inner: Arc::new(IdentityInner {
+                verified,
+                session: self.inner.session.clone(),
+                source: self.inner.source,
+                verifier,
+            }),
+        }
+    }
+
+    /// The first frame a client receives: `{"type":"welcome","sub","session","expires_at"}`.
+    pub fn welcome_frame(&self) -> String {
+        #[derive(Serialize)]
+        struct Welcome<'a> {
+            r#type: &'static str,
+            sub: &'a str,
+            session: &'a str,
+            expires_at: Option<u64>,
+        }
+        serde_json::to_string(&Welcome {
+            r#type: "welcome",
+            sub: self.sub(),
+            session: self.session(),
+            expires_at: self.expires_at(),
+        })
+        .unwrap_or_default()
+    }
+}
+
+/// 128 random bits, hex: unguessable, so knowing one session id gives no handle on another.
+fn new_session_id() -> String {
+    let mut bytes = [0u8; 16];
+    if getrandom::fill(&mut bytes).is_err() {
+        // The OS RNG failing is not something a caller can fix; a session id is not a secret
+        // that grants access, so fall back to time-derived uniqueness rather than refusing.
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default();
+        bytes = nanos.to_le_bytes();
+    }
+    hex(&bytes)
+}
+
+/// Lower-case hex of `bytes`.
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        out.push(DIGITS[(b >> 4) as usize] as char);
+        out.push(DIGITS[(b & 0xf) as usize] as char);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn welcome_frame_has_the_spec_fields() {
+        let id = Identity::new(
+            Verified {
+                sub: "alice".into(),
+                expires_at: Some(42),
+                ..Default::default()
+            },
+            SourceKind::Bearer,
+            "jwt",
+        );
+        let v: Value = serde_json::from_str(&id.welcome_frame()).unwrap();
+        assert_eq!(v["type"], "welcome");
+        assert_eq!(v["sub"], "alice");
+        assert_eq!(v["session"], id.session());
+        assert_eq!(v["expires_at"], 42);
+    }
+
+    #[test]
+    fn sessions_are_distinct_and_128_bit() {
+        let a = Identity::new(Verified::default(), SourceKind::Bearer, "static");
+        let b = Identity::new(Verified::default(), SourceKind::Bearer, "static");
+        assert_ne!(a.session(), b.session());
+        assert_eq!(a.session().len(), 32);
+    }
+}

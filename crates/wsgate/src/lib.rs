@@ -1,0 +1,43 @@
+//! # wsgate — authenticated WebSockets for axum
+//!
+//! The pattern every real-time app needs — "the client sends a token when it connects; the
+//! server checks it before accepting; it refuses with a clear code; an authorized connection
+//! stays open" — done properly:
+//!
+//! - [`WsAuth`] is an axum extractor (the equivalent of FastAPI's `Depends` on a websocket
+//!   route) that authenticates the upgrade request **before** the socket is accepted, from
+//!   any [`SourceKind`] (header, query, cookie with an Origin check, subprotocol, ticket, or
+//!   the first message), with any [`verify::Verifier`] (static tokens, JWT with secret, PEM
+//!   or JWKS, a backend over HTTP).
+//! - [`Session`] guards the accepted socket for its whole life: welcome frame, expiry
+//!   (`4001`), refresh, shutdown (`1001`), size limits (`1009`).
+//!
+//! The library has no config files, no CLI and no global state: everything is built in code
+//! and passed as axum state. See `examples/echo.rs`.
+
+pub mod authenticator;
+pub mod extract;
+pub mod identity;
+pub mod limits;
+pub mod reject;
+pub mod session;
+pub mod source;
+pub mod verify;
+
+pub use authenticator::{Authenticator, Handshake, SocketSettings};
+pub use extract::WsAuth;
+pub use identity::{Identity, Verified};
+pub use limits::FailureLimiter;
+pub use reject::{AuthError, RejectMode};
+pub use session::{Session, SessionOptions};
+pub use source::{Credential, SourceKind, Sources};
+
+/// Re-exported so users name algorithms without depending on jsonwebtoken themselves.
+pub use jsonwebtoken::Algorithm;
+
+/// Installs the JWT crypto backend (aws-lc-rs). Idempotent. jsonwebtoken panics at the first
+/// signature check when no backend or two are active; naming the module here makes a
+/// missing feature a compile error instead.
+pub fn install_crypto() {
+    let _ = jsonwebtoken::crypto::aws_lc::DEFAULT_PROVIDER.install_default();
+}

@@ -1,0 +1,159 @@
+//! The one place an authentication error becomes an HTTP status or a close code.
+//!
+//! Before the upgrade a refusal is an HTTP response (`401` with `WWW-Authenticate`, `403`,
+//! `429` with `Retry-After`, `503`) and a JSON body `{"error","message"}`. Browsers cannot
+//! read a handshake's status, so in [`RejectMode::Close`] the same refusal becomes an
+//! accepted socket closed at once with `1008` and the error code as the reason.
+//! Messages are fixed strings: nothing from the request (least of all the token) is echoed.
+
+use axum::Json;
+use axum::extract::ws::{CloseFrame, close_code};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+
+/// How a refused handshake is answered.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RejectMode {
+    /// An HTTP error; the socket is never upgraded.
+    #[default]
+    Http,
+    /// Upgrade, then close with `1008` and a short reason.
+    Close,
+}
+
+/// Close codes wsgate uses (beside the standard ones in `axum::extract::ws::close_code`).
+pub mod codes {
+    pub const TOKEN_EXPIRED: u16 = 4001;
+    pub const REVOKED: u16 = 4003;
+    pub const RATE_LIMITED: u16 = 4029;
+}
+
+/// Why a connection was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    #[error("no credential was presented")]
+    Missing,
+    /// The reason is a fixed phrase chosen by the verifier ("token expired", "bad signature").
+    #[error("the credential is not valid: {0}")]
+    Invalid(&'static str),
+    #[error("the request's Origin is not allowed")]
+    ForeignOrigin,
+    #[error("a cookie credential needs an allowed Origin")]
+    CookieOrigin,
+    #[error("too many connections for this user")]
+    TooManyConnections,
+    #[error("too many failed attempts; retry later")]
+    RateLimited { retry_after_secs: u64 },
+    #[error("the authentication service is unavailable: {0}")]
+    Unavailable(&'static str),
+    #[error("no auth message arrived in time")]
+    MessageTimeout,
+}
+
+impl AuthError {
+    /// Stable machine-readable code: the body's `error`, the close reason, the log's `reason`.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Missing => "missing_token",
+            Self::Invalid(_) => "invalid_token",
+            Self::ForeignOrigin => "forbidden_origin",
+            Self::CookieOrigin => "cookie_origin",
+            Self::TooManyConnections => "too_many_connections",
+            Self::RateLimited { .. } => "rate_limited",
+            Self::Unavailable(_) => "auth_unavailable",
+            Self::MessageTimeout => "auth_timeout",
+        }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::Missing | Self::Invalid(_) | Self::MessageTimeout => StatusCode::UNAUTHORIZED,
+            Self::ForeignOrigin | Self::CookieOrigin | Self::TooManyConnections => {
+                StatusCode::FORBIDDEN
+            }
+            Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    /// Whether this refusal counts against the remote address's failure budget. Refusals the
+    /// client cannot be blamed for (our backend down, the limit itself) do not.
+    pub fn is_client_failure(&self) -> bool {
+        !matches!(self, Self::RateLimited { .. } | Self::Unavailable(_))
+    }
+
+    /// The frame that ends a socket in [`RejectMode::Close`] (and a failed `message` auth).
+    pub fn close_frame(&self) -> CloseFrame {
+        CloseFrame {
+            code: close_code::POLICY,
+            reason: self.code().into(),
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct Body {
+    error: &'static str,
+    message: String,
+}
+
+impl IntoResponse for AuthError {
+    fn into_response(self) -> Response {
+        let body = Body {
+            error: self.code(),
+            message: self.to_string(),
+        };
+        let mut res = (self.status(), Json(body)).into_response();
+        let headers = res.headers_mut();
+        match &self {
+            Self::Missing => {
+                headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
+            Self::Invalid(_) | Self::MessageTimeout => {
+                headers.insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static(r#"Bearer error="invalid_token""#),
+                );
+            }
+            Self::RateLimited { retry_after_secs } => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
+            }
+            _ => {}
+        }
+        res
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_and_headers() {
+        let r = AuthError::Missing.into_response();
+        assert_eq!(r.status(), 401);
+        assert_eq!(r.headers()[header::WWW_AUTHENTICATE], "Bearer");
+        let r = AuthError::Invalid("bad signature").into_response();
+        assert_eq!(
+            r.headers()[header::WWW_AUTHENTICATE],
+            r#"Bearer error="invalid_token""#
+        );
+        assert_eq!(AuthError::CookieOrigin.status(), 403);
+        let r = AuthError::RateLimited {
+            retry_after_secs: 7,
+        }
+        .into_response();
+        assert_eq!(r.status(), 429);
+        assert_eq!(r.headers()[header::RETRY_AFTER], "7");
+        assert_eq!(AuthError::Unavailable("timeout").status(), 503);
+    }
+
+    #[test]
+    fn close_frame_is_policy_with_code() {
+        let f = AuthError::Invalid("x").close_frame();
+        assert_eq!(f.code, 1008);
+        assert_eq!(f.reason.as_str(), "invalid_token");
+    }
+}

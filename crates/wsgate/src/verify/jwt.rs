@@ -1,0 +1,687 @@
+//! JSON Web Tokens: HMAC secrets, PEM public keys and JWKS (file or URL).
+//!
+//! Safety rests on three rules, each enforced here rather than trusted to callers:
+//! - the token header's `alg` must be in the configured allowlist (`none` is not even
+//!   parseable by the backend), and
+//! - every key carries the algorithms of its own family only, so an RSA public key is never
+//!   used as an HMAC secret (algorithm confusion), and JWKS keys are pinned to one algorithm;
+//! - HMAC keys only ever come from local configuration: `oct` keys in a JWKS are dropped.
+//!
+//! Unknown `kid`s trigger at most one JWKS refetch per [`JwksCache::MIN_REFETCH`], and the
+//! fetch itself is single-flight and time-bounded, so a kid-spraying client cannot turn the
+//! gateway into a load generator against the identity provider.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, PublicKeyUse};
+use jsonwebtoken::{Algorithm, DecodingKey, Validation, decode, decode_header};
+use serde_json::Value;
+
+use super::{Verifier, VerifyContext, VerifyError, VerifyFuture};
+use crate::identity::Verified;
+use crate::source::Credential;
+
+/// Claim policy shared by every key.
+#[derive(Debug, Clone)]
+pub struct JwtConfig {
+    /// Allowed `alg` values; a token with any other is refused before its signature is checked.
+    pub algorithms: Vec<Algorithm>,
+    /// Required `iss`, when set.
+    pub issuer: Option<String>,
+    /// Accepted `aud` values; when non-empty a token must carry one of them.
+    pub audience: Vec<String>,
+    /// Clock skew tolerated on `exp` and `nbf`.
+    pub leeway_secs: u64,
+    /// Refuse tokens without `exp`.
+    pub require_exp: bool,
+}
+
+impl Default for JwtConfig {
+    fn default() -> Self {
+        Self {
+            algorithms: vec![Algorithm::HS256],
+            issuer: None,
+            audience: Vec::new(),
+            leeway_secs: 30,
+            require_exp: true,
+        }
+    }
+}
+
+/// A key that cannot be used as configured.
+#[derive(Debug, thiserror::Error)]
+pub enum JwtSetupError {
+    #[error("no algorithm is configured")]
+    NoAlgorithms,
+    #[error("the HMAC secret is empty")]
+    EmptySecret,
+    #[error("a {family} key cannot verify any configured algorithm ({configured})")]
+    NoAlgorithmForKey {
+        family: &'static str,
+        configured: String,
+    },
+    #[error("not a PEM public key (RSA, EC P-256/P-384 or Ed25519)")]
+    BadPem,
+}
+
+struct Key {
+    key: DecodingKey,
+    algorithms: Vec<Algorithm>,
+}
+
+/// Verifies JWTs against local keys and/or a JWKS.
+pub struct JwtVerifier {
+    config: JwtConfig,
+    keys: Vec<Key>,
+    jwks: Option<Arc<JwksCache>>,
+    validations: Vec<(Algorithm, Validation)>,
+}
+
+impl JwtVerifier {
+    pub fn new(config: JwtConfig) -> Result<Self, JwtSetupError> {
+        if config.algorithms.is_empty() {
+            return Err(JwtSetupError::NoAlgorithms);
+        }
+        let validations = config
+            .algorithms
+            .iter()
+            .map(|&alg| (alg, validation(&config, alg)))
+            .collect();
+        Ok(Self {
+            config,
+            keys: Vec::new(),
+            jwks: None,
+            validations,
+        })
+    }
+
+    /// Adds an HMAC secret (HS256/384/512, as configured).
+    pub fn with_secret(mut self, secret: &[u8]) -> Result<Self, JwtSetupError> {
+        if secret.is_empty() {
+            return Err(JwtSetupError::EmptySecret);
+        }
+        self.add_key(DecodingKey::from_secret(secret))?;
+        Ok(self)
+    }
+
+    /// Adds a PEM public key (RSA, EC or Ed25519); its family decides which of the configured
+    /// algorithms it may verify.
+    pub fn with_public_key_pem(mut self, pem: &[u8]) -> Result<Self, JwtSetupError> {
+        let key = DecodingKey::from_rsa_pem(pem)
+            .or_else(|_| DecodingKey::from_ec_pem(pem))
+            .or_else(|_| DecodingKey::from_ed_pem(pem))
+            .map_err(|_| JwtSetupError::BadPem)?;
+        self.add_key(key)?;
+        Ok(self)
+    }
+
+    /// Looks keys up by `kid` in a JWKS.
+    pub fn with_jwks(mut self, jwks: Arc<JwksCache>) -> Self {
+        self.jwks = Some(jwks);
+        self
+    }
+
+    pub fn config(&self) -> &JwtConfig {
+        &self.config
+    }
+
+    fn add_key(&mut self, key: DecodingKey) -> Result<(), JwtSetupError> {
+        let family = key.family();
+        let algorithms: Vec<Algorithm> = self
+            .config
+            .algorithms
+            .iter()
+            .copied()
+            .filter(|a| a.family() == family)
+            .collect();
+        if algorithms.is_empty() {
+            return Err(JwtSetupError::NoAlgorithmForKey {
+                family: family_name(family),
+                configured: alg_list(&self.config.algorithms),
+            });
+        }
+        self.keys.push(Key { key, algorithms });
+        Ok(())
+    }
+
+    fn validation(&self, alg: Algorithm) -> Option<&Validation> {
+        self.validations
+            .iter()
+            .find(|(a, _)| *a == alg)
+            .map(|(_, v)| v)
+    }
+
+    /// Verifies `token`; `NotRecognized` when it is not JWT-shaped at all.
+    pub async fn verify_token(&self, token: &str) -> Result<Verified, VerifyError> {
+        if token.bytes().filter(|&b| b == b'.').count() != 2 {
+            return Err(VerifyError::NotRecognized);
+        }
+        let header = decode_header(token).map_err(|e| match e.kind() {
+            ErrorKind::Json(_) => VerifyError::Invalid("unsupported or malformed header"),
+            _ => VerifyError::Invalid("malformed token"),
+        })?;
+        let alg = header.alg;
+        let validation = self
+            .validation(alg)
+            .ok_or(VerifyError::Invalid("algorithm not allowed"))?;
+
+        if let (Some(jwks), Some(kid)) = (&self.jwks, header.kid.as_deref()) {
+            match jwks.find(kid).await {
+                Some(k) if k.alg == alg => return check(token, &k.key, validation),
+                Some(_) => return Err(VerifyError::Invalid("algorithm does not match key")),
+                None if self.keys.is_empty() => return Err(VerifyError::Invalid("unknown key id")),
+                None => {}
+            }
+        }
+
+        let mut last = VerifyError::Invalid("no key for this algorithm");
+        let local = self
+            .keys
+            .iter()
+            .filter(|k| k.algorithms.contains(&alg))
+            .map(|k| &k.key);
+        for key in local {
+            match check(token, key, validation) {
+                Err(VerifyError::Invalid("bad signature")) => {
+                    last = VerifyError::Invalid("bad signature")
+                }
+                other => return other,
+            }
+        }
+        if let (Some(jwks), None) = (&self.jwks, &header.kid) {
+            for k in jwks.current().keys.iter().filter(|k| k.alg == alg) {
+                match check(token, &k.key, validation) {
+                    Err(VerifyError::Invalid("bad signature")) => {
+                        last = VerifyError::Invalid("bad signature")
+                    }
+                    other => return other,
+                }
+            }
+        }
+        Err(last)
+    }
+}
+
+impl Verifier for JwtVerifier {
+    fn name(&self) -> &'static str {
+        "jwt"
+    }
+    fn verify<'a>(&'a self, cred: &'a Credential, _: &'a VerifyContext) -> VerifyFuture<'a> {
+        Box::pin(self.verify_token(cred.token()))
+    }
+}
+
+fn validation(config: &JwtConfig, alg: Algorithm) -> Validation {
+    let mut v = Validation::new(alg);
+    v.leeway = config.leeway_secs;
+    v.validate_nbf = true;
+    v.validate_exp = true;
+    let mut required = vec!["sub"];
+    if config.require_exp {
+        required.push("exp");
+    }
+    if let Some(iss) = &config.issuer {
+        v.set_issuer(&[iss]);
+        required.push("iss");
+    }
+    if config.audience.is_empty() {
+        // No audience configured: the operator has not asked for one, so `aud` is not checked.
+        v.validate_aud = false;
+    } else {
+        v.set_audience(&config.audience);
+        required.push("aud");
+    }
+    v.set_required_spec_claims(&required);
+    v
+}
+
+fn check(token: &str, key: &DecodingKey, validation: &Validation) -> Result<Verified, VerifyError> {
+    let data = decode::<Value>(token, key, validation).map_err(|e| {
+        VerifyError::Invalid(match e.kind() {
+            ErrorKind::InvalidSignature => "bad signature",
+            ErrorKind::ExpiredSignature => "token expired",
+            ErrorKind::ImmatureSignature => "token not yet valid",
+            ErrorKind::InvalidIssuer => "wrong issuer",
+            ErrorKind::InvalidAudience => "wrong audience",
+            ErrorKind::MissingRequiredClaim(_) => "missing required claim",
+            ErrorKind::InvalidClaimFormat(_) => "malformed claim",
+            ErrorKind::InvalidAlgorithm => "algorithm does not match key",
+            _ => "malformed token",
+        })
+    })?;
+    verified_from_claims(data.claims)
+}
+
+/// Reads the claims wsgate uses out of a JWT payload, keeping the payload itself.
+pub(crate) fn verified_from_claims(claims: Value) -> Result<Verified, VerifyError> {
+    let sub = claims
+        .get("sub")
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
+        .ok_or(VerifyError::Invalid("missing sub"))?
+        .to_owned();
+    let scopes = match claims.get("scope").or_else(|| claims.get("scp")) {
+        Some(Value::String(s)) => s.split_whitespace().map(str::to_owned).collect(),
+        Some(v) => strings(Some(v)),
+        None => Vec::new(),
+    };
+    Ok(Verified {
+        sub,
+        expires_at: claims.get("exp").and_then(Value::as_u64),
+        issued_at: claims.get("iat").and_then(Value::as_u64),
+        jti: claims.get("jti").and_then(Value::as_str).map(str::to_owned),
+        channels: strings(claims.get("channels")),
+        publish: strings(claims.get("publish")),
+        scopes,
+        claims,
+    })
+}
+
+/// A list of strings, or a single string, as a list; anything else as empty.
+pub(crate) fn strings(v: Option<&Value>) -> Vec<String> {
+    match v {
+        Some(Value::Array(items)) => items
+            .iter()
+            .filter_map(Value::as_str)
+            .map(str::to_owned)
+            .collect(),
+        Some(Value::String(s)) => vec![s.clone()],
+        _ => Vec::new(),
+    }
+}
+
+fn family_name(f: jsonwebtoken::AlgorithmFamily) -> &'static str {
+    use jsonwebtoken::AlgorithmFamily::*;
+    match f {
+        Hmac => "HMAC",
+        Rsa => "RSA",
+        Ec => "EC",
+        Ed => "Ed25519",
+    }
+}
+
+fn alg_list(algs: &[Algorithm]) -> String {
+    algs.iter()
+        .map(|a| format!("{a:?}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+// ---------------------------------------------------------------------------------- JWKS
+
+/// Where a JWKS comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JwksSource {
+    File(PathBuf),
+    /// `https://`, or `http://` to a loopback host only.
+    Url(String),
+}
+
+impl JwksSource {
+    /// Checks the scheme rule: a JWKS fetched in clear text could be swapped on the way.
+    pub fn url(url: &str) -> Result<Self, JwksError> {
+        let (scheme, rest) = url
+            .split_once("://")
+            .ok_or_else(|| JwksError::BadUrl(format!("`{url}` is not an absolute URL")))?;
+        let host = rest
+            .split(['/', '?', '#'])
+            .next()
+            .unwrap_or_default()
+            .rsplit('@')
+            .next()
+            .unwrap_or_default();
+        let host = match host.strip_prefix('[') {
+            Some(v6) => v6.split(']').next().unwrap_or_default(),
+            None => host.split(':').next().unwrap_or_default(),
+        };
+        let loopback = host.eq_ignore_ascii_case("localhost")
+            || host
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback());
+        match scheme.to_ascii_lowercase().as_str() {
+            "https" if !host.is_empty() => Ok(Self::Url(url.to_owned())),
+            "http" if loopback => Ok(Self::Url(url.to_owned())),
+            "http" => Err(JwksError::BadUrl(format!(
+                "`{url}` must use https:// (plain http is only allowed to a loopback host)"
+            ))),
+            _ => Err(JwksError::BadUrl(format!(
+                "`{url}` must be an https:// URL"
+            ))),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum JwksError {
+    #[error("{0}")]
+    BadUrl(String),
+    #[error("reading {path}: {err}")]
+    Read { path: String, err: std::io::Error },
+    #[error("fetching the JWKS: {0}")]
+    Fetch(String),
+    #[error("the JWKS is not valid JSON of the form {{\"keys\": [...]}}: {0}")]
+    Parse(String),
+    #[error("the JWKS has no usable signing key for the configured algorithms")]
+    NoUsableKey,
+}
+
+/// One JWKS key, pinned to one algorithm.
+pub struct JwksKey {
+    pub kid: Option<String>,
+    pub alg: Algorithm,
+    key: DecodingKey,
+}
+
+struct KeySet {
+    keys: Vec<Arc<JwksKey>>,
+    fetched_at: Option<Instant>,
+}
+
+/// A JWKS kept in memory: lock-free reads on the handshake path, refetched when an unknown
+/// `kid` shows up (rate-limited) and, for URLs, when it is older than [`Self::MAX_AGE`].
+pub struct JwksCache {
+    source: JwksSource,
+    allowed: Vec<Algorithm>,
+    set: ArcSwap<KeySet>,
+    /// Held for the whole fetch: concurrent misses wait for the one fetch in flight.
+    last_fetch: tokio::sync::Mutex<Option<Instant>>,
+    #[cfg(feature = "remote")]
+    client: reqwest::Client,
+}
+
+impl JwksCache {
+    /// At most one refetch for unknown `kid`s in this interval.
+    pub const MIN_REFETCH: Duration = Duration::from_secs(10);
+    /// A URL-sourced set older than this is refreshed in the background on next use.
+    pub const MAX_AGE: Duration = Duration::from_secs(600);
+    const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
+    const MAX_BYTES: usize = 1024 * 1024;
+
+    /// An empty cache; call [`Self::refresh`] to load it (keys can also arrive on first use).
+    pub fn new(source: JwksSource, allowed: &[Algorithm]) -> Self {
+        Self {
+            source,
+            allowed: allowed.to_vec(),
+            set: ArcSwap::from_pointee(KeySet {
+                keys: Vec::new(),
+                fetched_at: None,
+            }),
+            last_fetch: tokio::sync::Mutex::new(None),
+            #[cfg(feature = "remote")]
+            client: reqwest::Client::builder()
+                .timeout(Self::FETCH_TIMEOUT)
+                .connect_timeout(Self::FETCH_TIMEOUT)
+                .build()
+                .unwrap_or_default(),
+        }
+    }
+
+    /// Fetches and installs the set now; returns how many keys are usable.
+    pub async fn refresh(&self) -> Result<usize, JwksError> {
+        let mut last = self.last_fetch.lock().await;
+        *last = Some(Instant::now());
+        self.fetch_and_store().await
+    }
+
+    /// Number of usable keys held now.
+    pub fn len(&self) -> usize {
+        self.set.load().keys.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn current(&self) -> arc_swap::Guard<Arc<KeySet>> {
+        self.set.load()
+    }
+
+    fn lookup(&self, kid: &str) -> Option<Arc<JwksKey>> {
+        self.current()
+            .keys
+            .iter()
+            .find(|k| k.kid.as_deref() == Some(kid))
+            .cloned()
+    }
+
+    async fn find(&self, kid: &str) -> Option<Arc<JwksKey>> {
+        if let Some(k) = self.lookup(kid) {
+            if self.is_stale() {
+                // Serve the key we have; the next miss or stale check picks up the new set.
+                self.refetch_limited().await;
+            }
+            return Some(k);
+        }
+        self.refetch_limited().await;
+        self.lookup(kid)
+    }
+
+    fn is_stale(&self) -> bool {
+        matches!(self.source, JwksSource::Url(_))
+            && self
+                .current()
+                .fetched_at
+                .is_none_or(|t| t.elapsed() > Self::MAX_AGE)
+    }
+
+    async fn refetch_limited(&self) {
+        let mut last = self.last_fetch.lock().await;
+        if last.is_some_and(|t| t.elapsed() < Self::MIN_REFETCH) {
+            return;
+        }
+        *last = Some(Instant::now());
+        if let Err(e) = self.fetch_and_store().await {
+            tracing::warn!(target: "wsgate::jwks", error = %e, "JWKS refresh failed; keeping the previous keys");
+        }
+    }
+
+    async fn fetch_and_store(&self) -> Result<usize, JwksError> {
+        let bytes = self.fetch().await?;
+        let keys = parse_jwks(&bytes, &self.allowed)?;
+        let n = keys.len();
+        self.set.store(Arc::new(KeySet {
+            keys,
+            fetched_at: Some(Instant::now()),
+        }));
+        tracing::info!(target: "wsgate::jwks", keys = n, "JWKS loaded");
+        Ok(n)
+    }
+
+    async fn fetch(&self) -> Result<Vec<u8>, JwksError> {
+        match &self.source {
+            JwksSource::File(path) => tokio::fs::read(path).await.map_err(|err| JwksError::Read {
+                path: path.display().to_string(),
+                err,
+            }),
+            #[cfg(feature = "remote")]
+            JwksSource::Url(url) => {
+                let mut res = self
+                    .client
+                    .get(url)
+                    .send()
+                    .await
+                    .map_err(|e| JwksError::Fetch(e.without_url().to_string()))?;
+                if !res.status().is_success() {
+                    return Err(JwksError::Fetch(format!("HTTP {}", res.status())));
+                }
+                let mut body = Vec::new();
+                while let Some(chunk) = res
+                    .chunk()
+                    .await
+                    .map_err(|e| JwksError::Fetch(e.without_url().to_string()))?
+                {
+                    body.extend_from_slice(&chunk);
+                    if body.len() > Self::MAX_BYTES {
+                        return Err(JwksError::Fetch("response larger than 1 MiB".into()));
+                    }
+                }
+                Ok(body)
+            }
+            #[cfg(not(feature = "remote"))]
+            JwksSource::Url(_) => Err(JwksError::Fetch(
+                "wsgate was built without the `remote` feature".into(),
+            )),
+        }
+    }
+}
+
+/// Parses a JWKS, keeping only signing keys of an allowed algorithm, each pinned to one
+/// algorithm. Keys this cannot use are skipped, not fatal: a provider may publish more than
+/// we need.
+fn parse_jwks(bytes: &[u8], allowed: &[Algorithm]) -> Result<Vec<Arc<JwksKey>>, JwksError> {
+    #[derive(serde::Deserialize)]
+    struct Raw {
+        keys: Vec<Value>,
+    }
+    let raw: Raw = serde_json::from_slice(bytes).map_err(|e| JwksError::Parse(e.to_string()))?;
+    let keys: Vec<Arc<JwksKey>> = raw
+        .keys
+        .into_iter()
+        .filter_map(|v| serde_json::from_value::<Jwk>(v).ok())
+        .filter_map(|jwk| usable_key(&jwk, allowed))
+        .map(Arc::new)
+        .collect();
+    if keys.is_empty() {
+        return Err(JwksError::NoUsableKey);
+    }
+    Ok(keys)
+}
+
+fn usable_key(jwk: &Jwk, allowed: &[Algorithm]) -> Option<JwksKey> {
+    if matches!(&jwk.common.public_key_use, Some(u) if *u != PublicKeyUse::Signature) {
+        return None;
+    }
+    let inferred = match &jwk.algorithm {
+        // HMAC keys never come from a key set: a public document cannot hold a shared secret.
+        AlgorithmParameters::OctetKey(_) => return None,
+        AlgorithmParameters::RSA(_) => Some(Algorithm::RS256),
+        AlgorithmParameters::EllipticCurve(p) => match p.curve {
+            EllipticCurve::P256 => Some(Algorithm::ES256),
+            EllipticCurve::P384 => Some(Algorithm::ES384),
+            _ => None,
+        },
+        AlgorithmParameters::OctetKeyPair(p) => {
+            (p.curve == EllipticCurve::Ed25519).then_some(Algorithm::EdDSA)
+        }
+        _ => None,
+    };
+    let alg = match jwk.common.key_algorithm {
+        Some(a) => Algorithm::try_from(a).ok()?,
+        None => inferred?,
+    };
+    if !allowed.contains(&alg) {
+        return None;
+    }
+    let key = DecodingKey::from_jwk(jwk).ok()?;
+    (key.family() == alg.family()).then(|| JwksKey {
+        kid: jwk.common.key_id.clone(),
+        alg,
+        key,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use jsonwebtoken::{EncodingKey, Header, encode};
+    use serde_json::json;
+
+    fn rt() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    }
+
+    fn hs(claims: Value) -> String {
+        encode(
+            &Header::new(Algorithm::HS256),
+            &claims,
+            &EncodingKey::from_secret(b"k"),
+        )
+        .unwrap()
+    }
+
+    fn now() -> u64 {
+        crate::verify::now_unix()
+    }
+
+    #[test]
+    fn claims_are_read() {
+        let v = JwtVerifier::new(JwtConfig::default())
+            .unwrap()
+            .with_secret(b"k")
+            .unwrap();
+        let t = hs(
+            json!({"sub":"al","exp":now()+60,"jti":"j1","channels":["a","b"],"publish":"c","scope":"x y"}),
+        );
+        let id = rt().block_on(v.verify_token(&t)).unwrap();
+        assert_eq!(id.sub, "al");
+        assert_eq!(id.jti.as_deref(), Some("j1"));
+        assert_eq!(id.channels, ["a", "b"]);
+        assert_eq!(id.publish, ["c"]);
+        assert_eq!(id.scopes, ["x", "y"]);
+    }
+
+    #[test]
+    fn shape_decides_recognition() {
+        let v = JwtVerifier::new(JwtConfig::default())
+            .unwrap()
+            .with_secret(b"k")
+            .unwrap();
+        assert_eq!(
+            rt().block_on(v.verify_token("valid-token")),
+            Err(VerifyError::NotRecognized)
+        );
+        assert_eq!(
+            rt().block_on(v.verify_token("a.b.c")),
+            Err(VerifyError::Invalid("malformed token"))
+        );
+    }
+
+    #[test]
+    fn key_family_must_match_configured_algorithms() {
+        let cfg = JwtConfig {
+            algorithms: vec![Algorithm::RS256],
+            ..JwtConfig::default()
+        };
+        let err = JwtVerifier::new(cfg).unwrap().with_secret(b"k").err();
+        assert!(matches!(err, Some(JwtSetupError::NoAlgorithmForKey { .. })));
+    }
+
+    #[test]
+    fn jwks_url_rules() {
+        assert!(JwksSource::url("https://idp.example/jwks").is_ok());
+        assert!(JwksSource::url("http://127.0.0.1:9/jwks").is_ok());
+        assert!(JwksSource::url("http://[::1]:9/jwks").is_ok());
+        assert!(JwksSource::url("http://localhost/jwks").is_ok());
+        assert!(JwksSource::url("http://idp.example/jwks").is_err());
+        assert!(JwksSource::url("http://127.0.0.1.evil.example/jwks").is_err());
+        assert!(JwksSource::url("ftp://x/jwks").is_err());
+        assert!(JwksSource::url("jwks.json").is_err());
+    }
+
+    #[test]
+    fn jwks_drops_hmac_and_encryption_keys() {
+        let set = json!({"keys": [
+            {"kty":"oct","k":"c2VjcmV0","kid":"h","alg":"HS256"},
+            {"kty":"OKP","crv":"Ed25519","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo","kid":"e","use":"enc"},
+            {"kty":"OKP","crv":"Ed25519","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo","kid":"s"}
+        ]});
+        let keys = parse_jwks(
+            set.to_string().as_bytes(),
+            &[Algorithm::HS256, Algorithm::EdDSA],
+        )
+        .unwrap();
+        assert_eq!(keys.len(), 1);
+        assert_eq!(keys[0].kid.as_deref(), Some("s"));
+        assert_eq!(keys[0].alg, Algorithm::EdDSA);
+        assert!(matches!(
+            parse_jwks(b"{\"keys\":[]}", &[Algorithm::EdDSA]),
+            Err(JwksError::NoUsableKey)
+        ));
+    }
+}

@@ -1,0 +1,141 @@
+//! What a credential may be.
+//!
+//! One small trait, [`Verifier`], and one implementation per kind of credential: static
+//! tokens, JWTs (secret, PEM key or JWKS), and a backend asked over HTTP. Several can be
+//! enabled at once; [`VerifierChain`] asks them in order and **the first that recognizes the
+//! credential decides** — a JWT with a bad signature is refused by the JWT verifier, it is not
+//! offered to the next one in the hope that it accepts.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use crate::identity::Verified;
+use crate::reject::AuthError;
+use crate::source::{Credential, SourceKind};
+
+pub mod jwt;
+#[cfg(feature = "remote")]
+pub mod proxy;
+pub mod static_tokens;
+
+pub use jwt::{JwksCache, JwksError, JwksSource, JwtConfig, JwtSetupError, JwtVerifier};
+#[cfg(feature = "remote")]
+pub use proxy::ProxyVerifier;
+pub use static_tokens::StaticTokens;
+
+/// Longest token any verifier looks at; longer ones are refused unparsed.
+pub const MAX_TOKEN_LEN: usize = 8 * 1024;
+
+/// The boxed future a verifier returns (JWT and static checks are ready at once; the proxy
+/// verifier really waits).
+pub type VerifyFuture<'a> =
+    Pin<Box<dyn Future<Output = Result<Verified, VerifyError>> + Send + 'a>>;
+
+/// Facts about the request that some verifiers pass on (the proxy verifier does).
+#[derive(Debug, Clone, Default)]
+pub struct VerifyContext {
+    pub remote_addr: Option<SocketAddr>,
+    pub origin: Option<String>,
+}
+
+/// A verifier's answer when it does not accept.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum VerifyError {
+    /// Not this verifier's kind of credential: ask the next one.
+    #[error("not recognized")]
+    NotRecognized,
+    /// Recognized and refused, with a fixed reason phrase.
+    #[error("invalid: {0}")]
+    Invalid(&'static str),
+    /// Could not decide (a backend is down or slow).
+    #[error("unavailable: {0}")]
+    Unavailable(&'static str),
+}
+
+impl From<VerifyError> for AuthError {
+    fn from(e: VerifyError) -> Self {
+        match e {
+            VerifyError::NotRecognized => AuthError::Invalid("unknown credential"),
+            VerifyError::Invalid(r) => AuthError::Invalid(r),
+            VerifyError::Unavailable(r) => AuthError::Unavailable(r),
+        }
+    }
+}
+
+/// Checks one kind of credential.
+pub trait Verifier: Send + Sync + 'static {
+    /// Short name for logs and metrics: `"static"`, `"jwt"`, `"proxy"`, …
+    fn name(&self) -> &'static str;
+
+    /// Whether credentials from this place are for this verifier. Tickets are redeemed only
+    /// by a ticket verifier, and no ticket verifier takes a bearer token.
+    fn handles(&self, source: SourceKind) -> bool {
+        source != SourceKind::Ticket
+    }
+
+    fn verify<'a>(&'a self, credential: &'a Credential, ctx: &'a VerifyContext)
+    -> VerifyFuture<'a>;
+}
+
+/// Verifiers asked in order; the first that recognizes a credential decides.
+#[derive(Clone, Default)]
+pub struct VerifierChain {
+    verifiers: Vec<Arc<dyn Verifier>>,
+}
+
+impl VerifierChain {
+    pub fn new() -> Self {
+        Self::default()
+    }
+    pub fn with(mut self, v: impl Verifier) -> Self {
+        self.verifiers.push(Arc::new(v));
+        self
+    }
+    pub fn push(&mut self, v: Arc<dyn Verifier>) {
+        self.verifiers.push(v);
+    }
+    pub fn is_empty(&self) -> bool {
+        self.verifiers.is_empty()
+    }
+    pub fn names(&self) -> Vec<&'static str> {
+        self.verifiers.iter().map(|v| v.name()).collect()
+    }
+
+    /// The verified identity and the name of the verifier that accepted it.
+    pub async fn verify(
+        &self,
+        credential: &Credential,
+        ctx: &VerifyContext,
+    ) -> Result<(Verified, &'static str), AuthError> {
+        if credential.token().len() > MAX_TOKEN_LEN {
+            return Err(AuthError::Invalid("credential too large"));
+        }
+        for v in &self.verifiers {
+            if !v.handles(credential.source()) {
+                continue;
+            }
+            match v.verify(credential, ctx).await {
+                Ok(verified) => return Ok((verified, v.name())),
+                Err(VerifyError::NotRecognized) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(VerifyError::NotRecognized.into())
+    }
+}
+
+impl std::fmt::Debug for VerifierChain {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.names()).finish()
+    }
+}
+
+/// Seconds since the Unix epoch.
+pub fn now_unix() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or_default()
+}

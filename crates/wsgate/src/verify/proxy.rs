@@ -1,0 +1,139 @@
+//! Ask a backend: POST the credential to `auth.proxy_url` and take its JSON answer as the
+//! identity, so any existing session system (Rails cookies, Django sessions, an in-house
+//! token service) can authenticate WebSockets without wsgate knowing its format.
+//!
+//! Request: `{"token","source","remote_addr","origin"}`. `200` with
+//! `{"sub", "expires_at"?, "channels"?, "publish"?}` accepts; any other status refuses (401);
+//! no answer within the timeout, or an unusable answer, is `Unavailable` (503): the client is
+//! not at fault, so it is not told its credential is bad.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::jwt::strings;
+use super::{Verifier, VerifyContext, VerifyError, VerifyFuture};
+use crate::identity::Verified;
+use crate::source::Credential;
+
+const MAX_ANSWER_BYTES: usize = 64 * 1024;
+
+pub struct ProxyVerifier {
+    url: String,
+    client: reqwest::Client,
+}
+
+impl ProxyVerifier {
+    pub fn new(url: impl Into<String>, timeout: Duration) -> Self {
+        Self {
+            url: url.into(),
+            client: reqwest::Client::builder()
+                .timeout(timeout)
+                .connect_timeout(timeout)
+                .build()
+                .unwrap_or_default(),
+        }
+    }
+
+    async fn ask(&self, cred: &Credential, ctx: &VerifyContext) -> Result<Verified, VerifyError> {
+        #[derive(Serialize)]
+        struct Ask<'a> {
+            token: &'a str,
+            source: &'static str,
+            remote_addr: Option<String>,
+            origin: Option<&'a str>,
+        }
+        let ask = Ask {
+            token: cred.token(),
+            source: cred.source().as_str(),
+            remote_addr: ctx.remote_addr.map(|a| a.ip().to_string()),
+            origin: ctx.origin.as_deref(),
+        };
+        let mut res = self
+            .client
+            .post(&self.url)
+            .json(&ask)
+            .send()
+            .await
+            .map_err(|e| {
+                let why = if e.is_timeout() {
+                    "auth backend timed out"
+                } else {
+                    "auth backend unreachable"
+                };
+                tracing::warn!(target: "wsgate::proxy", error = %e.without_url(), "{why}");
+                VerifyError::Unavailable(why)
+            })?;
+        if res.status() != reqwest::StatusCode::OK {
+            return Err(VerifyError::Invalid("refused by auth backend"));
+        }
+        let mut body = Vec::new();
+        loop {
+            match res.chunk().await {
+                Ok(Some(c)) if body.len() + c.len() <= MAX_ANSWER_BYTES => {
+                    body.extend_from_slice(&c)
+                }
+                Ok(Some(_)) => {
+                    return Err(VerifyError::Unavailable("auth backend answer too large"));
+                }
+                Ok(None) => break,
+                Err(e) if e.is_timeout() => {
+                    return Err(VerifyError::Unavailable("auth backend timed out"));
+                }
+                Err(_) => return Err(VerifyError::Unavailable("auth backend unreachable")),
+            }
+        }
+        parse_answer(&body)
+    }
+}
+
+/// The backend's identity document.
+fn parse_answer(body: &[u8]) -> Result<Verified, VerifyError> {
+    #[derive(Deserialize)]
+    struct Answer {
+        sub: String,
+        #[serde(default)]
+        expires_at: Option<u64>,
+    }
+    let claims: Value = serde_json::from_slice(body)
+        .map_err(|_| VerifyError::Unavailable("auth backend answered with invalid JSON"))?;
+    let answer: Answer = serde_json::from_value(claims.clone())
+        .map_err(|_| VerifyError::Unavailable("auth backend answer lacks a usable sub"))?;
+    if answer.sub.is_empty() {
+        return Err(VerifyError::Unavailable(
+            "auth backend answer lacks a usable sub",
+        ));
+    }
+    Ok(Verified {
+        sub: answer.sub,
+        expires_at: answer.expires_at,
+        channels: strings(claims.get("channels")),
+        publish: strings(claims.get("publish")),
+        claims,
+        ..Verified::default()
+    })
+}
+
+impl Verifier for ProxyVerifier {
+    fn name(&self) -> &'static str {
+        "proxy"
+    }
+    fn verify<'a>(&'a self, cred: &'a Credential, ctx: &'a VerifyContext) -> VerifyFuture<'a> {
+        Box::pin(self.ask(cred, ctx))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn answers() {
+        let v = parse_answer(br#"{"sub":"a","expires_at":5,"channels":["x"]}"#).unwrap();
+        assert_eq!((v.sub.as_str(), v.expires_at), ("a", Some(5)));
+        assert_eq!(v.channels, ["x"]);
+        assert!(parse_answer(br#"{"expires_at":5}"#).is_err());
+        assert!(parse_answer(b"nope").is_err());
+    }
+}
