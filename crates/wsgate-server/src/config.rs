@@ -322,15 +322,9 @@ impl Config {
     /// Parses and checks TOML text.
     pub fn parse(text: &str, origin: &Origin) -> Result<Config, ConfigError> {
         let cfg: Config = toml::from_str(text).map_err(|e| {
-            let key = e
-                .span()
-                .and_then(|s| text.get(s))
-                .map(|k| k.trim().trim_matches('"').to_owned())
-                .filter(|k| !k.is_empty() && k.len() < 80 && !k.contains('\n'))
-                .unwrap_or_default();
             ConfigError::new(
                 origin,
-                key,
+                key_at(text, &e),
                 e.message().trim().to_owned() + &line_of(text, &e),
             )
         })?;
@@ -482,10 +476,45 @@ fn check_sources(
 fn line_of(text: &str, e: &toml::de::Error) -> String {
     e.span()
         .map(|s| {
-            let line = text[..s.start.min(text.len())].lines().count().max(1);
+            let line = text.as_bytes()[..s.start.min(text.len())]
+                .iter()
+                .filter(|&&b| b == b'\n')
+                .count()
+                + 1;
             format!(" (line {line})")
         })
         .unwrap_or_default()
+}
+
+/// The dotted key a parse error points at: the table header above it plus the key itself.
+fn key_at(text: &str, e: &toml::de::Error) -> String {
+    let Some(span) = e.span() else {
+        return String::new();
+    };
+    let before = &text[..span.start.min(text.len())];
+    let table = before
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| l.starts_with('['))
+        .map(|l| l.trim_matches(['[', ']']).trim().to_owned());
+    // The span covers either the key itself or the value after `key =` on its line.
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let key = match text[line_start..span.start.min(text.len())].split_once('=') {
+        Some((k, _)) => Some(k.trim().trim_matches('"').to_owned()),
+        None => text
+            .get(span)
+            .map(|k| k.trim().trim_matches('"'))
+            .filter(|k| !k.is_empty() && k.len() < 80 && !k.contains(['\n', '=', '[', '{']))
+            .map(str::to_owned),
+    }
+    .filter(|k| !k.is_empty());
+    match (table, key) {
+        (Some(t), Some(k)) => format!("{t}.{k}"),
+        (Some(t), None) => t,
+        (None, Some(k)) => k,
+        (None, None) => String::new(),
+    }
 }
 
 #[cfg(test)]
@@ -567,7 +596,7 @@ kind = "echo"
             .unwrap_err()
             .to_string();
         assert!(e.contains("t.toml"), "{e}");
-        assert!(e.contains("sorces"), "{e}");
+        assert!(e.contains("auth.sorces"), "{e}");
         assert!(e.contains("line 2"), "{e}");
     }
 

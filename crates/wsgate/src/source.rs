@@ -259,6 +259,8 @@ fn bearer(headers: &HeaderMap) -> Option<String> {
     let value = headers.get(header::AUTHORIZATION).and_then(header_str)?;
     let token = match value.split_once(' ') {
         Some((scheme, rest)) if scheme.eq_ignore_ascii_case("bearer") => rest.trim(),
+        // `Bearer` with nothing after it carries no credential.
+        None if value.eq_ignore_ascii_case("bearer") => "",
         _ => value,
     };
     Some(token.to_owned())

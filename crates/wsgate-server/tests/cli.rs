@@ -1,0 +1,198 @@
+//! The command line (SPEC §8): check-config, token, serve on embedded defaults.
+
+mod common;
+
+use common::*;
+use std::process::Command;
+
+fn run(dir: &std::path::Path, args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+    let out = Command::new(bin())
+        .args(args)
+        .current_dir(dir)
+        .env_remove("WSGATE_TEST_SECRET")
+        .envs(env.iter().copied())
+        .output()
+        .expect("run wsgate");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn check_config_summarises_a_good_file() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("wsgate.toml"),
+        "[auth.static]\ntokens = { \"valid-token\" = \"demo-user\" }\n[[endpoints]]\npath = \"/echo\"\nkind = \"echo\"\n",
+    )
+    .unwrap();
+    let (code, out, err) = run(dir.path(), &["check-config"], &[]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("wsgate.toml: ok"), "{out}");
+    assert!(out.contains("static tokens: 1"), "{out}");
+    assert!(out.contains("/echo (echo)"), "{out}");
+    assert!(
+        !out.contains("valid-token"),
+        "check-config must not print credentials"
+    );
+    assert!(
+        !dir.path().join("wsgate.db").exists(),
+        "check-config creates nothing"
+    );
+}
+
+#[test]
+fn check_config_names_file_key_and_problem() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases = [
+        ("[auth]\nsorces = [\"bearer\"]\n", "sorces"),
+        ("[auth]\nsources = [\"cookie\"]\n", "auth.sources"),
+        (
+            "[auth.jwt]\nsecret_env = \"WSGATE_NOT_SET_ANYWHERE\"\n",
+            "WSGATE_NOT_SET_ANYWHERE",
+        ),
+        (
+            "[auth.jwt]\nalgorithms = [\"RS256\"]\npublic_key_file = \"/nonexistent.pem\"\n",
+            "auth.jwt.public_key_file",
+        ),
+        (
+            "[limits]\nmax_message_bytes = \"big\"\n",
+            "max_message_bytes",
+        ),
+        ("listen = ", "bad.toml"),
+    ];
+    for (text, needle) in cases {
+        let path = dir.path().join("bad.toml");
+        std::fs::write(&path, text).unwrap();
+        let (code, _, err) = run(
+            dir.path(),
+            &["check-config", "--config", path.to_str().unwrap()],
+            &[],
+        );
+        assert_eq!(code, 1, "{text:?}: {err}");
+        assert!(err.contains("bad.toml"), "{text:?}: {err}");
+        assert!(err.contains(needle), "{text:?}: {err}");
+        assert!(!err.contains("panicked"), "{err}");
+    }
+    let (code, _, err) = run(
+        dir.path(),
+        &["check-config", "--config", "missing.toml"],
+        &[],
+    );
+    assert_eq!(code, 1);
+    assert!(err.contains("missing.toml"), "{err}");
+}
+
+#[test]
+fn bad_flags_are_usage_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let (code, _, err) = run(dir.path(), &["token"], &[]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--sub"), "{err}");
+    let (code, _, err) = run(dir.path(), &["token", "--sub", "a", "--ttl", "1w"], &[]);
+    assert_eq!(code, 2);
+    assert!(err.contains("unknown unit"), "{err}");
+    let (code, _, err) = run(dir.path(), &["serve", "--listen", "nonsense"], &[]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("listen"), "{err}");
+}
+
+#[tokio::test]
+async fn token_minted_by_the_cli_is_accepted_by_the_same_config() {
+    install_crypto();
+    let cfg = r#"
+[auth.jwt]
+secret_env = "WSGATE_TEST_SECRET"
+issuer = "https://issuer.example"
+audience = "wsgate"
+[[endpoints]]
+path = "/echo"
+kind = "echo"
+"#;
+    let s = Server::start(cfg).await;
+    let cfg_path = s.dir.path().join("wsgate.toml");
+    let (code, out, err) = run(
+        s.dir.path(),
+        &[
+            "token",
+            "--config",
+            cfg_path.to_str().unwrap(),
+            "--sub",
+            "alice",
+            "--ttl",
+            "10m",
+            "--channels",
+            "chat:*,user:{sub}",
+        ],
+        &[("WSGATE_TEST_SECRET", SECRET)],
+    );
+    assert_eq!(code, 0, "{err}");
+    let token = out.trim();
+    assert_eq!(out.lines().count(), 1, "the token alone on stdout");
+    let claims = jsonwebtoken::dangerous::insecure_decode::<serde_json::Value>(token)
+        .unwrap()
+        .claims;
+    assert_eq!(claims["iss"], "https://issuer.example");
+    assert_eq!(claims["aud"], "wsgate");
+    assert_eq!(
+        claims["channels"],
+        serde_json::json!(["chat:*", "user:{sub}"])
+    );
+    let ttl = claims["exp"].as_u64().unwrap() - claims["iat"].as_u64().unwrap();
+    assert_eq!(ttl, 600);
+    let mut ws = bearer(&s.url("/echo"), token).await;
+    assert_eq!(next_json(&mut ws).await["sub"], "alice");
+}
+
+#[test]
+fn token_needs_an_hmac_secret() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("wsgate.toml"),
+        format!(
+            "[auth.jwt]\nalgorithms = [\"RS256\"]\npublic_key_file = \"{}\"\n",
+            fixture("rsa_public.pem").display()
+        ),
+    )
+    .unwrap();
+    let (code, out, err) = run(dir.path(), &["token", "--sub", "a"], &[]);
+    assert_eq!(code, 1);
+    assert!(out.is_empty());
+    assert!(err.contains("HMAC"), "{err}");
+}
+
+#[tokio::test]
+async fn embedded_defaults_keep_a_generated_secret() {
+    install_crypto();
+    // No config file anywhere: `token` and `serve` share the secret generated in ./wsgate.db.
+    let dir = tempfile::tempdir().unwrap();
+    let (code, token, err) = run(dir.path(), &["token", "--sub", "dev"], &[]);
+    assert_eq!(code, 0, "{err}");
+    assert!(dir.path().join("wsgate.db").exists());
+    let mut child = tokio::process::Command::new(bin())
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .current_dir(dir.path())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    use tokio::io::AsyncBufReadExt;
+    let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let addr = tokio::time::timeout(WAIT, async {
+        while let Ok(Some(l)) = lines.next_line().await {
+            if let Some(a) = l.split("wsgate listening on ").nth(1) {
+                return a.split_whitespace().next().unwrap().to_owned();
+            }
+        }
+        panic!("no listening line");
+    })
+    .await
+    .unwrap();
+    let mut ws = bearer(&format!("ws://{addr}/echo"), token.trim()).await;
+    assert_eq!(next_json(&mut ws).await["sub"], "dev");
+    // `/ws` is the pubsub endpoint of the defaults.
+    let r = refused(&format!("ws://{addr}/ws"), &[]).await;
+    assert_eq!(r.status, 501);
+}

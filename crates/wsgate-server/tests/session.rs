@@ -1,0 +1,109 @@
+//! The session guard through the server: expiry, refresh, size limit, shutdown (SPEC §5).
+
+mod common;
+
+use common::*;
+use serde_json::json;
+
+fn config(leeway: u64, extra: &str) -> String {
+    format!(
+        r#"
+[auth.jwt]
+secret_env = "WSGATE_TEST_SECRET"
+leeway_secs = {leeway}
+[limits]
+max_message_bytes = 1024
+{extra}
+[[endpoints]]
+path = "/echo"
+kind = "echo"
+"#
+    )
+}
+
+#[tokio::test]
+async fn expired_credential_closes_with_4001() {
+    let s = Server::start(&config(0, "")).await;
+    let mut ws = bearer(&s.url("/echo"), &hs256(&json!({"sub":"e","exp":now()+2}))).await;
+    assert_eq!(next_json(&mut ws).await["type"], "welcome");
+    send_text(&mut ws, "still here").await;
+    assert_eq!(next_text(&mut ws).await, "still here");
+    assert_eq!(expect_close(&mut ws).await, (4001, "token expired".into()));
+}
+
+#[tokio::test]
+async fn refresh_moves_the_deadline_and_is_not_echoed() {
+    let s = Server::start(&config(0, "")).await;
+    let mut ws = bearer(&s.url("/echo"), &hs256(&json!({"sub":"r","exp":now()+2}))).await;
+    let session = next_json(&mut ws).await["session"].clone();
+    let new_exp = now() + 3600;
+    let refresh =
+        json!({"type":"refresh","id":7,"token": hs256(&json!({"sub":"r","exp":new_exp}))});
+    send_text(&mut ws, &refresh.to_string()).await;
+    let answer = next_json(&mut ws).await;
+    assert_eq!(
+        answer,
+        json!({"type":"refreshed","id":7,"expires_at":new_exp})
+    );
+    // Past the old expiry the socket is still open and still echoes.
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    send_text(&mut ws, "after").await;
+    assert_eq!(next_text(&mut ws).await, "after");
+    assert!(session.is_string());
+}
+
+#[tokio::test]
+async fn refresh_for_another_subject_or_bad_token_changes_nothing() {
+    let s = Server::start(&config(0, "")).await;
+    let mut ws = bearer(
+        &s.url("/echo"),
+        &hs256(&json!({"sub":"alice","exp":now()+3})),
+    )
+    .await;
+    next_json(&mut ws).await;
+    let other =
+        json!({"type":"refresh","token": hs256(&json!({"sub":"mallory","exp":now()+3600}))});
+    send_text(&mut ws, &other.to_string()).await;
+    let e = next_json(&mut ws).await;
+    assert_eq!(e["type"], "error");
+    assert_eq!(e["code"], "sub_mismatch");
+    send_text(&mut ws, r#"{"type":"refresh","token":"garbage"}"#).await;
+    let e = next_json(&mut ws).await;
+    assert_eq!(e["type"], "error");
+    assert_eq!(e["code"], "invalid_token");
+    // The old expiry stands.
+    assert_eq!(expect_close(&mut ws).await.0, 4001);
+}
+
+#[tokio::test]
+async fn oversized_message_closes_with_1009() {
+    let s = Server::start(&config(30, "")).await;
+    let mut ws = bearer(&s.url("/echo"), &hs256(&claims("big"))).await;
+    next_json(&mut ws).await;
+    send_text(&mut ws, &"x".repeat(1000)).await;
+    assert_eq!(next_text(&mut ws).await.len(), 1000);
+    send_text(&mut ws, &"x".repeat(5000)).await;
+    assert_eq!(expect_close(&mut ws).await.0, 1009);
+}
+
+#[tokio::test]
+async fn sigterm_closes_every_socket_with_1001_and_exits_0() {
+    let s = Server::start(&config(30, "")).await;
+    let mut clients = Vec::new();
+    for i in 0..5 {
+        let mut ws = bearer(&s.url("/echo"), &hs256(&claims(&format!("u{i}")))).await;
+        next_json(&mut ws).await;
+        clients.push(ws);
+    }
+    let closes = tokio::spawn(async move {
+        let mut codes = Vec::new();
+        for mut ws in clients {
+            codes.push(expect_close(&mut ws).await.0);
+        }
+        codes
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    let status = s.terminate().await;
+    assert_eq!(closes.await.unwrap(), vec![1001; 5]);
+    assert!(status.success(), "{status:?}");
+}
