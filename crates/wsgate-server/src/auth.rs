@@ -67,15 +67,15 @@ pub async fn build(
     let mut minting = None;
     let mut leeway = Duration::from_secs(30);
 
-    if let Some(st) = &cfg.auth.static_tokens {
-        if !st.tokens.is_empty() {
-            chain = chain.with(
-                StaticTokens::new(st.tokens.iter().map(|(t, s)| (t.as_str(), s.clone())))
-                    .channels(st.channels.clone())
-                    .publish(st.publish.clone()),
-            );
-            summary.push(format!("static tokens: {}", st.tokens.len()));
-        }
+    if let Some(st) = &cfg.auth.static_tokens
+        && !st.tokens.is_empty()
+    {
+        chain = chain.with(
+            StaticTokens::new(st.tokens.iter().map(|(t, s)| (t.as_str(), s.clone())))
+                .channels(st.channels.clone())
+                .publish(st.publish.clone()),
+        );
+        summary.push(format!("static tokens: {}", st.tokens.len()));
     }
 
     if let Some(jwt) = effective_jwt(cfg) {

@@ -360,10 +360,10 @@ impl Config {
         if self.auth.message_timeout_ms == 0 {
             return err("auth.message_timeout_ms", "must be greater than 0".into());
         }
-        if let Some(url) = &self.auth.proxy_url {
-            if !(url.starts_with("http://") || url.starts_with("https://")) {
-                return err("auth.proxy_url", format!("`{url}` is not an http(s) URL"));
-            }
+        if let Some(url) = &self.auth.proxy_url
+            && !(url.starts_with("http://") || url.starts_with("https://"))
+        {
+            return err("auth.proxy_url", format!("`{url}` is not an http(s) URL"));
         }
         if let Some(jwt) = &self.auth.jwt {
             if jwt.algorithms.is_empty() {
@@ -375,22 +375,22 @@ impl Config {
                     "set either `secret` or `secret_env`, not both".into(),
                 );
             }
-            if let Some(url) = &jwt.jwks_url {
-                if let Err(e) = wsgate::verify::JwksSource::url(url) {
-                    return err("auth.jwt.jwks_url", e.to_string());
-                }
+            if let Some(url) = &jwt.jwks_url
+                && let Err(e) = wsgate::verify::JwksSource::url(url)
+            {
+                return err("auth.jwt.jwks_url", e.to_string());
             }
         }
         if self.limits.max_message_bytes < 128 {
             return err("limits.max_message_bytes", "must be at least 128".into());
         }
-        if let Some(c) = &self.cluster {
-            if c.redis_url.is_some() {
-                return err(
+        if let Some(c) = &self.cluster
+            && c.redis_url.is_some()
+        {
+            return err(
                     "cluster.redis_url",
                     "cluster mode is not available in this version of wsgate yet; remove [cluster] to run a single node".into(),
                 );
-            }
         }
         if self.endpoints.is_empty() {
             return err(

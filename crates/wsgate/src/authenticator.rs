@@ -191,10 +191,10 @@ impl Authenticator {
 
     /// Logs a refusal and counts it against the address when the client is to blame.
     fn refused(&self, path: &str, ctx: &VerifyContext, source: Option<SourceKind>, e: &AuthError) {
-        if let (Some(limiter), Some(addr)) = (&self.failures, ctx.remote_addr) {
-            if e.is_client_failure() {
-                limiter.record(addr.ip());
-            }
+        if let (Some(limiter), Some(addr), true) =
+            (&self.failures, ctx.remote_addr, e.is_client_failure())
+        {
+            limiter.record(addr.ip());
         }
         tracing::warn!(
             target: "wsgate::conn",

@@ -228,7 +228,7 @@ impl Sources {
 
     fn origin_allowed(&self, origin: &str) -> bool {
         let origin = normalize_origin(origin);
-        self.allowed_origins.iter().any(|a| *a == origin)
+        self.allowed_origins.contains(&origin)
     }
 }
 
