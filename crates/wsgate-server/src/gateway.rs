@@ -13,6 +13,7 @@ use axum::Json;
 use axum::Router;
 use axum::http::StatusCode;
 use axum::routing::get;
+use axum::serve::ListenerExt;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -101,6 +102,12 @@ pub async fn serve(cfg: Config, origin: Origin) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {addr}"))?;
     let local = listener.local_addr()?;
+    // Small frames (welcome, pings, chat messages) must not wait for Nagle's algorithm.
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+        }
+    });
     tracing::info!(config = %origin, verifiers = ?built.summary, "wsgate listening on {local}");
     for ep in &cfg.endpoints {
         tracing::info!(path = %ep.path, kind = ep.kind.as_str(), "endpoint");

@@ -14,9 +14,14 @@ use tracing_subscriber::EnvFilter;
 fn main() -> std::process::ExitCode {
     let cli = cli::Cli::parse();
     let filter = EnvFilter::try_from_env("WSGATE_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    // Log lines are handed to a writer thread: the event loop never blocks on stderr, and
+    // under load many lines share one write. The guard flushes what is left at exit.
+    let (writer, _flush_on_exit) = tracing_appender::non_blocking(
+        std::io::BufWriter::with_capacity(64 * 1024, std::io::stderr()),
+    );
     tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(writer)
         .with_ansi(false)
         .init();
     wsgate::install_crypto();

@@ -17,11 +17,10 @@ use wsgate::{Authenticator, Session, SessionOptions, WsAuth};
 async fn ws(auth: WsAuth, ws: WebSocketUpgrade) -> Response {
     let policy = auth.authenticator().clone();
     auth.on_upgrade(ws, |socket, identity| async move {
-        let Some(mut session) =
-            Session::start(socket, identity, policy, SessionOptions::default()).await
-        else {
+        let mut session = Session::new(socket, identity, policy, &SessionOptions::default());
+        if !session.welcome().await {
             return;
-        };
+        }
         while let Some(msg) = session.recv().await {
             if !session.send(msg).await {
                 break;

@@ -28,6 +28,7 @@ use axum::extract::ws::{WebSocket, WebSocketUpgrade};
 use axum::extract::{FromRef, FromRequestParts};
 use axum::http::request::Parts;
 use axum::response::Response;
+use futures_util::future::Either;
 
 use crate::authenticator::{Authenticator, Handshake};
 use crate::identity::Identity;
@@ -93,10 +94,14 @@ impl WsAuth {
         Fut: Future<Output = ()> + Send + 'static,
     {
         let ws = self.auth.socket().apply(ws);
-        ws.on_upgrade(move |socket| async move {
-            if let Some((socket, id)) = self.finish(socket).await {
-                f(socket, id).await;
-            }
+        ws.on_upgrade(move |socket| match self.state {
+            // The common case runs the caller's future as is: no wrapper state per socket.
+            State::Ready(id) => Either::Left(f(socket, id)),
+            _ => Either::Right(Box::pin(async move {
+                if let Some((socket, id)) = self.finish(socket).await {
+                    f(socket, id).await;
+                }
+            })),
         })
     }
 

@@ -129,10 +129,11 @@ impl Identity {
 }
 
 /// 128 random bits, hex: unguessable, so knowing one session id gives no handle on another.
+/// aws-lc's user-space DRBG: no syscall on the handshake path.
 fn new_session_id() -> String {
     let mut bytes = [0u8; 16];
-    if getrandom::fill(&mut bytes).is_err() {
-        // The OS RNG failing is not something a caller can fix; a session id is not a secret
+    if aws_lc_rs::rand::fill(&mut bytes).is_err() {
+        // The RNG failing is not something a caller can fix; a session id is not a secret
         // that grants access, so fall back to time-derived uniqueness rather than refusing.
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)

@@ -53,29 +53,38 @@ pub struct Session {
     auth: Arc<Authenticator>,
     deadline: Option<Pin<Box<Sleep>>>,
     shutdown: Pin<Box<WaitForCancellationFutureOwned>>,
+    welcome: bool,
 }
 
 impl Session {
-    /// Starts the session; `None` if the welcome frame could not be sent.
-    pub async fn start(
+    /// Wraps an authenticated socket. Synchronous on purpose: build it in the upgrade
+    /// callback and move it into the connection's future, so the socket is stored once.
+    pub fn new(
         socket: WebSocket,
         identity: Identity,
         auth: Arc<Authenticator>,
-        options: SessionOptions,
-    ) -> Option<Self> {
+        options: &SessionOptions,
+    ) -> Self {
         let mut session = Self {
             socket,
             deadline: None,
             auth,
-            shutdown: Box::pin(options.shutdown.cancelled_owned()),
+            shutdown: Box::pin(options.shutdown.clone().cancelled_owned()),
             identity,
+            welcome: options.welcome,
         };
         session.set_deadline();
-        if options.welcome {
-            let welcome = session.identity.welcome_frame();
-            session.socket.send(Message::text(welcome)).await.ok()?;
+        session
+    }
+
+    /// Sends the `welcome` frame (unless the endpoint turned it off); `false` when the socket
+    /// is already gone. Call once, before the first `recv`.
+    pub async fn welcome(&mut self) -> bool {
+        if !self.welcome {
+            return true;
         }
-        Some(session)
+        let frame = self.identity.welcome_frame();
+        self.socket.send(Message::text(frame)).await.is_ok()
     }
 
     pub fn identity(&self) -> &Identity {
@@ -130,7 +139,8 @@ impl Session {
             code,
             reason: Utf8Bytes::from_static(reason),
         };
-        close_inner(&mut self.socket, frame).await;
+        // Boxed: a cold path whose state would otherwise sit in every idle connection's task.
+        Box::pin(close_inner(&mut self.socket, frame)).await;
     }
 
     fn set_deadline(&mut self) {
@@ -143,6 +153,11 @@ impl Session {
     }
 
     async fn refresh(&mut self, text: &str) {
+        // Boxed for the same reason as closing: refreshes are rare, idle sockets are many.
+        Box::pin(self.refresh_inner(text)).await
+    }
+
+    async fn refresh_inner(&mut self, text: &str) {
         #[derive(Deserialize)]
         struct Refresh {
             #[serde(default)]

@@ -17,16 +17,18 @@ pub fn router(path: &str, ep: Endpoint) -> Router {
 
 async fn upgrade(State(ep): State<Endpoint>, auth: WsAuth, ws: WebSocketUpgrade) -> Response {
     auth.on_upgrade(ws, move |socket, identity| {
-        ep.tracker.clone().track_future(async move {
-            let Some(mut session) = Session::start(socket, identity, ep.auth, ep.session).await
-            else {
-                return;
-            };
-            while let Some(msg) = session.recv().await {
-                if !session.send(msg).await {
-                    break;
-                }
-            }
-        })
+        let session = Session::new(socket, identity, ep.auth, &ep.session);
+        ep.tracker.track_future(run(session))
     })
+}
+
+async fn run(mut session: Session) {
+    if !session.welcome().await {
+        return;
+    }
+    while let Some(msg) = session.recv().await {
+        if !session.send(msg).await {
+            break;
+        }
+    }
 }
