@@ -17,8 +17,12 @@ use axum::serve::ListenerExt;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use wsgate::{Authenticator, FailureLimiter, SessionOptions, SocketSettings, Sources};
+use wsgate::{
+    Authenticator, FailureLimiter, Registry, Revocations, SessionOptions, SocketSettings,
+    SourceKind, Sources, TicketVerifier, Tickets,
+};
 
+use crate::admin::{self, Admin};
 use crate::auth::{self, BuiltAuth, SecretStore};
 use crate::config::{Config, Origin};
 use crate::endpoints::{self, Endpoint};
@@ -28,18 +32,56 @@ use crate::store::Store;
 /// How long shutdown waits for sockets to finish their close handshake.
 const DRAIN: Duration = Duration::from_secs(10);
 
+/// Everything the routes share, built once at start.
+pub struct Services {
+    pub built: BuiltAuth,
+    pub store: Arc<Store>,
+    pub registry: Arc<Registry>,
+    pub revocations: Arc<Revocations>,
+    pub tickets: Arc<Tickets>,
+    pub admin_key: Option<Arc<[u8]>>,
+    pub shutdown: CancellationToken,
+    pub tracker: TaskTracker,
+}
+
+impl Services {
+    pub fn new(cfg: &Config, built: BuiltAuth, store: Arc<Store>) -> anyhow::Result<Self> {
+        let revocations = Arc::new(Revocations::new());
+        for r in store.revocations()? {
+            revocations.add(r);
+        }
+        let admin_key = std::env::var(&cfg.admin.api_key_env)
+            .ok()
+            .filter(|k| !k.is_empty())
+            .map(|k| Arc::from(k.into_bytes()));
+        let per_user = cfg.limits.max_connections_per_user;
+        Ok(Self {
+            built,
+            store,
+            registry: Arc::new(Registry::new((per_user > 0).then_some(per_user as usize))),
+            revocations,
+            tickets: Arc::new(Tickets::new(Duration::from_secs(cfg.tickets.ttl_secs))),
+            admin_key,
+            shutdown: CancellationToken::new(),
+            tracker: TaskTracker::new(),
+        })
+    }
+}
+
 /// The authentication policy shared by every endpoint, before per-endpoint overrides.
-pub fn base_authenticator(cfg: &Config, built: &BuiltAuth) -> Authenticator {
+pub fn base_authenticator(cfg: &Config, s: &Services) -> Authenticator {
     let a = &cfg.auth;
     let sources = Sources::new(a.sources.iter().copied())
         .query_param(&a.query_param)
         .cookie_name(&a.cookie_name)
         .allowed_origins(a.allowed_origins.iter().cloned());
-    Authenticator::new(built.chain.clone())
+    let mut chain = s.built.chain.clone();
+    chain.push(Arc::new(TicketVerifier(s.tickets.clone())));
+    Authenticator::new(chain)
         .sources(sources)
         .reject(a.reject)
         .message_timeout(Duration::from_millis(a.message_timeout_ms))
-        .leeway(built.leeway)
+        .leeway(s.built.leeway)
         .socket_settings(SocketSettings {
             max_message_bytes: cfg.limits.max_message_bytes,
             ..SocketSettings::default()
@@ -47,19 +89,50 @@ pub fn base_authenticator(cfg: &Config, built: &BuiltAuth) -> Authenticator {
         .failure_limiter(Arc::new(FailureLimiter::new(
             cfg.limits.auth_failures_per_min,
         )))
+        .registry(s.registry.clone())
+        .revocations(s.revocations.clone())
 }
 
 /// Every route of the server.
-pub fn router(
-    cfg: &Config,
-    built: &BuiltAuth,
-    shutdown: &CancellationToken,
-    tracker: &TaskTracker,
-) -> Router {
-    let base = base_authenticator(cfg, built);
+pub fn router(cfg: &Config, s: &Services) -> Router {
+    let base = base_authenticator(cfg, s);
+    let limits = &cfg.limits;
+    let session = SessionOptions {
+        welcome: true,
+        shutdown: s.shutdown.clone(),
+        idle_timeout: (limits.idle_timeout_secs > 0)
+            .then(|| Duration::from_secs(limits.idle_timeout_secs)),
+        messages_per_sec: (limits.messages_per_sec > 0).then_some(limits.messages_per_sec),
+    };
+    // A ticket cannot buy a ticket, and an HTTP request has no first message.
+    let ticket_sources: Vec<SourceKind> = cfg
+        .auth
+        .sources
+        .iter()
+        .copied()
+        .filter(|k| !matches!(k, SourceKind::Ticket | SourceKind::Message))
+        .collect();
+    let ticket_sources = if ticket_sources.is_empty() {
+        vec![SourceKind::Bearer]
+    } else {
+        ticket_sources
+    };
+    let admin = Admin {
+        key: s.admin_key.clone(),
+        registry: s.registry.clone(),
+        revocations: s.revocations.clone(),
+        store: s.store.clone(),
+        tickets: s.tickets.clone(),
+        ticket_auth: Arc::new(
+            base.clone()
+                .sources(base.sources_ref().with_order(ticket_sources)),
+        ),
+        leeway_secs: s.built.leeway.as_secs(),
+    };
     let mut app = Router::new()
         .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(|| async { "ready" }));
+        .route("/readyz", get(|| async { "ready" }))
+        .merge(admin::router(admin));
     for ep in &cfg.endpoints {
         let auth = match &ep.sources {
             Some(order) => base
@@ -71,9 +144,9 @@ pub fn router(
             auth: Arc::new(auth),
             session: SessionOptions {
                 welcome: ep.welcome,
-                shutdown: shutdown.clone(),
+                ..session.clone()
             },
-            tracker: tracker.clone(),
+            tracker: s.tracker.clone(),
         };
         app = app.merge(endpoints::router(ep, state));
     }
@@ -87,16 +160,20 @@ pub fn router(
 
 /// Runs the server until SIGTERM/SIGINT; returns after every socket is closed.
 pub async fn serve(cfg: Config, origin: Origin) -> anyhow::Result<()> {
-    let store = Store::open(&cfg.storage.path)?;
+    let store = Arc::new(Store::open(&cfg.storage.path)?);
     let built = auth::build(&cfg, &origin, SecretStore::Open(&store)).await?;
     let addr: SocketAddr = cfg.listen.parse().context("listen address")?;
     if cfg.demo {
         tracing::warn!("demo = true: the demo page is not available in this version of wsgate yet");
     }
-
-    let shutdown = CancellationToken::new();
-    let tracker = TaskTracker::new();
-    let app = router(&cfg, &built, &shutdown, &tracker);
+    let services = Services::new(&cfg, built, store)?;
+    if services.admin_key.is_none() {
+        tracing::warn!(
+            "{} is not set: the admin API (/api/disconnect) is disabled",
+            cfg.admin.api_key_env
+        );
+    }
+    let app = router(&cfg, &services);
 
     let listener = tokio::net::TcpListener::bind(addr)
         .await
@@ -108,17 +185,18 @@ pub async fn serve(cfg: Config, origin: Origin) -> anyhow::Result<()> {
             tracing::debug!(error = %e, "cannot set TCP_NODELAY");
         }
     });
-    tracing::info!(config = %origin, verifiers = ?built.summary, "wsgate listening on {local}");
+    tracing::info!(config = %origin, verifiers = ?services.built.summary, revocations = services.revocations.len(), "wsgate listening on {local}");
     for ep in &cfg.endpoints {
         tracing::info!(path = %ep.path, kind = ep.kind.as_str(), "endpoint");
     }
 
+    let (shutdown, tracker) = (services.shutdown.clone(), services.tracker.clone());
     tokio::spawn(shutdown::on_signal(shutdown.clone()));
     axum::serve(
         listener,
         app.into_make_service_with_connect_info::<SocketAddr>(),
     )
-    .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+    .with_graceful_shutdown(shutdown.cancelled_owned())
     .await
     .context("server error")?;
 

@@ -1,5 +1,6 @@
 //! `wsgate`: a thin shell over the library — parse the command line, set up logging, run.
 
+mod admin;
 mod auth;
 mod cli;
 mod config;

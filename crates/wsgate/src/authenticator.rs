@@ -15,9 +15,11 @@ use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::http::{header, request::Parts};
 use serde::Deserialize;
 
-use crate::identity::Identity;
+use crate::identity::{Identity, Verified};
 use crate::limits::FailureLimiter;
+use crate::registry::Registry;
 use crate::reject::{AuthError, RejectMode};
+use crate::revocation::Revocations;
 use crate::session::close_socket;
 use crate::source::{Credential, SUBPROTOCOL, SourceKind, Sources};
 use crate::verify::{VerifierChain, VerifyContext};
@@ -83,6 +85,8 @@ pub struct Authenticator {
     leeway: Duration,
     socket: SocketSettings,
     failures: Option<Arc<FailureLimiter>>,
+    registry: Option<Arc<Registry>>,
+    revocations: Option<Arc<Revocations>>,
 }
 
 impl Authenticator {
@@ -97,6 +101,8 @@ impl Authenticator {
             leeway: Duration::from_secs(30),
             socket: SocketSettings::default(),
             failures: None,
+            registry: None,
+            revocations: None,
         }
     }
     pub fn sources(mut self, sources: Sources) -> Self {
@@ -126,6 +132,20 @@ impl Authenticator {
         self
     }
 
+    /// Live sessions: per-subject connection limits (403) and closing from outside (4003).
+    pub fn registry(mut self, r: Arc<Registry>) -> Self {
+        self.registry = Some(r);
+        self
+    }
+    /// Revoked tokens and subjects, refused at handshake and refresh.
+    pub fn revocations(mut self, r: Arc<Revocations>) -> Self {
+        self.revocations = Some(r);
+        self
+    }
+    pub fn registry_ref(&self) -> Option<&Arc<Registry>> {
+        self.registry.as_ref()
+    }
+
     pub fn sources_ref(&self) -> &Sources {
         &self.sources
     }
@@ -144,17 +164,7 @@ impl Authenticator {
 
     /// Authenticates an upgrade request, logging the outcome and counting failures.
     pub async fn authenticate(&self, parts: &Parts) -> Result<Handshake, AuthError> {
-        let ctx = VerifyContext {
-            remote_addr: parts
-                .extensions
-                .get::<ConnectInfo<SocketAddr>>()
-                .map(|c| c.0),
-            origin: parts
-                .headers
-                .get(header::ORIGIN)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned),
-        };
+        let ctx = context(parts);
         let path = parts.uri.path();
         let result = self.decide(parts, &ctx).await;
         match &result {
@@ -179,14 +189,56 @@ impl Authenticator {
         }
     }
 
-    /// Verifies one credential into an identity with a fresh session id.
+    /// Authenticates an ordinary HTTP request (e.g. `POST /api/tickets`) with the same sources
+    /// and verifiers, without taking a connection slot. Refusals are logged and counted.
+    pub async fn authenticate_request(&self, parts: &Parts) -> Result<Identity, AuthError> {
+        let ctx = context(parts);
+        let result = async {
+            if let (Some(limiter), Some(addr)) = (&self.failures, ctx.remote_addr) {
+                limiter.check(addr.ip())?;
+            }
+            self.sources.check_origin(&parts.headers)?;
+            let cred = self.sources.find(parts)?.ok_or(AuthError::Missing)?;
+            let (verified, by) = self.verify_credential(&cred, &ctx).await?;
+            Ok(Identity::new(verified, cred.source(), by))
+        }
+        .await;
+        if let Err(e) = &result {
+            self.refused(parts.uri.path(), &ctx, None, e);
+        }
+        result
+    }
+
+    /// Verifies a credential (and checks revocations) without opening anything.
+    pub async fn verify_credential(
+        &self,
+        cred: &Credential,
+        ctx: &VerifyContext,
+    ) -> Result<(Verified, &'static str), AuthError> {
+        let (verified, by) = self.verifiers.verify(cred, ctx).await?;
+        if self
+            .revocations
+            .as_ref()
+            .is_some_and(|r| r.is_revoked(&verified))
+        {
+            return Err(AuthError::Invalid("credential revoked"));
+        }
+        Ok((verified, by))
+    }
+
+    /// Verifies one credential into an identity with a fresh session id, taking one of the
+    /// subject's connection slots.
     pub async fn verify(
         &self,
         cred: &Credential,
         ctx: &VerifyContext,
     ) -> Result<Identity, AuthError> {
-        let (verified, by) = self.verifiers.verify(cred, ctx).await?;
-        Ok(Identity::new(verified, cred.source(), by))
+        let (verified, by) = self.verify_credential(cred, ctx).await?;
+        let slot = match &self.registry {
+            Some(r) => Some(r.admit(&verified.sub)?),
+            None => None,
+        };
+        Ok(Identity::with_slot(verified, cred.source(), by, slot))
     }
 
     /// Logs a refusal and counts it against the address when the client is to blame.
@@ -236,6 +288,20 @@ impl Authenticator {
                 None
             }
         }
+    }
+}
+
+fn context(parts: &Parts) -> VerifyContext {
+    VerifyContext {
+        remote_addr: parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0),
+        origin: parts
+            .headers
+            .get(header::ORIGIN)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned),
     }
 }
 

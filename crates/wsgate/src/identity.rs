@@ -9,6 +9,7 @@ use std::sync::Arc;
 use serde::Serialize;
 use serde_json::Value;
 
+use crate::registry::Slot;
 use crate::source::SourceKind;
 
 /// What a verifier learned from a credential: plain data, no behaviour.
@@ -30,32 +31,46 @@ pub struct Verified {
     pub scopes: Vec<String>,
     /// Every claim as received; `Value::Null` for credentials that carry none.
     pub claims: Value,
+    /// Id of the stored credential (an API key's id), so revoking it can find its sockets.
+    pub credential_id: Option<String>,
 }
 
 /// An authenticated connection: what was verified, plus where it came from and a session id
 /// that names this one connection (a subject may hold many).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct Identity {
     inner: Arc<IdentityInner>,
 }
 
-#[derive(Debug, PartialEq)]
+#[derive(Debug)]
 struct IdentityInner {
     verified: Verified,
     session: String,
     source: SourceKind,
     verifier: &'static str,
+    /// The subject's connection slot, given back when the last clone goes (the session).
+    slot: Option<Arc<Slot>>,
 }
 
 impl Identity {
     /// Wraps a verification result with a fresh random session id.
     pub fn new(verified: Verified, source: SourceKind, verifier: &'static str) -> Self {
+        Self::with_slot(verified, source, verifier, None)
+    }
+
+    pub(crate) fn with_slot(
+        verified: Verified,
+        source: SourceKind,
+        verifier: &'static str,
+        slot: Option<Slot>,
+    ) -> Self {
         Self {
             inner: Arc::new(IdentityInner {
                 verified,
                 session: new_session_id(),
                 source,
                 verifier,
+                slot: slot.map(Arc::new),
             }),
         }
     }
@@ -88,6 +103,14 @@ impl Identity {
     pub fn claims(&self) -> &Value {
         &self.inner.verified.claims
     }
+    /// The stored credential's id (API keys), if any.
+    pub fn credential_id(&self) -> Option<&str> {
+        self.inner.verified.credential_id.as_deref()
+    }
+    /// What the verifier learned, as plain data.
+    pub fn verified(&self) -> &Verified {
+        &self.inner.verified
+    }
     /// Where the credential travelled.
     pub fn source(&self) -> SourceKind {
         self.inner.source
@@ -97,7 +120,7 @@ impl Identity {
         self.inner.verifier
     }
 
-    /// The same connection with a refreshed credential (same session id and source).
+    /// The same connection with a refreshed credential (same session id, source and slot).
     pub fn refreshed(&self, verified: Verified, verifier: &'static str) -> Self {
         Self {
             inner: Arc::new(IdentityInner {
@@ -105,6 +128,7 @@ impl Identity {
                 session: self.inner.session.clone(),
                 source: self.inner.source,
                 verifier,
+                slot: self.inner.slot.clone(),
             }),
         }
     }

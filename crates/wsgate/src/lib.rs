@@ -19,18 +19,24 @@ pub mod authenticator;
 pub mod extract;
 pub mod identity;
 pub mod limits;
+pub mod registry;
 pub mod reject;
+pub mod revocation;
 pub mod session;
 pub mod source;
+pub mod tickets;
 pub mod verify;
 
 pub use authenticator::{Authenticator, Handshake, SocketSettings};
 pub use extract::WsAuth;
 pub use identity::{Identity, Verified};
 pub use limits::FailureLimiter;
+pub use registry::{CloseOrder, Registry, Target};
 pub use reject::{AuthError, RejectMode};
+pub use revocation::{Revocations, Revoked};
 pub use session::{Session, SessionOptions};
 pub use source::{Credential, SourceKind, Sources};
+pub use tickets::{TicketVerifier, Tickets};
 
 /// Re-exported so users name algorithms without depending on jsonwebtoken themselves.
 pub use jsonwebtoken::Algorithm;

@@ -1,13 +1,17 @@
 //! The guard around an accepted socket: what only a WebSocket-aware layer can do.
 //!
 //! HTTP middleware checks a credential once; a socket then lives for hours. [`Session`]
-//! sends the `welcome` frame, closes with `4001` when the credential expires (plus leeway),
-//! handles `{"type":"refresh","token":...}` frames that move the deadline, closes with
-//! `1001` on shutdown and `1009` on an oversized message, and finishes the close handshake
-//! properly. Endpoints see only their application frames through [`Session::recv`].
+//! sends the `welcome` frame and then enforces, for the socket's whole life:
+//! - expiry: close `4001` at the credential's `exp` plus leeway, unless a
+//!   `{"type":"refresh","token":...}` frame for the same subject moved it (`refreshed`);
+//! - revocation and admin disconnects: close `4003` on an order from the [`Registry`](crate::Registry);
+//! - limits: `1009` for an oversized message, `4029` past the message rate, `1001` for a
+//!   peer silent (pongs included) for the idle timeout, after pings every half of it;
+//! - shutdown: `1001`; and it finishes every close handshake properly.
 //!
-//! The expiry timer is one entry in tokio's shared timer wheel, polled by the connection's
-//! own task: no extra task per connection.
+//! Endpoints see only their application frames through [`Session::recv`]. Expiry and idle
+//! checks share **one** entry in tokio's timer wheel per connection, re-armed only when it
+//! fires (every half idle period), never per message; no extra task per connection.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -21,12 +25,14 @@ use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
 use crate::authenticator::Authenticator;
 use crate::identity::Identity;
+use crate::registry::{CloseOrder, Registration};
 use crate::reject::codes;
 use crate::source::{Credential, SourceKind};
 use crate::verify::{VerifyContext, now_unix};
 
 /// How long a closing socket waits for the peer's Close reply before it is dropped.
 const CLOSE_WAIT: Duration = Duration::from_secs(2);
+const SECOND: Duration = Duration::from_secs(1);
 
 /// Per-endpoint session behaviour.
 #[derive(Debug, Clone)]
@@ -35,6 +41,10 @@ pub struct SessionOptions {
     pub welcome: bool,
     /// Cancelled on shutdown: every session closes with 1001.
     pub shutdown: CancellationToken,
+    /// Ping every half of this; close (1001) a peer silent for all of it, pongs included.
+    pub idle_timeout: Option<Duration>,
+    /// Data frames a client may send per second; past it the socket closes with 4029.
+    pub messages_per_sec: Option<u32>,
 }
 
 impl Default for SessionOptions {
@@ -42,6 +52,8 @@ impl Default for SessionOptions {
         Self {
             welcome: true,
             shutdown: CancellationToken::new(),
+            idle_timeout: None,
+            messages_per_sec: None,
         }
     }
 }
@@ -51,9 +63,31 @@ pub struct Session {
     socket: WebSocket,
     identity: Identity,
     auth: Arc<Authenticator>,
-    deadline: Option<Pin<Box<Sleep>>>,
+    /// One timer entry per connection, set to the earliest of expiry and the next idle check.
+    timer: Option<Pin<Box<Sleep>>>,
+    expires: Option<Instant>,
+    idle: Option<Duration>,
+    last_seen: Instant,
+    last_ping: Option<Instant>,
+    rate: Option<Rate>,
+    registration: Option<Registration>,
     shutdown: Pin<Box<WaitForCancellationFutureOwned>>,
     welcome: bool,
+}
+
+/// A fixed one-second window: cheap enough to run on every frame.
+struct Rate {
+    limit: u32,
+    window: Instant,
+    count: u32,
+}
+
+/// What ended the wait in `recv`.
+enum Event {
+    Shutdown,
+    Tick,
+    Ordered(CloseOrder),
+    Frame(Option<Result<Message, axum::Error>>),
 }
 
 impl Session {
@@ -65,15 +99,27 @@ impl Session {
         auth: Arc<Authenticator>,
         options: &SessionOptions,
     ) -> Self {
+        let now = Instant::now();
         let mut session = Self {
             socket,
-            deadline: None,
+            timer: None,
+            expires: None,
+            idle: options.idle_timeout.filter(|d| !d.is_zero()),
+            last_seen: now,
+            last_ping: None,
+            rate: options.messages_per_sec.map(|limit| Rate {
+                limit,
+                window: now,
+                count: 0,
+            }),
+            registration: auth.registry_ref().map(|r| r.register(&identity)),
             auth,
             shutdown: Box::pin(options.shutdown.clone().cancelled_owned()),
             identity,
             welcome: options.welcome,
         };
-        session.set_deadline();
+        session.set_expiry();
+        session.arm();
         session
     }
 
@@ -95,31 +141,43 @@ impl Session {
     /// whatever reason; the close frame has then already been exchanged.
     pub async fn recv(&mut self) -> Option<Message> {
         loop {
-            let msg = tokio::select! {
+            let event = tokio::select! {
                 biased;
-                _ = self.shutdown.as_mut() => {
-                    self.close_in_place(close_code::AWAY, "server shutting down").await;
-                    return None;
-                }
-                _ = until(&mut self.deadline) => {
-                    self.close_in_place(codes::TOKEN_EXPIRED, "token expired").await;
-                    return None;
-                }
-                msg = self.socket.recv() => msg,
+                _ = self.shutdown.as_mut() => Event::Shutdown,
+                order = ordered(&mut self.registration) => Event::Ordered(order),
+                _ = until(&mut self.timer) => Event::Tick,
+                msg = self.socket.recv() => Event::Frame(msg),
             };
+            let msg = match event {
+                Event::Shutdown => return self.end(close_code::AWAY, "server shutting down").await,
+                Event::Ordered(o) => return self.end(o.code, o.reason).await,
+                Event::Tick => {
+                    if let Some((code, reason)) = self.tick().await {
+                        return self.end(code, reason).await;
+                    }
+                    continue;
+                }
+                Event::Frame(msg) => msg,
+            };
+            if self.idle.is_some() || self.rate.is_some() {
+                let now = Instant::now();
+                self.last_seen = now;
+                if matches!(msg, Some(Ok(Message::Text(_) | Message::Binary(_))))
+                    && self.over_rate(now)
+                {
+                    return self.end(codes::RATE_LIMITED, "rate limited").await;
+                }
+            }
             match msg {
-                Some(Ok(Message::Text(t))) if is_refresh(&t) => self.refresh(&t).await,
+                // Cold paths are boxed: their state would otherwise sit in every idle task.
+                Some(Ok(Message::Text(t))) if is_refresh(&t) => Box::pin(self.refresh(&t)).await,
                 Some(Ok(m @ (Message::Text(_) | Message::Binary(_)))) => return Some(m),
                 // Pings are answered by tungstenite; a Close is answered when we poll again.
                 Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Close(_))) => {}
-                Some(Err(e)) => {
-                    if is_too_big(&e) {
-                        self.close_in_place(close_code::SIZE, "message too big")
-                            .await;
-                    }
-                    return None;
+                Some(Err(e)) if is_too_big(&e) => {
+                    return self.end(close_code::SIZE, "message too big").await;
                 }
-                None => return None,
+                Some(Err(_)) | None => return None,
             }
         }
     }
@@ -134,6 +192,11 @@ impl Session {
         self.close_in_place(code, reason).await;
     }
 
+    async fn end(&mut self, code: u16, reason: &'static str) -> Option<Message> {
+        self.close_in_place(code, reason).await;
+        None
+    }
+
     async fn close_in_place(&mut self, code: u16, reason: &'static str) {
         let frame = CloseFrame {
             code,
@@ -143,21 +206,73 @@ impl Session {
         Box::pin(close_inner(&mut self.socket, frame)).await;
     }
 
-    fn set_deadline(&mut self) {
-        self.deadline = self.identity.expires_at().map(|exp| {
+    fn over_rate(&mut self, now: Instant) -> bool {
+        let Some(rate) = &mut self.rate else {
+            return false;
+        };
+        if now.duration_since(rate.window) >= SECOND {
+            rate.window = now;
+            rate.count = 0;
+        }
+        rate.count += 1;
+        rate.count > rate.limit
+    }
+
+    fn set_expiry(&mut self) {
+        self.expires = self.identity.expires_at().map(|exp| {
             let left = (exp + self.auth.leeway_duration().as_secs()).saturating_sub(now_unix());
-            Box::pin(tokio::time::sleep_until(
-                Instant::now() + Duration::from_secs(left),
-            ))
+            Instant::now() + Duration::from_secs(left)
         });
     }
 
-    async fn refresh(&mut self, text: &str) {
-        // Boxed for the same reason as closing: refreshes are rare, idle sockets are many.
-        Box::pin(self.refresh_inner(text)).await
+    /// Sets the timer to the earliest of expiry and the next idle check: a ping after half
+    /// the idle period of silence, then the close after all of it, so a peer always has half
+    /// the period to answer.
+    fn arm(&mut self) {
+        let pinged = self.last_ping.is_some_and(|p| p > self.last_seen);
+        let idle_check = self
+            .idle
+            .map(|idle| self.last_seen + if pinged { idle } else { idle / 2 });
+        let at = match (self.expires, idle_check) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        match (at, &mut self.timer) {
+            (None, _) => self.timer = None,
+            (Some(at), Some(t)) => t.as_mut().reset(at),
+            (Some(at), None) => self.timer = Some(Box::pin(tokio::time::sleep_until(at))),
+        }
     }
 
-    async fn refresh_inner(&mut self, text: &str) {
+    /// The timer fired: expire, give up on a silent peer, or ping it. `Some` = close.
+    async fn tick(&mut self) -> Option<(u16, &'static str)> {
+        let now = Instant::now();
+        if self.expires.is_some_and(|e| e <= now) {
+            return Some((codes::TOKEN_EXPIRED, "token expired"));
+        }
+        if let Some(idle) = self.idle {
+            let quiet = now.duration_since(self.last_seen);
+            if quiet >= idle {
+                return Some((close_code::AWAY, "idle timeout"));
+            }
+            let pinged = self.last_ping.is_some_and(|p| p > self.last_seen);
+            if quiet >= idle / 2 && !pinged {
+                if self
+                    .socket
+                    .send(Message::Ping(Default::default()))
+                    .await
+                    .is_err()
+                {
+                    return Some((close_code::AWAY, "idle timeout"));
+                }
+                self.last_ping = Some(now);
+            }
+        }
+        self.arm();
+        None
+    }
+
+    async fn refresh(&mut self, text: &str) {
         #[derive(Deserialize)]
         struct Refresh {
             #[serde(default)]
@@ -171,26 +286,24 @@ impl Session {
             return;
         };
         let cred = Credential::new(req.token, SourceKind::Message);
-        let reply = match self.auth.verify(&cred, &VerifyContext::default()).await {
-            Ok(new) if new.sub() != self.identity.sub() => Reply::error(
+        let reply = match self
+            .auth
+            .verify_credential(&cred, &VerifyContext::default())
+            .await
+        {
+            Ok((new, _)) if new.sub != self.identity.sub() => Reply::error(
                 req.id,
                 "sub_mismatch",
                 "the new token is for another subject",
             ),
-            Ok(new) => {
-                // Keep the session id: it names this connection, not the credential.
-                let verified = crate::identity::Verified {
-                    sub: new.sub().to_owned(),
-                    expires_at: new.expires_at(),
-                    issued_at: new.issued_at(),
-                    jti: new.jti().map(str::to_owned),
-                    channels: new.channels().to_vec(),
-                    publish: new.publish().to_vec(),
-                    scopes: new.scopes().to_vec(),
-                    claims: new.claims().clone(),
-                };
-                self.identity = self.identity.refreshed(verified, new.verifier());
-                self.set_deadline();
+            Ok((new, by)) => {
+                // Keep the session id and slot: they name this connection, not the credential.
+                self.identity = self.identity.refreshed(new, by);
+                if let Some(r) = self.auth.registry_ref() {
+                    r.update(&self.identity);
+                }
+                self.set_expiry();
+                self.arm();
                 tracing::info!(target: "wsgate::conn", sub = self.identity.sub(), session = self.identity.session(), "credential refreshed");
                 Reply {
                     r#type: "refreshed",
@@ -247,6 +360,13 @@ fn is_refresh(text: &str) -> bool {
     text.trim_start().starts_with('{')
         && text.contains("\"refresh\"")
         && serde_json::from_str::<Kind>(text).is_ok_and(|k| k.r#type == "refresh")
+}
+
+async fn ordered(registration: &mut Option<Registration>) -> CloseOrder {
+    match registration {
+        Some(r) => r.ordered().await,
+        None => std::future::pending().await,
+    }
 }
 
 async fn until(deadline: &mut Option<Pin<Box<Sleep>>>) {

@@ -278,6 +278,7 @@ pub(crate) fn verified_from_claims(claims: Value) -> Result<Verified, VerifyErro
         publish: strings(claims.get("publish")),
         scopes,
         claims,
+        credential_id: None,
     })
 }
 

@@ -1,0 +1,208 @@
+//! The HTTP API beside the sockets (SPEC §7): `POST /api/tickets` for any valid credential,
+//! and the admin call `POST /api/disconnect`, guarded by the key in `admin.api_key_env`.
+//!
+//! Disconnects close matching sessions with 4003 through the registry; with `"revoke": true`
+//! they also refuse the token's `jti` (or the subject's tokens issued until now) at future
+//! handshakes and refreshes, and write the revocation to the store so a restart forgets
+//! nothing.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use serde::Deserialize;
+use serde_json::json;
+use subtle::ConstantTimeEq;
+use wsgate::{Authenticator, CloseOrder, Registry, Revocations, Revoked, Target, Tickets};
+
+use crate::store::Store;
+
+/// How long a subject revocation lasts when no open session tells us its tokens' lifetime.
+pub const SUBJECT_REVOCATION_SECS: u64 = 24 * 3600;
+
+#[derive(Clone)]
+pub struct Admin {
+    /// The admin key; `None` when `admin.api_key_env` names no set variable (API disabled).
+    pub key: Option<Arc<[u8]>>,
+    pub registry: Arc<Registry>,
+    pub revocations: Arc<Revocations>,
+    pub store: Arc<Store>,
+    pub tickets: Arc<Tickets>,
+    /// Authenticates ticket requests: the handshake sources, minus `ticket` and `message`.
+    pub ticket_auth: Arc<Authenticator>,
+    pub leeway_secs: u64,
+}
+
+pub fn router(admin: Admin) -> Router {
+    Router::new()
+        .route("/api/tickets", post(issue_ticket))
+        .route("/api/disconnect", post(disconnect))
+        .with_state(admin)
+}
+
+/// Why an admin call was refused; mapped to a status and the handshake refusals' JSON shape
+/// in exactly one place, `into_response`.
+#[derive(Debug, thiserror::Error)]
+enum AdminError {
+    #[error("admin key required")]
+    MissingKey,
+    #[error("wrong admin key")]
+    WrongKey,
+    #[error("the admin API is disabled: set the variable named by admin.api_key_env")]
+    Disabled,
+    #[error("{0}")]
+    BadRequest(String),
+}
+
+impl IntoResponse for AdminError {
+    fn into_response(self) -> Response {
+        let (status, code) = match self {
+            Self::MissingKey => (StatusCode::UNAUTHORIZED, "missing_token"),
+            Self::WrongKey => (StatusCode::FORBIDDEN, "forbidden"),
+            Self::Disabled => (StatusCode::FORBIDDEN, "admin_disabled"),
+            Self::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
+        };
+        let mut res = (
+            status,
+            Json(json!({"error": code, "message": self.to_string()})),
+        )
+            .into_response();
+        if status == StatusCode::UNAUTHORIZED {
+            res.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Bearer"),
+            );
+        }
+        res
+    }
+}
+
+async fn issue_ticket(State(admin): State<Admin>, req: Request) -> Response {
+    let (parts, _) = req.into_parts();
+    let identity = match admin.ticket_auth.authenticate_request(&parts).await {
+        Ok(id) => id,
+        Err(e) => return e.into_response(),
+    };
+    match admin.tickets.issue(identity.verified().clone()) {
+        Ok(ticket) => {
+            tracing::info!(target: "wsgate::admin", sub = identity.sub(), source = identity.source().as_str(), "ticket issued");
+            Json(json!({"ticket": ticket, "expires_in": admin.tickets.ttl().as_secs()}))
+                .into_response()
+        }
+        Err(e) => e.into_response(),
+    }
+}
+
+/// Checks `Authorization: Bearer <admin key>` in constant time.
+fn check_admin(admin: &Admin, headers: &HeaderMap) -> Result<(), AdminError> {
+    let key = admin.key.as_ref().ok_or(AdminError::Disabled)?;
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.split_once(' ')
+                .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+                .map(|(_, k)| k.trim())
+        })
+        .ok_or(AdminError::MissingKey)?;
+    if bool::from(given.as_bytes().ct_eq(key.as_ref())) {
+        Ok(())
+    } else {
+        Err(AdminError::WrongKey)
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DisconnectRequest {
+    sub: Option<String>,
+    session: Option<String>,
+    #[serde(default)]
+    revoke: bool,
+}
+
+async fn disconnect(
+    State(admin): State<Admin>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Response, AdminError> {
+    check_admin(&admin, &headers)?;
+    let req: DisconnectRequest = serde_json::from_slice(&body)
+        .map_err(|e| AdminError::BadRequest(format!("invalid body: {e}")))?;
+    let target = match (req.sub, req.session) {
+        (Some(sub), None) if !sub.is_empty() => Target::Sub(sub),
+        (None, Some(s)) if !s.is_empty() => Target::Session(s),
+        _ => {
+            return Err(AdminError::BadRequest(
+                "give exactly one of \"sub\" or \"session\"".into(),
+            ));
+        }
+    };
+    let order = CloseOrder {
+        code: wsgate::reject::codes::REVOKED,
+        reason: if req.revoke {
+            "revoked"
+        } else {
+            "disconnected by admin"
+        },
+    };
+    let closed = admin.registry.close(&target, order);
+    let mut revoked = Vec::new();
+    if req.revoke {
+        revoked = revocations_for(&target, &closed, admin.leeway_secs);
+        let store = admin.store.clone();
+        let to_store = revoked.clone();
+        let stored = tokio::task::spawn_blocking(move || {
+            to_store.iter().try_for_each(|r| store.add_revocation(r))
+        })
+        .await;
+        if !matches!(stored, Ok(Ok(()))) {
+            tracing::error!(target: "wsgate::admin", "could not persist a revocation; it holds until restart");
+        }
+        for r in &revoked {
+            admin.revocations.add(r.clone());
+        }
+    }
+    tracing::info!(target: "wsgate::admin", target = ?target, closed = closed.len(), revoked = revoked.len(), "disconnect");
+    Ok(Json(json!({"closed": closed.len(), "revoked": revoked.len()})).into_response())
+}
+
+/// What a revoking disconnect refuses from now on: each closed token by `jti` until its
+/// expiry; the subject (tokens issued until now) when asked by `sub`, or when a closed
+/// token has no `jti` to name it by.
+fn revocations_for(target: &Target, closed: &[wsgate::Identity], leeway: u64) -> Vec<Revoked> {
+    let now = wsgate::verify::now_unix();
+    let until = |exp: Option<u64>| exp.map_or(now + SUBJECT_REVOCATION_SECS, |e| e + leeway);
+    let mut out = Vec::new();
+    for id in closed {
+        match id.jti() {
+            Some(jti) => out.push(Revoked::Jti {
+                jti: jti.to_owned(),
+                until: until(id.expires_at()),
+            }),
+            None => out.push(Revoked::Subject {
+                sub: id.sub().to_owned(),
+                at: now,
+                until: until(id.expires_at()),
+            }),
+        }
+    }
+    if let Target::Sub(sub) = target {
+        let longest = closed
+            .iter()
+            .map(|id| until(id.expires_at()))
+            .max()
+            .unwrap_or(now + SUBJECT_REVOCATION_SECS)
+            .max(now + SUBJECT_REVOCATION_SECS);
+        out.push(Revoked::Subject {
+            sub: sub.clone(),
+            at: now,
+            until: longest,
+        });
+    }
+    out
+}

@@ -1,0 +1,266 @@
+//! Live sessions, so that something other than a socket's own task can end it.
+//!
+//! An admin disconnect, a revoked API key or a revoked token must close sockets that are
+//! already open: each [`Session`](crate::Session) registers here with a one-shot close
+//! channel, and [`Registry::close`] fires the channels of the matching sessions. The registry
+//! also counts connections per subject, so `max_connections_per_user` is refused with 403
+//! at the handshake, before any upgrade: a [`Slot`] is taken when the credential is verified
+//! and given back when the last holder of the identity (the session) goes away.
+//!
+//! One mutex around two maps: the registry is touched once per connect, once per disconnect
+//! and by admin calls, never per message. Invariant: nothing that may drop an [`Identity`]
+//! runs under the lock, because dropping the last one gives its slot back (same lock).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use tokio::sync::oneshot;
+
+use crate::identity::Identity;
+use crate::reject::AuthError;
+
+/// Why a session is being closed from outside: the close code and a short reason.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CloseOrder {
+    pub code: u16,
+    pub reason: &'static str,
+}
+
+/// Which sessions an order applies to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    Sub(String),
+    Session(String),
+    /// Sessions opened with this credential id (an API key's id).
+    Credential(String),
+}
+
+#[derive(Debug, Default)]
+pub struct Registry {
+    max_per_user: Option<usize>,
+    inner: Mutex<Inner>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    sessions: HashMap<String, Entry>,
+    per_sub: HashMap<String, usize>,
+}
+
+#[derive(Debug)]
+struct Entry {
+    identity: Identity,
+    close: oneshot::Sender<CloseOrder>,
+}
+
+impl Registry {
+    /// `max_per_user`: connections one subject may hold at once (`None`: no limit).
+    pub fn new(max_per_user: Option<usize>) -> Self {
+        Self {
+            max_per_user,
+            inner: Mutex::default(),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic while holding this lock leaves plain maps behind: still usable.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Takes a connection slot for `sub`, or refuses with 403.
+    pub fn admit(self: &Arc<Self>, sub: &str) -> Result<Slot, AuthError> {
+        let mut inner = self.lock();
+        let count = inner.per_sub.entry(sub.to_owned()).or_default();
+        if self.max_per_user.is_some_and(|max| *count >= max) {
+            return Err(AuthError::TooManyConnections);
+        }
+        *count += 1;
+        Ok(Slot {
+            registry: Arc::clone(self),
+            sub: sub.to_owned(),
+        })
+    }
+
+    /// Registers a live session; dropping the returned handle unregisters it.
+    pub fn register(self: &Arc<Self>, identity: &Identity) -> Registration {
+        let (tx, rx) = oneshot::channel();
+        self.lock().sessions.insert(
+            identity.session().to_owned(),
+            Entry {
+                identity: identity.clone(),
+                close: tx,
+            },
+        );
+        Registration {
+            registry: Arc::clone(self),
+            session: identity.session().to_owned(),
+            orders: rx,
+        }
+    }
+
+    /// Updates the identity a session is known by (after a refresh).
+    pub fn update(&self, identity: &Identity) {
+        let mut inner = self.lock();
+        let old = inner
+            .sessions
+            .get_mut(identity.session())
+            .map(|e| std::mem::replace(&mut e.identity, identity.clone()));
+        drop(inner);
+        drop(old); // outside the lock, as in `Registration::drop`
+    }
+
+    /// Closes every matching session; returns their identities (for revocation).
+    pub fn close(&self, target: &Target, order: CloseOrder) -> Vec<Identity> {
+        let mut inner = self.lock();
+        let matching: Vec<String> = match target {
+            Target::Session(s) => inner
+                .sessions
+                .contains_key(s)
+                .then(|| s.clone())
+                .into_iter()
+                .collect(),
+            Target::Sub(sub) => inner
+                .sessions
+                .iter()
+                .filter(|(_, e)| e.identity.sub() == sub)
+                .map(|(k, _)| k.clone())
+                .collect(),
+            Target::Credential(id) => inner
+                .sessions
+                .iter()
+                .filter(|(_, e)| e.identity.credential_id() == Some(id.as_str()))
+                .map(|(k, _)| k.clone())
+                .collect(),
+        };
+        matching
+            .into_iter()
+            .filter_map(|k| inner.sessions.remove(&k))
+            .map(|e| {
+                let _ = e.close.send(order);
+                e.identity
+            })
+            .collect()
+    }
+
+    /// Identities of the open sessions (for sweeps such as revoked API keys).
+    pub fn identities(&self) -> Vec<Identity> {
+        self.lock()
+            .sessions
+            .values()
+            .map(|e| e.identity.clone())
+            .collect()
+    }
+
+    /// Open sessions.
+    pub fn len(&self) -> usize {
+        self.lock().sessions.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Connections `sub` holds (slots taken, including handshakes not yet upgraded).
+    pub fn count(&self, sub: &str) -> usize {
+        self.lock().per_sub.get(sub).copied().unwrap_or_default()
+    }
+}
+
+/// One of a subject's connection slots; given back on drop.
+#[derive(Debug)]
+pub struct Slot {
+    registry: Arc<Registry>,
+    sub: String,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut inner = self.registry.lock();
+        if let Some(n) = inner.per_sub.get_mut(&self.sub) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                inner.per_sub.remove(&self.sub);
+            }
+        }
+    }
+}
+
+/// A registered session: receives close orders; unregisters on drop.
+#[derive(Debug)]
+pub struct Registration {
+    registry: Arc<Registry>,
+    session: String,
+    orders: oneshot::Receiver<CloseOrder>,
+}
+
+impl Registration {
+    /// Resolves when the session is ordered closed.
+    pub async fn ordered(&mut self) -> CloseOrder {
+        match (&mut self.orders).await {
+            Ok(order) => order,
+            // The sender is gone only when the entry was removed without an order, which
+            // `close` never does; wait forever rather than invent one.
+            Err(_) => std::future::pending().await,
+        }
+    }
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        // Drop the entry after the lock is released: it may hold the last clone of the
+        // identity, whose slot takes the same lock to give itself back.
+        let removed = self.registry.lock().sessions.remove(&self.session);
+        drop(removed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::identity::Verified;
+    use crate::source::SourceKind;
+
+    fn id(sub: &str) -> Identity {
+        Identity::new(
+            Verified {
+                sub: sub.into(),
+                ..Verified::default()
+            },
+            SourceKind::Bearer,
+            "static",
+        )
+    }
+
+    #[test]
+    fn slots_limit_per_subject_and_come_back() {
+        let r = Arc::new(Registry::new(Some(2)));
+        let a = r.admit("alice").unwrap();
+        let _b = r.admit("alice").unwrap();
+        assert_eq!(r.admit("alice").unwrap_err(), AuthError::TooManyConnections);
+        assert!(r.admit("bob").is_ok());
+        drop(a);
+        assert!(r.admit("alice").is_ok());
+    }
+
+    #[tokio::test]
+    async fn close_by_sub_and_session() {
+        let r = Arc::new(Registry::new(None));
+        let (a1, a2, b) = (id("alice"), id("alice"), id("bob"));
+        let mut ra1 = r.register(&a1);
+        let mut ra2 = r.register(&a2);
+        let rb = r.register(&b);
+        let order = CloseOrder {
+            code: 4003,
+            reason: "x",
+        };
+        assert_eq!(r.close(&Target::Sub("alice".into()), order).len(), 2);
+        assert_eq!(ra1.ordered().await, order);
+        assert_eq!(ra2.ordered().await, order);
+        assert_eq!(r.len(), 1);
+        assert_eq!(
+            r.close(&Target::Session(b.session().into()), order).len(),
+            1
+        );
+        drop(rb);
+        assert!(r.is_empty());
+    }
+}
