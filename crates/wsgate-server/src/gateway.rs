@@ -12,8 +12,10 @@ use anyhow::Context;
 use axum::Json;
 use axum::Router;
 use axum::http::StatusCode;
+use axum::http::header;
 use axum::routing::get;
 use axum::serve::ListenerExt;
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -42,6 +44,8 @@ pub struct Services {
     pub admin_key: Option<Arc<[u8]>>,
     pub shutdown: CancellationToken,
     pub tracker: TaskTracker,
+    /// Renders `/metrics`; `None` when no recorder could be installed (tests of the router).
+    pub prometheus: Option<PrometheusHandle>,
 }
 
 impl Services {
@@ -64,6 +68,7 @@ impl Services {
             admin_key,
             shutdown: CancellationToken::new(),
             tracker: TaskTracker::new(),
+            prometheus: None,
         })
     }
 }
@@ -129,9 +134,37 @@ pub fn router(cfg: &Config, s: &Services) -> Router {
         ),
         leeway_secs: s.built.leeway.as_secs(),
     };
+    let shutting_down = s.shutdown.clone();
+    let prometheus = s.prometheus.clone();
     let mut app = Router::new()
         .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(|| async { "ready" }))
+        .route(
+            "/readyz",
+            get(move || async move {
+                // Draining: tell the load balancer to send new clients elsewhere.
+                match shutting_down.is_cancelled() {
+                    true => (StatusCode::SERVICE_UNAVAILABLE, "shutting down"),
+                    false => (StatusCode::OK, "ready"),
+                }
+            }),
+        )
+        .route(
+            "/metrics",
+            get(move || async move {
+                match &prometheus {
+                    Some(p) => (
+                        StatusCode::OK,
+                        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+                        p.render(),
+                    ),
+                    None => (
+                        StatusCode::NOT_FOUND,
+                        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+                        String::new(),
+                    ),
+                }
+            }),
+        )
         .merge(admin::router(admin));
     for ep in &cfg.endpoints {
         let auth = match &ep.sources {
@@ -158,6 +191,30 @@ pub fn router(cfg: &Config, s: &Services) -> Router {
     })
 }
 
+/// Installs the process-wide Prometheus recorder, and a task that keeps its histograms
+/// compact.
+fn install_metrics() -> anyhow::Result<PrometheusHandle> {
+    let handle = PrometheusBuilder::new()
+        .set_buckets_for_metric(
+            Matcher::Full(wsgate::metrics::VERIFY_SECONDS.into()),
+            &[
+                1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 5e-3, 0.025, 0.1, 0.5, 2.0,
+            ],
+        )
+        .context("metrics buckets")?
+        .install_recorder()
+        .context("installing the metrics recorder")?;
+    let upkeep = handle.clone();
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(Duration::from_secs(5));
+        loop {
+            every.tick().await;
+            upkeep.run_upkeep();
+        }
+    });
+    Ok(handle)
+}
+
 /// Runs the server until SIGTERM/SIGINT; returns after every socket is closed.
 pub async fn serve(cfg: Config, origin: Origin) -> anyhow::Result<()> {
     let store = Arc::new(Store::open(&cfg.storage.path)?);
@@ -166,7 +223,8 @@ pub async fn serve(cfg: Config, origin: Origin) -> anyhow::Result<()> {
     if cfg.demo {
         tracing::warn!("demo = true: the demo page is not available in this version of wsgate yet");
     }
-    let services = Services::new(&cfg, built, store)?;
+    let mut services = Services::new(&cfg, built, store)?;
+    services.prometheus = Some(install_metrics()?);
     if services.admin_key.is_none() {
         tracing::warn!(
             "{} is not set: the admin API (/api/disconnect) is disabled",

@@ -329,3 +329,52 @@ async fn silent_peers_are_closed_and_answering_ones_kept() {
     send_text(&mut alive, "here").await;
     assert_eq!(next_text(&mut alive).await, "here");
 }
+
+async fn get_text(s: &Server, path: &str) -> (u16, String) {
+    let res = tokio::time::timeout(WAIT, reqwest::get(s.http(path)))
+        .await
+        .unwrap()
+        .unwrap();
+    (res.status().as_u16(), res.text().await.unwrap())
+}
+
+#[tokio::test]
+async fn metrics_count_handshakes_closes_and_messages_without_credentials() {
+    let s = start("").await;
+    let t = token("liz", "l-1");
+    let (mut ws, _) = open(&s, &t).await;
+    for i in 0..3 {
+        send_text(&mut ws, &format!("m{i}")).await;
+        next_text(&mut ws).await;
+    }
+    let query_token = "secret-query-token-never-in-metrics";
+    assert_eq!(
+        refused(&s.url(&format!("/echo?token={query_token}")), &[])
+            .await
+            .status,
+        401
+    );
+    post(&s, "/api/disconnect", Some(ADMIN_KEY), json!({"sub":"liz"})).await;
+    assert_eq!(expect_close(&mut ws).await.0, 4003);
+
+    let mut text = String::new();
+    for _ in 0..50 {
+        text = get_text(&s, "/metrics").await.1;
+        if text.contains("wsgate_closes_total{code=\"4003\"} 1") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    for needle in [
+        "wsgate_handshakes_total{outcome=\"accepted\",source=\"bearer\"} 1",
+        "wsgate_handshakes_total{outcome=\"refused\",reason=\"invalid_token\",source=\"query\"} 1",
+        "wsgate_closes_total{code=\"4003\"} 1",
+        "wsgate_connections_open 0",
+        "wsgate_messages_total{direction=\"in\"} 3",
+        "wsgate_verify_seconds_bucket{verifier=\"jwt\"",
+    ] {
+        assert!(text.contains(needle), "missing {needle} in:\n{text}");
+    }
+    assert!(!text.contains(query_token) && !text.contains(&t));
+    assert_eq!(get_text(&s, "/readyz").await, (200, "ready".into()));
+}

@@ -166,26 +166,47 @@ impl Authenticator {
     pub async fn authenticate(&self, parts: &Parts) -> Result<Handshake, AuthError> {
         let ctx = context(parts);
         let path = parts.uri.path();
-        let result = self.decide(parts, &ctx).await;
-        match &result {
-            Ok(Handshake::Authenticated(id)) => log_accepted(path, &ctx, id),
-            Ok(Handshake::AwaitMessage(_)) => {
-                tracing::debug!(target: "wsgate::conn", path, remote = %remote(&ctx), "upgrading to wait for an auth message");
+        match self.decide(parts, &ctx).await {
+            Ok(Handshake::Authenticated(id)) => {
+                log_accepted(path, &ctx, &id);
+                Ok(Handshake::Authenticated(id))
             }
-            Err(e) => self.refused(path, &ctx, None, e),
+            Ok(Handshake::AwaitMessage(ctx)) => {
+                tracing::debug!(target: "wsgate::conn", path, remote = %remote(&ctx), "upgrading to wait for an auth message");
+                Ok(Handshake::AwaitMessage(ctx))
+            }
+            Err((e, source)) => {
+                self.refused(path, &ctx, source, &e);
+                Err(e)
+            }
         }
-        result
     }
 
-    async fn decide(&self, parts: &Parts, ctx: &VerifyContext) -> Result<Handshake, AuthError> {
+    /// The decision, with the source the refused credential came from (if any).
+    async fn decide(
+        &self,
+        parts: &Parts,
+        ctx: &VerifyContext,
+    ) -> Result<Handshake, (AuthError, Option<SourceKind>)> {
         if let (Some(limiter), Some(addr)) = (&self.failures, ctx.remote_addr) {
-            limiter.check(addr.ip())?;
+            limiter.check(addr.ip()).map_err(|e| (e, None))?;
         }
-        self.sources.check_origin(&parts.headers)?;
-        match self.sources.find(parts)? {
-            Some(cred) => self.verify(&cred, ctx).await.map(Handshake::Authenticated),
+        self.sources
+            .check_origin(&parts.headers)
+            .map_err(|e| (e, None))?;
+        // The only refusal `find` makes is a cookie without an allowed Origin.
+        match self
+            .sources
+            .find(parts)
+            .map_err(|e| (e, Some(SourceKind::Cookie)))?
+        {
+            Some(cred) => self
+                .verify(&cred, ctx)
+                .await
+                .map(Handshake::Authenticated)
+                .map_err(|e| (e, Some(cred.source()))),
             None if self.sources.accepts_message() => Ok(Handshake::AwaitMessage(ctx.clone())),
-            None => Err(AuthError::Missing),
+            None => Err((AuthError::Missing, None)),
         }
     }
 
@@ -215,7 +236,9 @@ impl Authenticator {
         cred: &Credential,
         ctx: &VerifyContext,
     ) -> Result<(Verified, &'static str), AuthError> {
+        let started = std::time::Instant::now();
         let (verified, by) = self.verifiers.verify(cred, ctx).await?;
+        crate::metrics::verified(by, started.elapsed());
         if self
             .revocations
             .as_ref()
@@ -248,6 +271,7 @@ impl Authenticator {
         {
             limiter.record(addr.ip());
         }
+        crate::metrics::refused(source, e);
         tracing::warn!(
             target: "wsgate::conn",
             path,
@@ -334,6 +358,7 @@ fn remote(ctx: &VerifyContext) -> String {
 }
 
 fn log_accepted(path: &str, ctx: &VerifyContext, id: &Identity) {
+    crate::metrics::accepted(id.source());
     tracing::info!(
         target: "wsgate::conn",
         path,

@@ -19,6 +19,7 @@ pub mod authenticator;
 pub mod extract;
 pub mod identity;
 pub mod limits;
+pub mod metrics;
 pub mod registry;
 pub mod reject;
 pub mod revocation;

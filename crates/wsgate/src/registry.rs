@@ -43,8 +43,10 @@ pub struct Registry {
 
 #[derive(Debug, Default)]
 struct Inner {
-    sessions: HashMap<String, Entry>,
+    /// Keyed by a counter, not the session id: no string copies on the connect path.
+    sessions: HashMap<u64, Entry>,
     per_sub: HashMap<String, usize>,
+    next: u64,
 }
 
 #[derive(Debug)]
@@ -70,11 +72,16 @@ impl Registry {
     /// Takes a connection slot for `sub`, or refuses with 403.
     pub fn admit(self: &Arc<Self>, sub: &str) -> Result<Slot, AuthError> {
         let mut inner = self.lock();
-        let count = inner.per_sub.entry(sub.to_owned()).or_default();
-        if self.max_per_user.is_some_and(|max| *count >= max) {
+        let count = inner.per_sub.get(sub).copied().unwrap_or_default();
+        if self.max_per_user.is_some_and(|max| count >= max) {
             return Err(AuthError::TooManyConnections);
         }
-        *count += 1;
+        match inner.per_sub.get_mut(sub) {
+            Some(n) => *n += 1,
+            None => {
+                inner.per_sub.insert(sub.to_owned(), 1);
+            }
+        }
         Ok(Slot {
             registry: Arc::clone(self),
             sub: sub.to_owned(),
@@ -84,8 +91,11 @@ impl Registry {
     /// Registers a live session; dropping the returned handle unregisters it.
     pub fn register(self: &Arc<Self>, identity: &Identity) -> Registration {
         let (tx, rx) = oneshot::channel();
-        self.lock().sessions.insert(
-            identity.session().to_owned(),
+        let mut inner = self.lock();
+        inner.next += 1;
+        let key = inner.next;
+        inner.sessions.insert(
+            key,
             Entry {
                 identity: identity.clone(),
                 close: tx,
@@ -93,7 +103,7 @@ impl Registry {
         );
         Registration {
             registry: Arc::clone(self),
-            session: identity.session().to_owned(),
+            key,
             orders: rx,
         }
     }
@@ -103,7 +113,8 @@ impl Registry {
         let mut inner = self.lock();
         let old = inner
             .sessions
-            .get_mut(identity.session())
+            .values_mut()
+            .find(|e| e.identity.session() == identity.session())
             .map(|e| std::mem::replace(&mut e.identity, identity.clone()));
         drop(inner);
         drop(old); // outside the lock, as in `Registration::drop`
@@ -112,26 +123,17 @@ impl Registry {
     /// Closes every matching session; returns their identities (for revocation).
     pub fn close(&self, target: &Target, order: CloseOrder) -> Vec<Identity> {
         let mut inner = self.lock();
-        let matching: Vec<String> = match target {
-            Target::Session(s) => inner
-                .sessions
-                .contains_key(s)
-                .then(|| s.clone())
-                .into_iter()
-                .collect(),
-            Target::Sub(sub) => inner
-                .sessions
-                .iter()
-                .filter(|(_, e)| e.identity.sub() == sub)
-                .map(|(k, _)| k.clone())
-                .collect(),
-            Target::Credential(id) => inner
-                .sessions
-                .iter()
-                .filter(|(_, e)| e.identity.credential_id() == Some(id.as_str()))
-                .map(|(k, _)| k.clone())
-                .collect(),
+        let matches = |id: &Identity| match target {
+            Target::Session(s) => id.session() == s,
+            Target::Sub(sub) => id.sub() == sub,
+            Target::Credential(c) => id.credential_id() == Some(c.as_str()),
         };
+        let matching: Vec<u64> = inner
+            .sessions
+            .iter()
+            .filter(|(_, e)| matches(&e.identity))
+            .map(|(k, _)| *k)
+            .collect();
         matching
             .into_iter()
             .filter_map(|k| inner.sessions.remove(&k))
@@ -188,7 +190,7 @@ impl Drop for Slot {
 #[derive(Debug)]
 pub struct Registration {
     registry: Arc<Registry>,
-    session: String,
+    key: u64,
     orders: oneshot::Receiver<CloseOrder>,
 }
 
@@ -208,7 +210,7 @@ impl Drop for Registration {
     fn drop(&mut self) {
         // Drop the entry after the lock is released: it may hold the last clone of the
         // identity, whose slot takes the same lock to give itself back.
-        let removed = self.registry.lock().sessions.remove(&self.session);
+        let removed = self.registry.lock().sessions.remove(&self.key);
         drop(removed);
     }
 }

@@ -73,6 +73,16 @@ pub struct Session {
     registration: Option<Registration>,
     shutdown: Pin<Box<WaitForCancellationFutureOwned>>,
     welcome: bool,
+    /// Counted here, added to the metrics in batches (per tick and at the end).
+    msgs_in: u64,
+    msgs_out: u64,
+    closed_with: Option<u16>,
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        crate::metrics::ended(self.closed_with, self.msgs_in, self.msgs_out);
+    }
 }
 
 /// A fixed one-second window: cheap enough to run on every frame.
@@ -117,7 +127,11 @@ impl Session {
             shutdown: Box::pin(options.shutdown.clone().cancelled_owned()),
             identity,
             welcome: options.welcome,
+            msgs_in: 0,
+            msgs_out: 0,
+            closed_with: None,
         };
+        crate::metrics::opened();
         session.set_expiry();
         session.arm();
         session
@@ -171,7 +185,10 @@ impl Session {
             match msg {
                 // Cold paths are boxed: their state would otherwise sit in every idle task.
                 Some(Ok(Message::Text(t))) if is_refresh(&t) => Box::pin(self.refresh(&t)).await,
-                Some(Ok(m @ (Message::Text(_) | Message::Binary(_)))) => return Some(m),
+                Some(Ok(m @ (Message::Text(_) | Message::Binary(_)))) => {
+                    self.msgs_in += 1;
+                    return Some(m);
+                }
                 // Pings are answered by tungstenite; a Close is answered when we poll again.
                 Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Close(_))) => {}
                 Some(Err(e)) if is_too_big(&e) => {
@@ -184,6 +201,7 @@ impl Session {
 
     /// Sends one frame; `false` when the socket is gone.
     pub async fn send(&mut self, msg: Message) -> bool {
+        self.msgs_out += 1;
         self.socket.send(msg).await.is_ok()
     }
 
@@ -198,6 +216,7 @@ impl Session {
     }
 
     async fn close_in_place(&mut self, code: u16, reason: &'static str) {
+        self.closed_with = Some(code);
         let frame = CloseFrame {
             code,
             reason: Utf8Bytes::from_static(reason),
@@ -268,6 +287,8 @@ impl Session {
                 self.last_ping = Some(now);
             }
         }
+        crate::metrics::messages(self.msgs_in, self.msgs_out);
+        (self.msgs_in, self.msgs_out) = (0, 0);
         self.arm();
         None
     }

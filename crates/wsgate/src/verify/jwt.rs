@@ -71,6 +71,8 @@ pub enum JwtSetupError {
 struct Key {
     key: DecodingKey,
     algorithms: Vec<Algorithm>,
+    /// The claim policy with exactly this key's algorithms.
+    validation: Validation,
 }
 
 /// Verifies JWTs against local keys and/or a JWKS.
@@ -144,7 +146,13 @@ impl JwtVerifier {
                 configured: alg_list(&self.config.algorithms),
             });
         }
-        self.keys.push(Key { key, algorithms });
+        let mut validation = validation(&self.config, algorithms[0]);
+        validation.algorithms = algorithms.clone();
+        self.keys.push(Key {
+            key,
+            algorithms,
+            validation,
+        });
         Ok(())
     }
 
@@ -159,6 +167,17 @@ impl JwtVerifier {
     pub async fn verify_token(&self, token: &str) -> Result<Verified, VerifyError> {
         if token.bytes().filter(|&b| b == b'.').count() != 2 {
             return Err(VerifyError::NotRecognized);
+        }
+        if self.jwks.is_none() && self.keys.len() == 1 {
+            // The common case: one local key. jsonwebtoken checks the header's `alg`
+            // against the key's own algorithms, so parsing the header here would be waste.
+            let key = &self.keys[0];
+            return check(token, &key.key, &key.validation).map_err(|e| match e {
+                VerifyError::Invalid("algorithm does not match key") => {
+                    VerifyError::Invalid("algorithm not allowed")
+                }
+                other => other,
+            });
         }
         let header = decode_header(token).map_err(|e| match e.kind() {
             ErrorKind::Json(_) => VerifyError::Invalid("unsupported or malformed header"),

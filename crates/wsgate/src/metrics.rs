@@ -1,0 +1,61 @@
+//! What the library counts, through the `metrics` facade: the embedding application picks the
+//! exporter (the `wsgate` binary serves Prometheus text on `/metrics`). Names start with
+//! `wsgate_`. Nothing here is per message: message counts are kept per session and added in
+//! batches (at each timer tick and when the session ends).
+
+use std::time::Duration;
+
+use crate::reject::AuthError;
+use crate::source::SourceKind;
+
+pub const HANDSHAKES: &str = "wsgate_handshakes_total";
+pub const VERIFY_SECONDS: &str = "wsgate_verify_seconds";
+pub const CONNECTIONS_OPEN: &str = "wsgate_connections_open";
+pub const CLOSES: &str = "wsgate_closes_total";
+pub const MESSAGES: &str = "wsgate_messages_total";
+
+pub(crate) fn accepted(source: SourceKind) {
+    metrics::counter!(HANDSHAKES, "outcome" => "accepted", "source" => source.as_str())
+        .increment(1);
+}
+
+pub(crate) fn refused(source: Option<SourceKind>, e: &AuthError) {
+    let source = source.map(SourceKind::as_str).unwrap_or("none");
+    metrics::counter!(HANDSHAKES, "outcome" => "refused", "reason" => e.code(), "source" => source)
+        .increment(1);
+}
+
+pub(crate) fn verified(verifier: &'static str, took: Duration) {
+    metrics::histogram!(VERIFY_SECONDS, "verifier" => verifier).record(took.as_secs_f64());
+}
+
+pub(crate) fn opened() {
+    metrics::gauge!(CONNECTIONS_OPEN).increment(1.0);
+}
+
+pub(crate) fn ended(close_code: Option<u16>, msgs_in: u64, msgs_out: u64) {
+    metrics::gauge!(CONNECTIONS_OPEN).decrement(1.0);
+    let code = match close_code {
+        None => "peer",
+        Some(1000) => "1000",
+        Some(1001) => "1001",
+        Some(1008) => "1008",
+        Some(1009) => "1009",
+        Some(1011) => "1011",
+        Some(4001) => "4001",
+        Some(4003) => "4003",
+        Some(4029) => "4029",
+        Some(_) => "other",
+    };
+    metrics::counter!(CLOSES, "code" => code).increment(1);
+    messages(msgs_in, msgs_out);
+}
+
+pub(crate) fn messages(msgs_in: u64, msgs_out: u64) {
+    if msgs_in > 0 {
+        metrics::counter!(MESSAGES, "direction" => "in").increment(msgs_in);
+    }
+    if msgs_out > 0 {
+        metrics::counter!(MESSAGES, "direction" => "out").increment(msgs_out);
+    }
+}
