@@ -14,6 +14,7 @@ use serde_json::{Value, json};
 use crate::auth::{self, SecretStore};
 use crate::config::{Config, Origin};
 use crate::gateway;
+use crate::keys;
 use crate::store::Store;
 
 #[derive(Debug, Parser)]
@@ -41,6 +42,38 @@ pub enum Command {
     Token(TokenArgs),
     /// Validate the configuration: a summary and exit 0, or the file, key and problem and exit 1
     CheckConfig,
+    /// Manage API keys (stored hashed in `storage.path`)
+    #[command(subcommand)]
+    Keys(KeysCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Create a key; prints it alone on stdout, once (it cannot be shown again)
+    Create {
+        /// Unique name, to find the key again
+        #[arg(long)]
+        name: String,
+        /// Subject the key authenticates as
+        #[arg(long)]
+        sub: String,
+        /// Channel patterns it may subscribe to, comma separated
+        #[arg(long, value_delimiter = ',')]
+        channels: Vec<String>,
+        /// Channel patterns it may publish to, comma separated
+        #[arg(long, value_delimiter = ',')]
+        publish: Vec<String>,
+        /// Lifetime: 90d, 12h, … (default: no expiry)
+        #[arg(long, value_parser = parse_duration)]
+        expires_in: Option<Duration>,
+    },
+    /// List keys: id, name, sub, created, last used, expiry (never the key)
+    List,
+    /// Revoke a key by id or name: new handshakes are refused at once, open sockets close with 4003
+    Revoke {
+        #[arg(value_name = "ID_OR_NAME")]
+        key: String,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -85,6 +118,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{}", mint(&cfg, &origin, &args).await?);
             Ok(())
         }
+        Command::Keys(cmd) => {
+            let (cfg, _) = Config::load(cli.config.as_deref())?;
+            let store = Store::open(&cfg.storage.path)?;
+            keys_command(&store, cmd)
+        }
         Command::CheckConfig => {
             let (cfg, origin) = Config::load(cli.config.as_deref())?;
             let built = auth::build(&cfg, &origin, SecretStore::DryRun).await?;
@@ -106,6 +144,59 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+fn keys_command(store: &Store, cmd: KeysCommand) -> anyhow::Result<()> {
+    match cmd {
+        KeysCommand::Create {
+            name,
+            sub,
+            channels,
+            publish,
+            expires_in,
+        } => {
+            if name.is_empty() || sub.is_empty() {
+                bail!("--name and --sub must not be empty");
+            }
+            let k = keys::create(store, &name, &sub, &channels, &publish, expires_in)?;
+            eprintln!(
+                "created key {} (`{name}`, sub `{sub}`); store it now, it is not shown again",
+                k.id
+            );
+            println!("{}", k.key);
+        }
+        KeysCommand::List => {
+            let time = |t: Option<u64>| t.map_or_else(|| "-".to_owned(), |t| t.to_string());
+            println!(
+                "{:<16}  {:<20}  {:<20}  {:>10}  {:>10}  {:>10}  status",
+                "id", "name", "sub", "created", "last_used", "expires"
+            );
+            let now = wsgate::verify::now_unix();
+            for k in store.keys()? {
+                let status = match (k.revoked, k.expires) {
+                    (Some(_), _) => "revoked",
+                    (None, Some(e)) if e <= now => "expired",
+                    _ => "active",
+                };
+                println!(
+                    "{:<16}  {:<20}  {:<20}  {:>10}  {:>10}  {:>10}  {status}",
+                    k.id,
+                    k.name,
+                    k.sub,
+                    k.created,
+                    time(k.last_used),
+                    time(k.expires)
+                );
+            }
+        }
+        KeysCommand::Revoke { key } => {
+            if !store.revoke_key(&key)? {
+                bail!("no active key with id or name `{key}`");
+            }
+            eprintln!("revoked `{key}`");
+        }
+    }
+    Ok(())
 }
 
 async fn mint(cfg: &Config, origin: &Origin, args: &TokenArgs) -> anyhow::Result<String> {

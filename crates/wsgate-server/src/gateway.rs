@@ -28,6 +28,7 @@ use crate::admin::{self, Admin};
 use crate::auth::{self, BuiltAuth, SecretStore};
 use crate::config::{Config, Origin};
 use crate::endpoints::{self, Endpoint};
+use crate::keys::{self, ApiKeyVerifier};
 use crate::shutdown;
 use crate::store::Store;
 
@@ -46,6 +47,7 @@ pub struct Services {
     pub tracker: TaskTracker,
     /// Renders `/metrics`; `None` when no recorder could be installed (tests of the router).
     pub prometheus: Option<PrometheusHandle>,
+    pub api_keys: Arc<ApiKeyVerifier>,
 }
 
 impl Services {
@@ -61,7 +63,7 @@ impl Services {
         let per_user = cfg.limits.max_connections_per_user;
         Ok(Self {
             built,
-            store,
+            store: store.clone(),
             registry: Arc::new(Registry::new((per_user > 0).then_some(per_user as usize))),
             revocations,
             tickets: Arc::new(Tickets::new(Duration::from_secs(cfg.tickets.ttl_secs))),
@@ -69,6 +71,7 @@ impl Services {
             shutdown: CancellationToken::new(),
             tracker: TaskTracker::new(),
             prometheus: None,
+            api_keys: Arc::new(ApiKeyVerifier::new(store.clone())?),
         })
     }
 }
@@ -81,6 +84,8 @@ pub fn base_authenticator(cfg: &Config, s: &Services) -> Authenticator {
         .cookie_name(&a.cookie_name)
         .allowed_origins(a.allowed_origins.iter().cloned());
     let mut chain = s.built.chain.clone();
+    // API keys before the rest: a backend proxy verifier would otherwise claim `wsk_` tokens.
+    chain.prepend(s.api_keys.clone());
     chain.push(Arc::new(TicketVerifier(s.tickets.clone())));
     Authenticator::new(chain)
         .sources(sources)
@@ -249,6 +254,10 @@ pub async fn serve(cfg: Config, origin: Origin) -> anyhow::Result<()> {
     }
 
     let (shutdown, tracker) = (services.shutdown.clone(), services.tracker.clone());
+    tokio::spawn(keys::sweep_revoked(
+        services.store.clone(),
+        services.registry.clone(),
+    ));
     tokio::spawn(shutdown::on_signal(shutdown.clone()));
     axum::serve(
         listener,

@@ -6,6 +6,7 @@ mod cli;
 mod config;
 mod endpoints;
 mod gateway;
+mod keys;
 mod shutdown;
 mod store;
 

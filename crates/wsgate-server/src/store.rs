@@ -25,6 +25,22 @@ pub struct Store {
 }
 
 const JWT_SECRET_KEY: &str = "jwt_hs256_secret";
+const KEY_PEPPER: &str = "api_key_pepper";
+
+/// One API key as stored (never the key itself).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiKey {
+    pub id: String,
+    pub name: String,
+    pub sub: String,
+    pub channels: Vec<String>,
+    pub publish: Vec<String>,
+    pub created: u64,
+    pub last_used: Option<u64>,
+    pub expires: Option<u64>,
+    pub revoked: Option<u64>,
+    pub hash: Vec<u8>,
+}
 
 impl Store {
     /// Opens (creating if needed) the database and its schema.
@@ -40,7 +56,11 @@ impl Store {
              CREATE TABLE IF NOT EXISTS settings (key TEXT PRIMARY KEY, value BLOB NOT NULL);
              CREATE TABLE IF NOT EXISTS revocations (
                  kind TEXT NOT NULL, value TEXT NOT NULL, at INTEGER NOT NULL, until INTEGER NOT NULL,
-                 PRIMARY KEY (kind, value));",
+                 PRIMARY KEY (kind, value));
+             CREATE TABLE IF NOT EXISTS api_keys (
+                 id TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE, sub TEXT NOT NULL,
+                 channels TEXT NOT NULL, publish TEXT NOT NULL, hash BLOB NOT NULL,
+                 created INTEGER NOT NULL, last_used INTEGER, expires INTEGER, revoked INTEGER);",
         )
         .map_err(wrap)?;
         Ok(Self {
@@ -60,13 +80,29 @@ impl Store {
         }
     }
 
+    /// An error about this store that did not come from SQLite.
+    pub fn error(&self, what: &str) -> StoreError {
+        self.wrap(rusqlite::Error::ToSqlConversionFailure(Box::new(
+            std::io::Error::other(what.to_owned()),
+        )))
+    }
+
     /// The generated HS256 secret, created (32 random bytes) on first use.
     pub fn jwt_secret(&self) -> Result<Vec<u8>, StoreError> {
+        self.random_setting(JWT_SECRET_KEY)
+    }
+
+    /// The pepper API key hashes are keyed with, created on first use.
+    pub fn key_pepper(&self) -> Result<Vec<u8>, StoreError> {
+        self.random_setting(KEY_PEPPER)
+    }
+
+    fn random_setting(&self, name: &str) -> Result<Vec<u8>, StoreError> {
         let conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
         let get = |c: &Connection| {
             c.query_row(
                 "SELECT value FROM settings WHERE key = ?1",
-                params![JWT_SECRET_KEY],
+                params![name],
                 |r| r.get::<_, Vec<u8>>(0),
             )
             .optional()
@@ -83,7 +119,7 @@ impl Store {
         // Another process may have raced us: keep whichever secret landed first.
         conn.execute(
             "INSERT OR IGNORE INTO settings (key, value) VALUES (?1, ?2)",
-            params![JWT_SECRET_KEY, secret],
+            params![name, secret],
         )
         .map_err(|e| self.wrap(e))?;
         get(&conn)
@@ -93,6 +129,112 @@ impl Store {
 }
 
 impl Store {
+    pub fn insert_key(&self, k: &ApiKey) -> Result<(), StoreError> {
+        let conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        conn.execute(
+            "INSERT INTO api_keys (id, name, sub, channels, publish, hash, created, expires)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            params![
+                k.id,
+                k.name,
+                k.sub,
+                serde_json::to_string(&k.channels).unwrap_or_default(),
+                serde_json::to_string(&k.publish).unwrap_or_default(),
+                k.hash,
+                k.created as i64,
+                k.expires.map(|e| e as i64),
+            ],
+        )
+        .map_err(|e| match e {
+            rusqlite::Error::SqliteFailure(f, _)
+                if f.code == rusqlite::ErrorCode::ConstraintViolation =>
+            {
+                self.error(&format!("a key named `{}` already exists", k.name))
+            }
+            e => self.wrap(e),
+        })?;
+        Ok(())
+    }
+
+    fn key_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ApiKey> {
+        let list = |s: String| serde_json::from_str::<Vec<String>>(&s).unwrap_or_default();
+        let opt = |v: Option<i64>| v.map(|x| x.max(0) as u64);
+        Ok(ApiKey {
+            id: r.get(0)?,
+            name: r.get(1)?,
+            sub: r.get(2)?,
+            channels: list(r.get(3)?),
+            publish: list(r.get(4)?),
+            hash: r.get(5)?,
+            created: r.get::<_, i64>(6)?.max(0) as u64,
+            last_used: opt(r.get(7)?),
+            expires: opt(r.get(8)?),
+            revoked: opt(r.get(9)?),
+        })
+    }
+
+    const KEY_COLUMNS: &str =
+        "id, name, sub, channels, publish, hash, created, last_used, expires, revoked";
+
+    pub fn key(&self, id: &str) -> Result<Option<ApiKey>, StoreError> {
+        let conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        conn.query_row(
+            &format!("SELECT {} FROM api_keys WHERE id = ?1", Self::KEY_COLUMNS),
+            params![id],
+            Self::key_from_row,
+        )
+        .optional()
+        .map_err(|e| self.wrap(e))
+    }
+
+    pub fn keys(&self) -> Result<Vec<ApiKey>, StoreError> {
+        let conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        let mut stmt = conn
+            .prepare(&format!(
+                "SELECT {} FROM api_keys ORDER BY created, name",
+                Self::KEY_COLUMNS
+            ))
+            .map_err(|e| self.wrap(e))?;
+        let rows = stmt
+            .query_map([], Self::key_from_row)
+            .map_err(|e| self.wrap(e))?;
+        rows.collect::<Result<_, _>>().map_err(|e| self.wrap(e))
+    }
+
+    pub fn touch_key(&self, id: &str, now: u64) {
+        let conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        let _ = conn.execute(
+            "UPDATE api_keys SET last_used = ?2 WHERE id = ?1",
+            params![id, now as i64],
+        );
+    }
+
+    /// Revokes a key by id or name; `false` if there is no such key (or it was revoked).
+    pub fn revoke_key(&self, id_or_name: &str) -> Result<bool, StoreError> {
+        let conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        let n = conn
+            .execute(
+                "UPDATE api_keys SET revoked = ?2 WHERE (id = ?1 OR name = ?1) AND revoked IS NULL",
+                params![id_or_name, wsgate::verify::now_unix() as i64],
+            )
+            .map_err(|e| self.wrap(e))?;
+        Ok(n > 0)
+    }
+
+    /// Keys revoked at or after `since` (unix seconds), with when.
+    pub fn keys_revoked_since(&self, since: u64) -> Result<Vec<(String, u64)>, StoreError> {
+        let conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        let mut stmt = conn
+            .prepare("SELECT id, revoked FROM api_keys WHERE revoked >= ?1")
+            .map_err(|e| self.wrap(e))?;
+        let rows = stmt
+            .query_map(params![since as i64], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?.max(0) as u64))
+            })
+            .map_err(|e| self.wrap(e))?;
+        rows.collect::<Result<_, _>>().map_err(|e| self.wrap(e))
+    }
+
     /// Records a revocation (keeping the later expiry if one exists).
     pub fn add_revocation(&self, r: &Revoked) -> Result<(), StoreError> {
         let (kind, value, at, until) = match r {

@@ -378,3 +378,74 @@ async fn metrics_count_handshakes_closes_and_messages_without_credentials() {
     assert!(!text.contains(query_token) && !text.contains(&t));
     assert_eq!(get_text(&s, "/readyz").await, (200, "ready".into()));
 }
+
+fn cli(s: &Server, args: &[&str]) -> (i32, String, String) {
+    let cfg = s.dir.path().join("wsgate.toml");
+    let out = std::process::Command::new(bin())
+        .args(args)
+        .arg("--config")
+        .arg(&cfg)
+        .current_dir(s.dir.path())
+        .env("WSGATE_TEST_SECRET", SECRET)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn api_keys_from_the_cli_authenticate_and_revoking_closes_their_sockets() {
+    let s = start("").await;
+    let (code, key, err) = cli(
+        &s,
+        &[
+            "keys",
+            "create",
+            "--name",
+            "ci-bot",
+            "--sub",
+            "robot",
+            "--channels",
+            "builds:*",
+            "--expires-in",
+            "30d",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(key.lines().count(), 1, "the key alone on stdout");
+    let key = key.trim().to_owned();
+    assert!(key.starts_with("wsk_"));
+    let (code, _, _) = cli(
+        &s,
+        &["keys", "create", "--name", "ci-bot", "--sub", "other"],
+    );
+    assert_eq!(code, 1, "names are unique");
+
+    let (mut ws, _) = open(&s, &key).await;
+    let (code, list, _) = cli(&s, &["keys", "list"]);
+    assert_eq!(code, 0);
+    assert!(
+        list.contains("ci-bot") && list.contains("robot") && list.contains("active"),
+        "{list}"
+    );
+    assert!(!list.contains(&key[20..]), "list never shows the key");
+    assert!(!s.logs().contains(&key));
+
+    let (code, _, err) = cli(&s, &["keys", "revoke", "ci-bot"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(expect_close(&mut ws).await.0, 4003);
+    assert_invalid(&s.url("/echo"), &key).await;
+    let (_, list, _) = cli(&s, &["keys", "list"]);
+    assert!(list.contains("revoked"), "{list}");
+    let (code, _, err) = cli(&s, &["keys", "revoke", "ci-bot"]);
+    assert_eq!(code, 1, "{err}");
+    // A well-formed key that was never issued.
+    assert_invalid(
+        &s.url("/echo"),
+        "wsk_0123456789abcdef_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+    )
+    .await;
+}

@@ -96,6 +96,10 @@ impl VerifierChain {
     pub fn push(&mut self, v: Arc<dyn Verifier>) {
         self.verifiers.push(v);
     }
+    /// Asks `v` before every verifier already in the chain.
+    pub fn prepend(&mut self, v: Arc<dyn Verifier>) {
+        self.verifiers.insert(0, v);
+    }
     pub fn is_empty(&self) -> bool {
         self.verifiers.is_empty()
     }
