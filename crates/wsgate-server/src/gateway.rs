@@ -29,6 +29,7 @@ use crate::auth::{self, BuiltAuth, SecretStore};
 use crate::config::{Config, Origin};
 use crate::endpoints::{self, Endpoint};
 use crate::keys::{self, ApiKeyVerifier};
+use crate::listener::HandshakeDeadline;
 use crate::shutdown;
 use crate::store::Store;
 
@@ -242,9 +243,10 @@ pub async fn serve(cfg: Config, origin: Origin) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {addr}"))?;
     let local = listener.local_addr()?;
+    let handshake_timeout = Duration::from_millis(cfg.limits.handshake_timeout_ms.max(1));
     // Small frames (welcome, pings, chat messages) must not wait for Nagle's algorithm.
-    let listener = listener.tap_io(|tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
+    let listener = HandshakeDeadline::new(listener, handshake_timeout).tap_io(|io| {
+        if let Err(e) = io.stream().set_nodelay(true) {
             tracing::debug!(error = %e, "cannot set TCP_NODELAY");
         }
     });

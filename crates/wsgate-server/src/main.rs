@@ -7,6 +7,7 @@ mod config;
 mod endpoints;
 mod gateway;
 mod keys;
+mod listener;
 mod shutdown;
 mod store;
 

@@ -107,3 +107,29 @@ async fn sigterm_closes_every_socket_with_1001_and_exits_0() {
     assert_eq!(closes.await.unwrap(), vec![1001; 5]);
     assert!(status.success(), "{status:?}");
 }
+
+#[tokio::test]
+async fn half_a_handshake_is_dropped_and_others_are_unaffected() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let s = Server::start(&config(30, "handshake_timeout_ms = 300")).await;
+    let mut slow = tokio::net::TcpStream::connect(s.addr).await.unwrap();
+    slow.write_all(b"GET /echo HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n")
+        .await
+        .unwrap();
+    // Meanwhile a complete handshake goes through, and its socket outlives the deadline.
+    let mut ws = bearer(&s.url("/echo"), &hs256(&claims("fast"))).await;
+    assert_eq!(next_json(&mut ws).await["type"], "welcome");
+
+    let started = std::time::Instant::now();
+    let mut buf = [0u8; 64];
+    let n = tokio::time::timeout(WAIT, slow.read(&mut buf))
+        .await
+        .expect("the half handshake was never dropped")
+        .unwrap_or(0);
+    assert_eq!(n, 0, "expected the server to drop it, got {:?}", &buf[..n]);
+    assert!(started.elapsed() < std::time::Duration::from_secs(3));
+
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    send_text(&mut ws, "later").await;
+    assert_eq!(next_text(&mut ws).await, "later");
+}
