@@ -70,13 +70,13 @@ impl AsyncRead for DeadlineIo {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        if let Some(d) = &mut self.deadline {
-            if d.as_mut().poll(cx).is_ready() {
-                return Poll::Ready(Err(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    "handshake timeout",
-                )));
-            }
+        if let Some(d) = &mut self.deadline
+            && d.as_mut().poll(cx).is_ready()
+        {
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "handshake timeout",
+            )));
         }
         Pin::new(&mut self.inner).poll_read(cx, buf)
     }
