@@ -30,7 +30,7 @@ pub mod verify;
 
 pub use authenticator::{Authenticator, Handshake, SocketSettings};
 pub use extract::WsAuth;
-pub use identity::{Identity, Verified};
+pub use identity::{Claims, Identity, Verified};
 pub use limits::FailureLimiter;
 pub use registry::{CloseOrder, Registry, Target};
 pub use reject::{AuthError, RejectMode};

@@ -22,8 +22,9 @@ use jsonwebtoken::{Algorithm, DecodingKey, Validation, decode, decode_header};
 use serde_json::Value;
 
 use super::{Verifier, VerifyContext, VerifyError, VerifyFuture};
-use crate::identity::Verified;
+use crate::identity::{Claims, Verified};
 use crate::source::Credential;
+use serde_json::value::RawValue;
 
 /// Claim policy shared by every key.
 #[derive(Debug, Clone)]
@@ -259,7 +260,7 @@ fn validation(config: &JwtConfig, alg: Algorithm) -> Validation {
 }
 
 fn check(token: &str, key: &DecodingKey, validation: &Validation) -> Result<Verified, VerifyError> {
-    let data = decode::<Value>(token, key, validation).map_err(|e| {
+    let data = decode::<Box<RawValue>>(token, key, validation).map_err(|e| {
         VerifyError::Invalid(match e.kind() {
             ErrorKind::InvalidSignature => "bad signature",
             ErrorKind::ExpiredSignature => "token expired",
@@ -275,28 +276,52 @@ fn check(token: &str, key: &DecodingKey, validation: &Validation) -> Result<Veri
     verified_from_claims(data.claims)
 }
 
-/// Reads the claims wsgate uses out of a JWT payload, keeping the payload itself.
-pub(crate) fn verified_from_claims(claims: Value) -> Result<Verified, VerifyError> {
-    let sub = claims
-        .get("sub")
-        .and_then(Value::as_str)
+/// Reads the claims wsgate uses out of a JWT payload, keeping the payload itself as raw JSON.
+pub(crate) fn verified_from_claims(raw: Box<RawValue>) -> Result<Verified, VerifyError> {
+    #[derive(serde::Deserialize)]
+    struct Known<'a> {
+        #[serde(borrow, default)]
+        sub: Option<std::borrow::Cow<'a, str>>,
+        #[serde(default)]
+        exp: Option<Value>,
+        #[serde(default)]
+        iat: Option<Value>,
+        #[serde(default)]
+        jti: Option<Value>,
+        #[serde(default)]
+        channels: Option<Value>,
+        #[serde(default)]
+        publish: Option<Value>,
+        #[serde(default)]
+        scope: Option<Value>,
+        #[serde(default)]
+        scp: Option<Value>,
+    }
+    let known: Known =
+        serde_json::from_str(raw.get()).map_err(|_| VerifyError::Invalid("malformed claim"))?;
+    let sub = known
+        .sub
         .filter(|s| !s.is_empty())
         .ok_or(VerifyError::Invalid("missing sub"))?
-        .to_owned();
-    let scopes = match claims.get("scope").or_else(|| claims.get("scp")) {
+        .into_owned();
+    let scopes = match known.scope.or(known.scp) {
         Some(Value::String(s)) => s.split_whitespace().map(str::to_owned).collect(),
-        Some(v) => strings(Some(v)),
+        Some(v) => strings(Some(&v)),
         None => Vec::new(),
     };
     Ok(Verified {
         sub,
-        expires_at: claims.get("exp").and_then(Value::as_u64),
-        issued_at: claims.get("iat").and_then(Value::as_u64),
-        jti: claims.get("jti").and_then(Value::as_str).map(str::to_owned),
-        channels: strings(claims.get("channels")),
-        publish: strings(claims.get("publish")),
+        expires_at: known.exp.as_ref().and_then(Value::as_u64),
+        issued_at: known.iat.as_ref().and_then(Value::as_u64),
+        jti: known
+            .jti
+            .as_ref()
+            .and_then(Value::as_str)
+            .map(str::to_owned),
+        channels: strings(known.channels.as_ref()),
+        publish: strings(known.publish.as_ref()),
         scopes,
-        claims,
+        claims: Claims::raw(raw),
         credential_id: None,
     })
 }
@@ -644,6 +669,11 @@ mod tests {
         assert_eq!(id.channels, ["a", "b"]);
         assert_eq!(id.publish, ["c"]);
         assert_eq!(id.scopes, ["x", "y"]);
+        assert_eq!(
+            id.claims.get()["channels"][1],
+            "b",
+            "raw claims parse on demand"
+        );
     }
 
     #[test]

@@ -14,7 +14,7 @@ use serde_json::Value;
 
 use super::jwt::strings;
 use super::{Verifier, VerifyContext, VerifyError, VerifyFuture};
-use crate::identity::Verified;
+use crate::identity::{Claims, Verified};
 use crate::source::Credential;
 
 const MAX_ANSWER_BYTES: usize = 64 * 1024;
@@ -110,7 +110,7 @@ fn parse_answer(body: &[u8]) -> Result<Verified, VerifyError> {
         expires_at: answer.expires_at,
         channels: strings(claims.get("channels")),
         publish: strings(claims.get("publish")),
-        claims,
+        claims: Claims::from_value(claims),
         ..Verified::default()
     })
 }
