@@ -176,7 +176,8 @@ async fn disconnect(
 /// token has no `jti` to name it by.
 fn revocations_for(target: &Target, closed: &[wsgate::Identity], leeway: u64) -> Vec<Revoked> {
     let now = wsgate::verify::now_unix();
-    let until = |exp: Option<u64>| exp.map_or(now + SUBJECT_REVOCATION_SECS, |e| e + leeway);
+    let until =
+        |exp: Option<u64>| exp.map_or(now + SUBJECT_REVOCATION_SECS, |e| e.saturating_add(leeway));
     let mut out = Vec::new();
     for id in closed {
         match id.jti() {

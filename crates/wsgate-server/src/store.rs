@@ -141,8 +141,8 @@ impl Store {
                 serde_json::to_string(&k.channels).unwrap_or_default(),
                 serde_json::to_string(&k.publish).unwrap_or_default(),
                 k.hash,
-                k.created as i64,
-                k.expires.map(|e| e as i64),
+                sql_time(k.created),
+                k.expires.map(sql_time),
             ],
         )
         .map_err(|e| match e {
@@ -205,7 +205,7 @@ impl Store {
         let conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
         let _ = conn.execute(
             "UPDATE api_keys SET last_used = ?2 WHERE id = ?1",
-            params![id, now as i64],
+            params![id, sql_time(now)],
         );
     }
 
@@ -215,7 +215,7 @@ impl Store {
         let n = conn
             .execute(
                 "UPDATE api_keys SET revoked = ?2 WHERE (id = ?1 OR name = ?1) AND revoked IS NULL",
-                params![id_or_name, wsgate::verify::now_unix() as i64],
+                params![id_or_name, sql_time(wsgate::verify::now_unix())],
             )
             .map_err(|e| self.wrap(e))?;
         Ok(n > 0)
@@ -228,7 +228,7 @@ impl Store {
             .prepare("SELECT id, revoked FROM api_keys WHERE revoked >= ?1")
             .map_err(|e| self.wrap(e))?;
         let rows = stmt
-            .query_map(params![since as i64], |r| {
+            .query_map(params![sql_time(since)], |r| {
                 Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?.max(0) as u64))
             })
             .map_err(|e| self.wrap(e))?;
@@ -245,7 +245,7 @@ impl Store {
         conn.execute(
             "INSERT INTO revocations (kind, value, at, until) VALUES (?1, ?2, ?3, ?4)
              ON CONFLICT (kind, value) DO UPDATE SET at = max(at, excluded.at), until = max(until, excluded.until)",
-            params![kind, value, at as i64, until as i64],
+            params![kind, value, sql_time(at), sql_time(until)],
         )
         .map_err(|e| self.wrap(e))?;
         Ok(())
@@ -253,7 +253,7 @@ impl Store {
 
     /// Revocations still in force (expired ones are deleted on the way).
     pub fn revocations(&self) -> Result<Vec<Revoked>, StoreError> {
-        let now = wsgate::verify::now_unix() as i64;
+        let now = sql_time(wsgate::verify::now_unix());
         let conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
         conn.execute("DELETE FROM revocations WHERE until < ?1", params![now])
             .map_err(|e| self.wrap(e))?;
@@ -278,6 +278,11 @@ impl Store {
             .map_err(|e| self.wrap(e))?;
         rows.collect::<Result<_, _>>().map_err(|e| self.wrap(e))
     }
+}
+
+/// Unix seconds as SQLite's signed integer, clamped rather than wrapped to a negative.
+fn sql_time(t: u64) -> i64 {
+    i64::try_from(t).unwrap_or(i64::MAX)
 }
 
 #[cfg(test)]
@@ -316,9 +321,15 @@ mod tests {
             until: now - 1,
         })
         .unwrap();
+        // Beyond i64: clamped, not wrapped into the past (and deleted as expired).
+        s.add_revocation(&Revoked::Jti {
+            jti: "forever".into(),
+            until: u64::MAX,
+        })
+        .unwrap();
         drop(s);
         let mut got = Store::open(&path).unwrap().revocations().unwrap();
         got.sort_by_key(|r| format!("{r:?}"));
-        assert_eq!(got.len(), 2, "{got:?}");
+        assert_eq!(got.len(), 3, "{got:?}");
     }
 }

@@ -133,3 +133,26 @@ async fn half_a_handshake_is_dropped_and_others_are_unaffected() {
     send_text(&mut ws, "later").await;
     assert_eq!(next_text(&mut ws).await, "later");
 }
+
+#[tokio::test]
+async fn absurd_expiry_is_not_a_crash() {
+    let s = Server::start_with(&config(30, ""), &[("WSGATE_ADMIN_KEY", "k")]).await;
+    let mut ws = bearer(
+        &s.url("/echo"),
+        &hs256(&json!({"sub":"far","jti":"far-1","exp": u64::MAX})),
+    )
+    .await;
+    assert_eq!(next_json(&mut ws).await["expires_at"], u64::MAX);
+    send_text(&mut ws, "ok").await;
+    assert_eq!(next_text(&mut ws).await, "ok");
+    // Revoking it computes "until exp + leeway" without overflowing either.
+    let res = reqwest::Client::new()
+        .post(s.http("/api/disconnect"))
+        .bearer_auth("k")
+        .json(&json!({"sub":"far","revoke":true}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(expect_close(&mut ws).await.0, 4003);
+}

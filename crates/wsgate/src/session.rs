@@ -33,6 +33,8 @@ use crate::verify::{VerifyContext, now_unix};
 /// How long a closing socket waits for the peer's Close reply before it is dropped.
 const CLOSE_WAIT: Duration = Duration::from_secs(2);
 const SECOND: Duration = Duration::from_secs(1);
+/// Deadlines further away than this (ten years) are treated as this far.
+const MAX_DEADLINE_SECS: u64 = 10 * 365 * 24 * 3600;
 
 /// Per-endpoint session behaviour.
 #[derive(Debug, Clone)]
@@ -239,7 +241,12 @@ impl Session {
 
     fn set_expiry(&mut self) {
         self.expires = self.identity.expires_at().map(|exp| {
-            let left = (exp + self.auth.leeway_duration().as_secs()).saturating_sub(now_unix());
+            // Saturating and capped: an absurd `exp` from an issuer or a backend must not
+            // overflow `Instant` (a panic) — it just means "not within a decade".
+            let left = exp
+                .saturating_add(self.auth.leeway_duration().as_secs())
+                .saturating_sub(now_unix())
+                .min(MAX_DEADLINE_SECS);
             Instant::now() + Duration::from_secs(left)
         });
     }
