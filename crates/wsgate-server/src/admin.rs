@@ -19,6 +19,7 @@ use serde_json::json;
 use subtle::ConstantTimeEq;
 use wsgate::{Authenticator, CloseOrder, Registry, Revocations, Revoked, Target, Tickets};
 
+use crate::broker::Broker;
 use crate::store::Store;
 
 /// How long a subject revocation lasts when no open session tells us its tokens' lifetime.
@@ -32,6 +33,7 @@ pub struct Admin {
     pub revocations: Arc<Revocations>,
     pub store: Arc<Store>,
     pub tickets: Arc<Tickets>,
+    pub broker: Arc<dyn Broker>,
     /// Authenticates ticket requests: the handshake sources, minus `ticket` and `message`.
     pub ticket_auth: Arc<Authenticator>,
     pub leeway_secs: u64,
@@ -41,6 +43,7 @@ pub fn router(admin: Admin) -> Router {
     Router::new()
         .route("/api/tickets", post(issue_ticket))
         .route("/api/disconnect", post(disconnect))
+        .route("/api/publish", post(publish))
         .with_state(admin)
 }
 
@@ -56,6 +59,8 @@ enum AdminError {
     Disabled,
     #[error("{0}")]
     BadRequest(String),
+    #[error("the message bus is unavailable; try again")]
+    Unavailable,
 }
 
 impl IntoResponse for AdminError {
@@ -65,6 +70,7 @@ impl IntoResponse for AdminError {
             Self::WrongKey => (StatusCode::FORBIDDEN, "forbidden"),
             Self::Disabled => (StatusCode::FORBIDDEN, "admin_disabled"),
             Self::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
+            Self::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
         };
         let mut res = (
             status,
@@ -114,6 +120,34 @@ fn check_admin(admin: &Admin, headers: &HeaderMap) -> Result<(), AdminError> {
     } else {
         Err(AdminError::WrongKey)
     }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PublishRequest {
+    channel: String,
+    data: serde_json::Value,
+}
+
+/// `POST /api/publish {channel, data}`: a backend speaks on a channel (`"from": null`).
+async fn publish(
+    State(admin): State<Admin>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Response, AdminError> {
+    check_admin(&admin, &headers)?;
+    let req: PublishRequest = serde_json::from_slice(&body)
+        .map_err(|e| AdminError::BadRequest(format!("invalid body: {e}")))?;
+    if !wsgate::permissions::valid_channel(&req.channel) {
+        return Err(AdminError::BadRequest("invalid channel name".into()));
+    }
+    let frame = crate::endpoints::pubsub::message_frame(&req.channel, None, &req.data);
+    let delivered = admin
+        .broker
+        .publish(&req.channel, frame)
+        .await
+        .map_err(|_| AdminError::Unavailable)?;
+    Ok(Json(json!({"delivered": delivered})).into_response())
 }
 
 #[derive(Deserialize)]

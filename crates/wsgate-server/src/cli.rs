@@ -22,7 +22,7 @@ use crate::store::Store;
     name = "wsgate",
     version,
     about = "Authentication for WebSockets: a gateway that verifies every connection before the upgrade and for its whole life",
-    after_help = "Endpoint kinds: `echo` (authenticated echo) works today; `pubsub` and `proxy` answer 501 until they land.\n\
+    after_help = "Endpoint kinds: `echo` (authenticated echo) and `pubsub` (channels) work today; `proxy` answers 501 until it lands.\n\
                   Logs go to stderr; set WSGATE_LOG (e.g. `debug`, `wsgate=debug`) to change the level."
 )]
 pub struct Cli {

@@ -26,6 +26,7 @@ use wsgate::{
 
 use crate::admin::{self, Admin};
 use crate::auth::{self, BuiltAuth, SecretStore};
+use crate::broker::{Broker, MemoryBroker};
 use crate::config::{Config, Origin};
 use crate::endpoints::{self, Endpoint};
 use crate::keys::{self, ApiKeyVerifier};
@@ -49,6 +50,7 @@ pub struct Services {
     /// Renders `/metrics`; `None` when no recorder could be installed (tests of the router).
     pub prometheus: Option<PrometheusHandle>,
     pub api_keys: Arc<ApiKeyVerifier>,
+    pub broker: Arc<dyn Broker>,
 }
 
 impl Services {
@@ -62,10 +64,12 @@ impl Services {
             .filter(|k| !k.is_empty())
             .map(|k| Arc::from(k.into_bytes()));
         let per_user = cfg.limits.max_connections_per_user;
+        let registry = Arc::new(Registry::new((per_user > 0).then_some(per_user as usize)));
         Ok(Self {
+            broker: Arc::new(MemoryBroker::new(registry.clone())),
             built,
             store: store.clone(),
-            registry: Arc::new(Registry::new((per_user > 0).then_some(per_user as usize))),
+            registry,
             revocations,
             tickets: Arc::new(Tickets::new(Duration::from_secs(cfg.tickets.ttl_secs))),
             admin_key,
@@ -134,6 +138,7 @@ pub fn router(cfg: &Config, s: &Services) -> Router {
         revocations: s.revocations.clone(),
         store: s.store.clone(),
         tickets: s.tickets.clone(),
+        broker: s.broker.clone(),
         ticket_auth: Arc::new(
             base.clone()
                 .sources(base.sources_ref().with_order(ticket_sources)),
@@ -186,6 +191,7 @@ pub fn router(cfg: &Config, s: &Services) -> Router {
                 ..session.clone()
             },
             tracker: s.tracker.clone(),
+            broker: s.broker.clone(),
         };
         app = app.merge(endpoints::router(ep, state));
     }

@@ -2,6 +2,7 @@
 
 mod admin;
 mod auth;
+mod broker;
 mod cli;
 mod config;
 mod endpoints;

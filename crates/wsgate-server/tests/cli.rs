@@ -193,6 +193,11 @@ async fn embedded_defaults_keep_a_generated_secret() {
     let mut ws = bearer(&format!("ws://{addr}/echo"), token.trim()).await;
     assert_eq!(next_json(&mut ws).await["sub"], "dev");
     // `/ws` is the pubsub endpoint of the defaults.
-    let r = refused(&format!("ws://{addr}/ws"), &[]).await;
-    assert_eq!(r.status, 501);
+    let mut ws = bearer(&format!("ws://{addr}/ws"), token.trim()).await;
+    assert_eq!(next_json(&mut ws).await["type"], "welcome");
+    send_text(&mut ws, r#"{"type":"ping","id":1}"#).await;
+    assert_eq!(
+        next_json(&mut ws).await,
+        serde_json::json!({"type":"pong","id":1})
+    );
 }

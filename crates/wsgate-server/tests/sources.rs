@@ -316,10 +316,10 @@ kind = "echo"
 }
 
 #[tokio::test]
-async fn pubsub_endpoint_says_not_yet() {
-    let s = Server::start("[auth.jwt]\nsecret_env = \"WSGATE_TEST_SECRET\"\n[[endpoints]]\npath = \"/ws\"\nkind = \"pubsub\"\n").await;
+async fn proxy_endpoint_says_not_yet() {
+    let s = Server::start("[auth.jwt]\nsecret_env = \"WSGATE_TEST_SECRET\"\n[[endpoints]]\npath = \"/app\"\nkind = \"proxy\"\nupstream = \"ws://127.0.0.1:9/ws\"\n").await;
     let r = refused(
-        &s.url("/ws"),
+        &s.url("/app"),
         &[("authorization", &format!("Bearer {}", hs256(&claims("p"))))],
     )
     .await;

@@ -20,6 +20,7 @@ pub mod extract;
 pub mod identity;
 pub mod limits;
 pub mod metrics;
+pub mod permissions;
 pub mod registry;
 pub mod reject;
 pub mod revocation;
@@ -35,7 +36,7 @@ pub use limits::FailureLimiter;
 pub use registry::{CloseOrder, Registry, Target};
 pub use reject::{AuthError, RejectMode};
 pub use revocation::{Revocations, Revoked};
-pub use session::{Session, SessionOptions};
+pub use session::{Incoming, Session, SessionOptions};
 pub use source::{Credential, SourceKind, Sources};
 pub use tickets::{TicketVerifier, Tickets};
 

@@ -20,6 +20,7 @@ use std::time::Duration;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, close_code};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use tokio::sync::mpsc;
 use tokio::time::{Instant, Sleep};
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
@@ -79,6 +80,18 @@ pub struct Session {
     msgs_in: u64,
     msgs_out: u64,
     closed_with: Option<u16>,
+    /// Frames others send to this socket (pub/sub deliveries), forwarded inside `recv`.
+    outbound: Option<mpsc::Receiver<Utf8Bytes>>,
+    refreshed: bool,
+}
+
+/// What [`Session::recv_event`] hands the endpoint.
+#[derive(Debug)]
+pub enum Incoming {
+    /// An application frame from the client (text or binary).
+    Frame(Message),
+    /// The credential was refreshed: permissions may have changed.
+    Refreshed,
 }
 
 impl Drop for Session {
@@ -99,6 +112,7 @@ enum Event {
     Shutdown,
     Tick,
     Ordered(CloseOrder),
+    Outbound(Option<Utf8Bytes>),
     Frame(Option<Result<Message, axum::Error>>),
 }
 
@@ -132,6 +146,8 @@ impl Session {
             msgs_in: 0,
             msgs_out: 0,
             closed_with: None,
+            outbound: None,
+            refreshed: false,
         };
         crate::metrics::opened();
         session.set_expiry();
@@ -153,20 +169,48 @@ impl Session {
         &self.identity
     }
 
+    /// Frames sent to `tx` are written to this socket from inside [`Session::recv`], so a
+    /// publisher never waits on a subscriber's socket. Bound the channel: a full one is the
+    /// publisher's sign of a slow consumer.
+    pub fn attach_outbound(&mut self, rx: mpsc::Receiver<Utf8Bytes>) {
+        self.outbound = Some(rx);
+    }
+
     /// The next application frame (text or binary). `None` once the socket is closed, for
     /// whatever reason; the close frame has then already been exchanged.
     pub async fn recv(&mut self) -> Option<Message> {
+        loop {
+            match self.recv_event().await? {
+                Incoming::Frame(m) => return Some(m),
+                Incoming::Refreshed => continue,
+            }
+        }
+    }
+
+    /// Like [`Session::recv`], and also tells the endpoint when the credential was refreshed.
+    pub async fn recv_event(&mut self) -> Option<Incoming> {
         loop {
             let event = tokio::select! {
                 biased;
                 _ = self.shutdown.as_mut() => Event::Shutdown,
                 order = ordered(&mut self.registration) => Event::Ordered(order),
                 _ = until(&mut self.timer) => Event::Tick,
+                out = next_outbound(&mut self.outbound) => Event::Outbound(out),
                 msg = self.socket.recv() => Event::Frame(msg),
             };
             let msg = match event {
                 Event::Shutdown => return self.end(close_code::AWAY, "server shutting down").await,
                 Event::Ordered(o) => return self.end(o.code, o.reason).await,
+                Event::Outbound(Some(text)) => {
+                    if !self.send(Message::Text(text)).await {
+                        return None;
+                    }
+                    continue;
+                }
+                Event::Outbound(None) => {
+                    self.outbound = None;
+                    continue;
+                }
                 Event::Tick => {
                     if let Some((code, reason)) = self.tick().await {
                         return self.end(code, reason).await;
@@ -186,10 +230,15 @@ impl Session {
             }
             match msg {
                 // Cold paths are boxed: their state would otherwise sit in every idle task.
-                Some(Ok(Message::Text(t))) if is_refresh(&t) => Box::pin(self.refresh(&t)).await,
+                Some(Ok(Message::Text(t))) if is_refresh(&t) => {
+                    Box::pin(self.refresh(&t)).await;
+                    if std::mem::take(&mut self.refreshed) {
+                        return Some(Incoming::Refreshed);
+                    }
+                }
                 Some(Ok(m @ (Message::Text(_) | Message::Binary(_)))) => {
                     self.msgs_in += 1;
-                    return Some(m);
+                    return Some(Incoming::Frame(m));
                 }
                 // Pings are answered by tungstenite; a Close is answered when we poll again.
                 Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Close(_))) => {}
@@ -212,7 +261,7 @@ impl Session {
         self.close_in_place(code, reason).await;
     }
 
-    async fn end(&mut self, code: u16, reason: &'static str) -> Option<Message> {
+    async fn end<T>(&mut self, code: u16, reason: &'static str) -> Option<T> {
         self.close_in_place(code, reason).await;
         None
     }
@@ -332,6 +381,7 @@ impl Session {
                 }
                 self.set_expiry();
                 self.arm();
+                self.refreshed = true;
                 tracing::info!(target: "wsgate::conn", sub = self.identity.sub(), session = self.identity.session(), "credential refreshed");
                 Reply {
                     r#type: "refreshed",
@@ -388,6 +438,13 @@ fn is_refresh(text: &str) -> bool {
     text.trim_start().starts_with('{')
         && text.contains("\"refresh\"")
         && serde_json::from_str::<Kind>(text).is_ok_and(|k| k.r#type == "refresh")
+}
+
+async fn next_outbound(outbound: &mut Option<mpsc::Receiver<Utf8Bytes>>) -> Option<Utf8Bytes> {
+    match outbound {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
 }
 
 async fn ordered(registration: &mut Option<Registration>) -> CloseOrder {

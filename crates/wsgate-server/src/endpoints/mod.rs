@@ -1,8 +1,8 @@
 //! The kinds of endpoint a `[[endpoints]]` entry can be.
 //!
 //! Each kind is one module with one `router` function; they share [`Endpoint`], the state
-//! every upgrade handler gets: the endpoint's authentication policy, its session options and
-//! the tracker that lets shutdown wait for its sockets.
+//! every upgrade handler gets: the endpoint's authentication policy, its session options,
+//! the tracker that lets shutdown wait for its sockets, and the channel broker.
 
 use std::sync::Arc;
 
@@ -11,10 +11,12 @@ use axum::extract::FromRef;
 use tokio_util::task::TaskTracker;
 use wsgate::{Authenticator, SessionOptions};
 
+use crate::broker::Broker;
 use crate::config::{EndpointConfig, EndpointKind};
 
 pub mod echo;
 pub mod not_yet;
+pub mod pubsub;
 
 /// Shared state of one endpoint.
 #[derive(Clone)]
@@ -22,6 +24,7 @@ pub struct Endpoint {
     pub auth: Arc<Authenticator>,
     pub session: SessionOptions,
     pub tracker: TaskTracker,
+    pub broker: Arc<dyn Broker>,
 }
 
 impl FromRef<Endpoint> for Arc<Authenticator> {
@@ -34,6 +37,7 @@ impl FromRef<Endpoint> for Arc<Authenticator> {
 pub fn router(cfg: &EndpointConfig, ep: Endpoint) -> Router {
     match cfg.kind {
         EndpointKind::Echo => echo::router(&cfg.path, ep),
-        EndpointKind::Pubsub | EndpointKind::Proxy => not_yet::router(&cfg.path, cfg.kind),
+        EndpointKind::Pubsub => pubsub::router(&cfg.path, ep),
+        EndpointKind::Proxy => not_yet::router(&cfg.path, cfg.kind),
     }
 }

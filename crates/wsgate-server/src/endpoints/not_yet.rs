@@ -1,4 +1,4 @@
-//! `pubsub` and `proxy` endpoints are configured by name today but arrive in later versions.
+//! `proxy` endpoints are configured by name today but arrive in a later version.
 //! Until then their paths answer `501 Not Implemented` with a JSON body that says so, rather
 //! than accepting sockets that would silently do nothing.
 

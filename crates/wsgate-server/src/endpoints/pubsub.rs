@@ -1,0 +1,267 @@
+//! `pubsub`: channels over one socket (SPEC §6).
+//!
+//! Client frames: `subscribe {channel}`, `unsubscribe {channel}`, `publish {channel, data}`,
+//! `refresh {token}` (handled by the session guard), `ping`. Server frames: `welcome`,
+//! `subscribed`, `unsubscribed`, `message {channel, from, data}`, `published`, `refreshed`,
+//! `pong`, `error {code, message, channel?}`. A request's `id` (any JSON value) is repeated in
+//! its answer. Permissions come from the identity's `channels` and `publish` patterns and are
+//! re-checked when the credential is refreshed: channels no longer allowed are left with an
+//! `unsubscribed` frame. Nothing a client sends ends its own connection except the session
+//! rules (size, rate, expiry); every bad frame gets an `error` with a stable code.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use axum::Router;
+use axum::extract::State;
+use axum::extract::ws::{Message, Utf8Bytes, WebSocketUpgrade};
+use axum::response::Response;
+use axum::routing::get;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+use wsgate::permissions::{allowed, valid_channel};
+use wsgate::{Incoming, Session, WsAuth};
+
+use super::Endpoint;
+use crate::broker::{Broker, QUEUE, Subscriber};
+
+static NEXT_CONN: AtomicU64 = AtomicU64::new(1);
+
+pub fn router(path: &str, ep: Endpoint) -> Router {
+    Router::new().route(path, get(upgrade)).with_state(ep)
+}
+
+async fn upgrade(State(ep): State<Endpoint>, auth: WsAuth, ws: WebSocketUpgrade) -> Response {
+    auth.on_upgrade(ws, move |socket, identity| {
+        let session = Session::new(socket, identity, ep.auth, &ep.session);
+        ep.tracker.track_future(run(session, ep.broker))
+    })
+}
+
+/// The `message` frame for a publication, encoded once for every subscriber.
+pub fn message_frame(channel: &str, from: Option<&str>, data: &Value) -> Utf8Bytes {
+    json!({"type": "message", "channel": channel, "from": from, "data": data})
+        .to_string()
+        .into()
+}
+
+struct Conn {
+    session: Session,
+    broker: Arc<dyn Broker>,
+    me: Subscriber,
+    subscribed: BTreeSet<String>,
+}
+
+async fn run(mut session: Session, broker: Arc<dyn Broker>) {
+    let (tx, rx) = mpsc::channel(QUEUE);
+    session.attach_outbound(rx);
+    if !session.welcome().await {
+        return;
+    }
+    let me = Subscriber {
+        conn: NEXT_CONN.fetch_add(1, Ordering::Relaxed),
+        session: Arc::from(session.identity().session()),
+        tx,
+    };
+    let mut conn = Conn {
+        session,
+        broker,
+        me,
+        subscribed: BTreeSet::new(),
+    };
+    while let Some(event) = conn.session.recv_event().await {
+        match event {
+            Incoming::Frame(Message::Text(text)) => conn.handle(&text).await,
+            Incoming::Frame(_) => {
+                conn.error(
+                    None,
+                    "unsupported_frame",
+                    "pubsub speaks JSON text frames",
+                    None,
+                )
+                .await
+            }
+            Incoming::Refreshed => conn.recheck().await,
+        }
+    }
+    for channel in &conn.subscribed {
+        conn.broker.unsubscribe(channel, conn.me.conn);
+    }
+}
+
+#[derive(Deserialize)]
+struct Request {
+    r#type: Option<String>,
+    #[serde(default)]
+    id: Option<Value>,
+    #[serde(default)]
+    channel: Option<String>,
+    #[serde(default)]
+    data: Option<Value>,
+}
+
+impl Conn {
+    async fn handle(&mut self, text: &str) {
+        let req: Request = match serde_json::from_str(text) {
+            Ok(r) => r,
+            Err(_) => {
+                return self
+                    .error(
+                        None,
+                        "bad_json",
+                        "frames are JSON objects with a \"type\"",
+                        None,
+                    )
+                    .await;
+            }
+        };
+        let id = req.id;
+        let Some(kind) = req.r#type else {
+            return self
+                .error(id, "missing_field", "\"type\" is required", None)
+                .await;
+        };
+        match kind.as_str() {
+            "ping" => self.reply(json!({"type": "pong"}), id).await,
+            "subscribe" | "unsubscribe" | "publish" => {
+                let Some(channel) = req.channel else {
+                    return self
+                        .error(id, "missing_field", "\"channel\" is required", None)
+                        .await;
+                };
+                if !valid_channel(&channel) {
+                    return self
+                        .error(
+                            id,
+                            "invalid_channel",
+                            "channel names are 1-200 printable characters without spaces",
+                            Some(&channel),
+                        )
+                        .await;
+                }
+                match kind.as_str() {
+                    "subscribe" => self.subscribe(channel, id).await,
+                    "unsubscribe" => self.unsubscribe(channel, id).await,
+                    _ => self.publish(channel, req.data, id).await,
+                }
+            }
+            _ => {
+                self.error(id, "unknown_type", "unknown frame type", None)
+                    .await
+            }
+        }
+    }
+
+    async fn subscribe(&mut self, channel: String, id: Option<Value>) {
+        let identity = self.session.identity();
+        if !allowed(identity.channels(), identity.sub(), &channel) {
+            return self
+                .error(
+                    id,
+                    "forbidden",
+                    "not allowed to subscribe to this channel",
+                    Some(&channel),
+                )
+                .await;
+        }
+        if !self.subscribed.contains(&channel) {
+            if self
+                .broker
+                .subscribe(&channel, self.me.clone())
+                .await
+                .is_err()
+            {
+                return self
+                    .error(
+                        id,
+                        "unavailable",
+                        "could not subscribe; try again",
+                        Some(&channel),
+                    )
+                    .await;
+            }
+            self.subscribed.insert(channel.clone());
+        }
+        self.reply(json!({"type": "subscribed", "channel": channel}), id)
+            .await;
+    }
+
+    async fn unsubscribe(&mut self, channel: String, id: Option<Value>) {
+        if self.subscribed.remove(&channel) {
+            self.broker.unsubscribe(&channel, self.me.conn);
+        }
+        self.reply(json!({"type": "unsubscribed", "channel": channel}), id)
+            .await;
+    }
+
+    async fn publish(&mut self, channel: String, data: Option<Value>, id: Option<Value>) {
+        let identity = self.session.identity();
+        if !allowed(identity.publish(), identity.sub(), &channel) {
+            return self
+                .error(
+                    id,
+                    "forbidden",
+                    "not allowed to publish to this channel",
+                    Some(&channel),
+                )
+                .await;
+        }
+        let Some(data) = data else {
+            return self
+                .error(id, "missing_field", "\"data\" is required", Some(&channel))
+                .await;
+        };
+        let frame = message_frame(&channel, Some(identity.sub()), &data);
+        if self.broker.publish(&channel, frame).await.is_err() {
+            return self
+                .error(
+                    id,
+                    "unavailable",
+                    "could not publish; try again",
+                    Some(&channel),
+                )
+                .await;
+        }
+        if id.is_some() {
+            self.reply(json!({"type": "published", "channel": channel}), id)
+                .await;
+        }
+    }
+
+    /// After a refresh: leave the channels the new credential no longer grants.
+    async fn recheck(&mut self) {
+        let identity = self.session.identity().clone();
+        let lost: Vec<String> = self
+            .subscribed
+            .iter()
+            .filter(|c| !allowed(identity.channels(), identity.sub(), c))
+            .cloned()
+            .collect();
+        for channel in lost {
+            self.subscribed.remove(&channel);
+            self.broker.unsubscribe(&channel, self.me.conn);
+            self.reply(
+                json!({"type": "unsubscribed", "channel": channel, "reason": "permission"}),
+                None,
+            )
+            .await;
+        }
+    }
+
+    async fn reply(&mut self, mut frame: Value, id: Option<Value>) {
+        if let Some(id) = id {
+            frame["id"] = id;
+        }
+        self.session.send(Message::text(frame.to_string())).await;
+    }
+
+    async fn error(&mut self, id: Option<Value>, code: &str, message: &str, channel: Option<&str>) {
+        let mut frame = json!({"type": "error", "code": code, "message": message});
+        if let Some(c) = channel {
+            frame["channel"] = json!(c);
+        }
+        self.reply(frame, id).await;
+    }
+}

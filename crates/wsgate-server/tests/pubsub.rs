@@ -1,0 +1,298 @@
+//! The pubsub protocol (SPEC §6): every frame type and error code, the permission matrix,
+//! fan-out, slow consumers, and backend publish.
+
+mod common;
+
+use common::*;
+use futures_util::SinkExt;
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::Message;
+
+const ADMIN_KEY: &str = "pubsub-admin-key";
+const CONFIG: &str = r#"
+[auth.jwt]
+secret_env = "WSGATE_TEST_SECRET"
+[limits]
+messages_per_sec = 100000
+[[endpoints]]
+path = "/ws"
+kind = "pubsub"
+"#;
+
+async fn start() -> Server {
+    Server::start_with(CONFIG, &[("WSGATE_ADMIN_KEY", ADMIN_KEY)]).await
+}
+
+fn tok(sub: &str, channels: &[&str], publish: &[&str]) -> String {
+    hs256(&json!({"sub": sub, "exp": now() + 3600, "channels": channels, "publish": publish}))
+}
+
+async fn join(s: &Server, token: &str) -> Ws {
+    let mut ws = bearer(&s.url("/ws"), token).await;
+    assert_eq!(next_json(&mut ws).await["type"], "welcome");
+    ws
+}
+
+async fn ask(ws: &mut Ws, frame: Value) -> Value {
+    send_text(ws, &frame.to_string()).await;
+    next_json(ws).await
+}
+
+async fn admin_publish(s: &Server, body: Value) -> (u16, Value) {
+    let res = reqwest::Client::new()
+        .post(s.http("/api/publish"))
+        .bearer_auth(ADMIN_KEY)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    (
+        res.status().as_u16(),
+        res.json().await.unwrap_or(Value::Null),
+    )
+}
+
+#[tokio::test]
+async fn every_frame_type_and_id_echo() {
+    let s = start().await;
+    let mut a = join(&s, &tok("alice", &["chat:*"], &["chat:*"])).await;
+    assert_eq!(
+        ask(&mut a, json!({"type":"ping","id":"p1"})).await,
+        json!({"type":"pong","id":"p1"})
+    );
+    assert_eq!(
+        ask(
+            &mut a,
+            json!({"type":"subscribe","channel":"chat:lobby","id":{"n":1}})
+        )
+        .await,
+        json!({"type":"subscribed","channel":"chat:lobby","id":{"n":1}})
+    );
+    // A publisher subscribed to the channel receives its own message, and the ack (the two
+    // travel different paths, so in either order).
+    send_text(
+        &mut a,
+        &json!({"type":"publish","channel":"chat:lobby","data":{"text":"hi"},"id":7}).to_string(),
+    )
+    .await;
+    let mut got = vec![next_json(&mut a).await, next_json(&mut a).await];
+    got.sort_by_key(|v| v["type"].as_str().map(str::to_owned));
+    assert_eq!(
+        got,
+        vec![
+            json!({"type":"message","channel":"chat:lobby","from":"alice","data":{"text":"hi"}}),
+            json!({"type":"published","channel":"chat:lobby","id":7}),
+        ]
+    );
+    assert_eq!(
+        ask(&mut a, json!({"type":"unsubscribe","channel":"chat:lobby"})).await,
+        json!({"type":"unsubscribed","channel":"chat:lobby"})
+    );
+    // Unsubscribed: publishing (without id) delivers nothing back, the next answer is the pong.
+    send_text(
+        &mut a,
+        &json!({"type":"publish","channel":"chat:lobby","data":1}).to_string(),
+    )
+    .await;
+    assert_eq!(
+        ask(&mut a, json!({"type":"ping"})).await,
+        json!({"type":"pong"})
+    );
+}
+
+#[tokio::test]
+async fn every_error_code_keeps_the_connection_open() {
+    let s = start().await;
+    let mut a = join(&s, &tok("alice", &["chat:*"], &[])).await;
+    for (frame, code) in [
+        ("not json".to_string(), "bad_json"),
+        ("[1,2]".to_string(), "bad_json"),
+        (json!({"id":1}).to_string(), "missing_field"),
+        (json!({"type":"subscribe"}).to_string(), "missing_field"),
+        (json!({"type":"nope"}).to_string(), "unknown_type"),
+        (
+            json!({"type":"subscribe","channel":"has space"}).to_string(),
+            "invalid_channel",
+        ),
+        (
+            json!({"type":"subscribe","channel":""}).to_string(),
+            "invalid_channel",
+        ),
+        (
+            json!({"type":"subscribe","channel":"secret"}).to_string(),
+            "forbidden",
+        ),
+        (
+            json!({"type":"publish","channel":"chat:x","data":1}).to_string(),
+            "forbidden",
+        ),
+    ] {
+        send_text(&mut a, &frame).await;
+        let e = next_json(&mut a).await;
+        assert_eq!(
+            (e["type"].as_str(), e["code"].as_str()),
+            (Some("error"), Some(code)),
+            "{frame}"
+        );
+        assert!(e["message"].is_string());
+    }
+    let e = ask(
+        &mut a,
+        json!({"type":"subscribe","channel":"secret","id":9}),
+    )
+    .await;
+    assert_eq!(
+        (e["channel"].as_str(), e["id"].as_u64()),
+        (Some("secret"), Some(9))
+    );
+    a.send(Message::binary(vec![1u8, 2])).await.unwrap();
+    assert_eq!(next_json(&mut a).await["code"], "unsupported_frame");
+    let mut p = join(&s, &tok("pub", &[], &["chat:*"])).await;
+    assert_eq!(
+        ask(&mut p, json!({"type":"publish","channel":"chat:x"})).await["code"],
+        "missing_field"
+    );
+    assert_eq!(ask(&mut a, json!({"type":"ping"})).await["type"], "pong");
+}
+
+#[tokio::test]
+async fn permission_matrix_with_wildcards_and_sub() {
+    let s = start().await;
+    let mut alice = join(&s, &tok("alice", &["user:{sub}", "news", "rooms:*"], &[])).await;
+    for (channel, ok) in [
+        ("user:alice", true),
+        ("user:bob", false),
+        ("news", true),
+        ("news:extra", false),
+        ("rooms:1", true),
+        ("rooms:", true),
+        ("room", false),
+    ] {
+        let answer = ask(&mut alice, json!({"type":"subscribe","channel":channel})).await;
+        let expected = if ok { "subscribed" } else { "error" };
+        assert_eq!(answer["type"], expected, "{channel}: {answer}");
+    }
+}
+
+#[tokio::test]
+async fn fan_out_reaches_every_subscriber_once_and_backend_publish_counts_them() {
+    let s = start().await;
+    let mut subs = Vec::new();
+    for i in 0..50 {
+        let mut ws = join(&s, &tok(&format!("u{i}"), &["feed"], &[])).await;
+        assert_eq!(
+            ask(&mut ws, json!({"type":"subscribe","channel":"feed"})).await["type"],
+            "subscribed"
+        );
+        subs.push(ws);
+    }
+    let (status, body) = admin_publish(&s, json!({"channel":"feed","data":{"n":1}})).await;
+    assert_eq!((status, body["delivered"].as_u64()), (200, Some(50)));
+    for ws in &mut subs {
+        assert_eq!(
+            next_json(ws).await,
+            json!({"type":"message","channel":"feed","from":null,"data":{"n":1}})
+        );
+    }
+    // Exactly once: the next frame each gets is the answer to its own ping.
+    for ws in &mut subs {
+        assert_eq!(ask(ws, json!({"type":"ping"})).await["type"], "pong");
+    }
+    assert_eq!(
+        admin_publish(&s, json!({"channel":"empty","data":0}))
+            .await
+            .1["delivered"],
+        0
+    );
+    let res = reqwest::Client::new()
+        .post(s.http("/api/publish"))
+        .json(&json!({"channel":"feed","data":1}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 401, "admin key required");
+}
+
+#[tokio::test]
+async fn a_slow_consumer_is_closed_and_others_keep_receiving() {
+    let s = start().await;
+    let mut slow = join(&s, &tok("slow", &["firehose"], &[])).await;
+    assert_eq!(
+        ask(&mut slow, json!({"type":"subscribe","channel":"firehose"})).await["type"],
+        "subscribed"
+    );
+    let mut fast = join(&s, &tok("fast", &["firehose"], &[])).await;
+    assert_eq!(
+        ask(&mut fast, json!({"type":"subscribe","channel":"firehose"})).await["type"],
+        "subscribed"
+    );
+    // `slow` stops reading; `fast` keeps reading while 16 MB is published (more than the
+    // loopback socket buffers can hide).
+    let reader = tokio::spawn(async move {
+        let mut n = 0;
+        while n < 1000 {
+            let m = next_json(&mut fast).await;
+            assert_eq!(m["type"], "message");
+            n += 1;
+        }
+        n
+    });
+    let payload = "x".repeat(16_000);
+    for i in 0..1000 {
+        admin_publish(
+            &s,
+            json!({"channel":"firehose","data":{"i":i,"pad":payload}}),
+        )
+        .await;
+    }
+    assert_eq!(reader.await.unwrap(), 1000);
+    // Somewhere in what `slow` finally reads is the 1008 close.
+    let code = loop {
+        match tokio::time::timeout(WAIT, futures_util::StreamExt::next(&mut slow)).await {
+            Ok(Some(Ok(Message::Close(Some(f))))) => break u16::from(f.code),
+            Ok(Some(Ok(_))) => continue,
+            other => panic!("{other:?}"),
+        }
+    };
+    assert_eq!(code, 1008);
+    let metrics = reqwest::get(s.http("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("wsgate_slow_consumers_total 1"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn refresh_that_loses_a_permission_unsubscribes() {
+    let s = start().await;
+    let mut a = join(&s, &tok("alice", &["a", "b"], &[])).await;
+    for ch in ["a", "b"] {
+        assert_eq!(
+            ask(&mut a, json!({"type":"subscribe","channel":ch})).await["type"],
+            "subscribed"
+        );
+    }
+    send_text(
+        &mut a,
+        &json!({"type":"refresh","id":1,"token": tok("alice", &["a"], &[])}).to_string(),
+    )
+    .await;
+    assert_eq!(next_json(&mut a).await["type"], "refreshed");
+    assert_eq!(
+        next_json(&mut a).await,
+        json!({"type":"unsubscribed","channel":"b","reason":"permission"})
+    );
+    assert_eq!(
+        admin_publish(&s, json!({"channel":"b","data":1})).await.1["delivered"],
+        0
+    );
+    assert_eq!(
+        admin_publish(&s, json!({"channel":"a","data":1})).await.1["delivered"],
+        1
+    );
+}
