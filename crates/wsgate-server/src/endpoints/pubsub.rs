@@ -3,13 +3,14 @@
 //! Client frames: `subscribe {channel}`, `unsubscribe {channel}`, `publish {channel, data}`,
 //! `refresh {token}` (handled by the session guard), `ping`. Server frames: `welcome`,
 //! `subscribed`, `unsubscribed`, `message {channel, from, data}`, `published`, `refreshed`,
-//! `pong`, `error {code, message, channel?}`. A request's `id` (any JSON value) is repeated in
+//! `pong`, `error {code, message, channel?}`. Error codes: `bad_json`, `missing_field`,
+//! `unknown_type`, `invalid_channel`, `forbidden`, `too_many_subscriptions`,
+//! `unsupported_frame`, `unavailable`. A request's `id` (any JSON value) is repeated in
 //! its answer. Permissions come from the identity's `channels` and `publish` patterns and are
 //! re-checked when the credential is refreshed: channels no longer allowed are left with an
 //! `unsubscribed` frame. Nothing a client sends ends its own connection except the session
 //! rules (size, rate, expiry); every bad frame gets an `error` with a stable code.
 
-use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -28,6 +29,8 @@ use super::Endpoint;
 use crate::broker::{Broker, QUEUE, Subscriber};
 
 static NEXT_CONN: AtomicU64 = AtomicU64::new(1);
+/// Channels one socket may be subscribed to at once.
+pub const MAX_SUBSCRIPTIONS: usize = 1000;
 
 pub fn router(path: &str, ep: Endpoint) -> Router {
     Router::new().route(path, get(upgrade)).with_state(ep)
@@ -51,7 +54,8 @@ struct Conn {
     session: Session,
     broker: Arc<dyn Broker>,
     me: Subscriber,
-    subscribed: BTreeSet<String>,
+    /// A socket subscribes to a handful of channels: a small vector beats a tree node.
+    subscribed: Vec<String>,
 }
 
 async fn run(mut session: Session, broker: Arc<dyn Broker>) {
@@ -69,21 +73,17 @@ async fn run(mut session: Session, broker: Arc<dyn Broker>) {
         session,
         broker,
         me,
-        subscribed: BTreeSet::new(),
+        subscribed: Vec::new(),
     };
+    // The handlers are boxed: inline, their state would sit in every idle subscriber's task.
     while let Some(event) = conn.session.recv_event().await {
         match event {
-            Incoming::Frame(Message::Text(text)) => conn.handle(&text).await,
+            Incoming::Frame(Message::Text(text)) => Box::pin(conn.handle(&text)).await,
             Incoming::Frame(_) => {
-                conn.error(
-                    None,
-                    "unsupported_frame",
-                    "pubsub speaks JSON text frames",
-                    None,
-                )
-                .await
+                let why = "pubsub speaks JSON text frames";
+                Box::pin(conn.error(None, "unsupported_frame", why, None)).await
             }
-            Incoming::Refreshed => conn.recheck().await,
+            Incoming::Refreshed => Box::pin(conn.recheck()).await,
         }
     }
     for channel in &conn.subscribed {
@@ -167,6 +167,12 @@ impl Conn {
                 .await;
         }
         if !self.subscribed.contains(&channel) {
+            if self.subscribed.len() >= MAX_SUBSCRIPTIONS {
+                let why = "unsubscribe from a channel first";
+                return self
+                    .error(id, "too_many_subscriptions", why, Some(&channel))
+                    .await;
+            }
             if self
                 .broker
                 .subscribe(&channel, self.me.clone())
@@ -182,14 +188,15 @@ impl Conn {
                     )
                     .await;
             }
-            self.subscribed.insert(channel.clone());
+            self.subscribed.push(channel.clone());
         }
         self.reply(json!({"type": "subscribed", "channel": channel}), id)
             .await;
     }
 
     async fn unsubscribe(&mut self, channel: String, id: Option<Value>) {
-        if self.subscribed.remove(&channel) {
+        if let Some(i) = self.subscribed.iter().position(|c| *c == channel) {
+            self.subscribed.swap_remove(i);
             self.broker.unsubscribe(&channel, self.me.conn);
         }
         self.reply(json!({"type": "unsubscribed", "channel": channel}), id)
@@ -240,7 +247,7 @@ impl Conn {
             .cloned()
             .collect();
         for channel in lost {
-            self.subscribed.remove(&channel);
+            self.subscribed.retain(|c| *c != channel);
             self.broker.unsubscribe(&channel, self.me.conn);
             self.reply(
                 json!({"type": "unsubscribed", "channel": channel, "reason": "permission"}),
