@@ -3,18 +3,17 @@
 //! [`Broker`] is the small seam the cluster mode will put Redis behind; [`MemoryBroker`] is
 //! the single-node implementation. A published frame is encoded once by the caller and the
 //! same bytes are shared by every subscriber (`Utf8Bytes` clones are reference counts).
-//! Delivery never waits: each subscriber has a bounded queue drained by its own socket task,
-//! and a subscriber whose queue is full is closed with 1008 "slow consumer" instead of
-//! slowing the publisher or the other subscribers.
+//! Delivery never waits: each subscriber has a bounded outbox drained by its own socket task,
+//! and a subscriber whose outbox is full is closed with 1008 "slow consumer" (by its own
+//! session guard) instead of slowing the publisher or the other subscribers.
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, RwLock};
+use std::sync::RwLock;
 
 use axum::extract::ws::Utf8Bytes;
-use tokio::sync::mpsc;
-use wsgate::{CloseOrder, Registry, Target};
+use wsgate::outbox::{OutboxSender, SendError};
 
 /// Frames a subscriber may have queued before it counts as a slow consumer.
 pub const QUEUE: usize = 256;
@@ -32,9 +31,7 @@ pub enum BrokerError {
 pub struct Subscriber {
     /// Unique per connection for the life of the process.
     pub conn: u64,
-    /// Its session id, to close it if it falls behind.
-    pub session: Arc<str>,
-    pub tx: mpsc::Sender<Utf8Bytes>,
+    pub tx: OutboxSender,
 }
 
 pub trait Broker: Send + Sync + 'static {
@@ -45,36 +42,36 @@ pub trait Broker: Send + Sync + 'static {
     fn publish<'a>(&'a self, channel: &'a str, frame: Utf8Bytes) -> BrokerFuture<'a, usize>;
 }
 
+#[derive(Default)]
 pub struct MemoryBroker {
     channels: RwLock<HashMap<String, HashMap<u64, Subscriber>>>,
-    registry: Arc<Registry>,
 }
 
 impl MemoryBroker {
-    pub fn new(registry: Arc<Registry>) -> Self {
-        Self {
-            channels: RwLock::default(),
-            registry,
-        }
+    pub fn new() -> Self {
+        Self::default()
     }
 
-    /// Local delivery, shared with the cluster broker later: returns (delivered, laggards).
-    fn deliver(&self, channel: &str, frame: &Utf8Bytes) -> (usize, Vec<Arc<str>>) {
+    /// Local delivery, shared with the cluster broker later: how many subscribers got it.
+    fn deliver(&self, channel: &str, frame: &Utf8Bytes) -> usize {
         let channels = self.channels.read().unwrap_or_else(|p| p.into_inner());
         let Some(subs) = channels.get(channel) else {
-            return (0, Vec::new());
+            return 0;
         };
         let mut delivered = 0;
-        let mut slow = Vec::new();
         for s in subs.values() {
             match s.tx.try_send(frame.clone()) {
                 Ok(()) => delivered += 1,
-                Err(mpsc::error::TrySendError::Full(_)) => slow.push(s.session.clone()),
-                // The socket is going away; its task unsubscribes on the way out.
-                Err(mpsc::error::TrySendError::Closed(_)) => {}
+                // Reported once per socket; its own guard closes it with 1008.
+                Err(SendError::Full) => {
+                    metrics::counter!("wsgate_slow_consumers_total").increment(1);
+                    tracing::warn!(target: "wsgate::broker", conn = s.conn, "slow consumer closed");
+                }
+                // Gone or closing; its task unsubscribes on the way out.
+                Err(SendError::Closed) => {}
             }
         }
-        (delivered, slow)
+        delivered
     }
 }
 
@@ -99,22 +96,6 @@ impl Broker for MemoryBroker {
     }
 
     fn publish<'a>(&'a self, channel: &'a str, frame: Utf8Bytes) -> BrokerFuture<'a, usize> {
-        let (delivered, slow) = self.deliver(channel, &frame);
-        // Outside the channel lock: closing goes through the registry's own lock.
-        for session in slow {
-            let closed = self.registry.close(
-                &Target::Session(session.to_string()),
-                CloseOrder {
-                    code: axum::extract::ws::close_code::POLICY,
-                    reason: "slow consumer",
-                },
-            );
-            // Its queue stays full until the socket is gone: count it once, when ordered closed.
-            if !closed.is_empty() {
-                metrics::counter!("wsgate_slow_consumers_total").increment(1);
-                tracing::warn!(target: "wsgate::broker", session = %session, "slow consumer closed");
-            }
-        }
-        Box::pin(std::future::ready(Ok(delivered)))
+        Box::pin(std::future::ready(Ok(self.deliver(channel, &frame))))
     }
 }

@@ -66,7 +66,7 @@ impl Services {
         let per_user = cfg.limits.max_connections_per_user;
         let registry = Arc::new(Registry::new((per_user > 0).then_some(per_user as usize)));
         Ok(Self {
-            broker: Arc::new(MemoryBroker::new(registry.clone())),
+            broker: Arc::new(MemoryBroker::new()),
             built,
             store: store.clone(),
             registry,

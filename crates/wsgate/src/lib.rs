@@ -20,6 +20,7 @@ pub mod extract;
 pub mod identity;
 pub mod limits;
 pub mod metrics;
+pub mod outbox;
 pub mod permissions;
 pub mod registry;
 pub mod reject;

@@ -20,12 +20,12 @@ use std::time::Duration;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, close_code};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use tokio::sync::mpsc;
 use tokio::time::{Instant, Sleep};
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
 use crate::authenticator::Authenticator;
 use crate::identity::Identity;
+use crate::outbox::Outbox;
 use crate::registry::{CloseOrder, Registration};
 use crate::reject::codes;
 use crate::source::{Credential, SourceKind};
@@ -81,7 +81,7 @@ pub struct Session {
     msgs_out: u64,
     closed_with: Option<u16>,
     /// Frames others send to this socket (pub/sub deliveries), forwarded inside `recv`.
-    outbound: Option<mpsc::Receiver<Utf8Bytes>>,
+    outbound: Option<Outbox>,
     refreshed: bool,
 }
 
@@ -169,10 +169,10 @@ impl Session {
         &self.identity
     }
 
-    /// Frames sent to `tx` are written to this socket from inside [`Session::recv`], so a
-    /// publisher never waits on a subscriber's socket. Bound the channel: a full one is the
-    /// publisher's sign of a slow consumer.
-    pub fn attach_outbound(&mut self, rx: mpsc::Receiver<Utf8Bytes>) {
+    /// Frames sent to the outbox's sender are written to this socket from inside
+    /// [`Session::recv`], so a publisher never waits on a subscriber's socket; a full outbox
+    /// is the publisher's sign of a slow consumer.
+    pub fn attach_outbound(&mut self, rx: Outbox) {
         self.outbound = Some(rx);
     }
 
@@ -208,8 +208,7 @@ impl Session {
                     continue;
                 }
                 Event::Outbound(None) => {
-                    self.outbound = None;
-                    continue;
+                    return self.end(close_code::POLICY, "slow consumer").await;
                 }
                 Event::Tick => {
                     if let Some((code, reason)) = self.tick().await {
@@ -440,7 +439,7 @@ fn is_refresh(text: &str) -> bool {
         && serde_json::from_str::<Kind>(text).is_ok_and(|k| k.r#type == "refresh")
 }
 
-async fn next_outbound(outbound: &mut Option<mpsc::Receiver<Utf8Bytes>>) -> Option<Utf8Bytes> {
+async fn next_outbound(outbound: &mut Option<Outbox>) -> Option<Utf8Bytes> {
     match outbound {
         Some(rx) => rx.recv().await,
         None => std::future::pending().await,

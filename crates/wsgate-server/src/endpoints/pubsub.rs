@@ -21,7 +21,6 @@ use axum::response::Response;
 use axum::routing::get;
 use serde::Deserialize;
 use serde_json::{Value, json};
-use tokio::sync::mpsc;
 use wsgate::permissions::{allowed, valid_channel};
 use wsgate::{Incoming, Session, WsAuth};
 
@@ -38,8 +37,12 @@ pub fn router(path: &str, ep: Endpoint) -> Router {
 
 async fn upgrade(State(ep): State<Endpoint>, auth: WsAuth, ws: WebSocketUpgrade) -> Response {
     auth.on_upgrade(ws, move |socket, identity| {
-        let session = Session::new(socket, identity, ep.auth, &ep.session);
-        ep.tracker.track_future(run(session, ep.broker))
+        // Built here, synchronously, so the connection's task stores the session once.
+        let conn = Conn::new(
+            Session::new(socket, identity, ep.auth, &ep.session),
+            ep.broker,
+        );
+        ep.tracker.track_future(run(conn))
     })
 }
 
@@ -58,23 +61,10 @@ struct Conn {
     subscribed: Vec<String>,
 }
 
-async fn run(mut session: Session, broker: Arc<dyn Broker>) {
-    let (tx, rx) = mpsc::channel(QUEUE);
-    session.attach_outbound(rx);
-    if !session.welcome().await {
+async fn run(mut conn: Conn) {
+    if !conn.session.welcome().await {
         return;
     }
-    let me = Subscriber {
-        conn: NEXT_CONN.fetch_add(1, Ordering::Relaxed),
-        session: Arc::from(session.identity().session()),
-        tx,
-    };
-    let mut conn = Conn {
-        session,
-        broker,
-        me,
-        subscribed: Vec::new(),
-    };
     // The handlers are boxed: inline, their state would sit in every idle subscriber's task.
     while let Some(event) = conn.session.recv_event().await {
         match event {
@@ -103,6 +93,21 @@ struct Request {
 }
 
 impl Conn {
+    fn new(mut session: Session, broker: Arc<dyn Broker>) -> Self {
+        let (tx, rx) = wsgate::outbox::outbox(QUEUE);
+        session.attach_outbound(rx);
+        let me = Subscriber {
+            conn: NEXT_CONN.fetch_add(1, Ordering::Relaxed),
+            tx,
+        };
+        Self {
+            session,
+            broker,
+            me,
+            subscribed: Vec::new(),
+        }
+    }
+
     async fn handle(&mut self, text: &str) {
         let req: Request = match serde_json::from_str(text) {
             Ok(r) => r,
