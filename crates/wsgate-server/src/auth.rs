@@ -8,6 +8,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use serde_json::json;
 use wsgate::Algorithm;
 use wsgate::verify::{
     JwksCache, JwksSource, JwtConfig, JwtVerifier, ProxyVerifier, StaticTokens, VerifierChain,
@@ -23,6 +24,54 @@ pub struct Minting {
     pub algorithm: Algorithm,
     pub issuer: Option<String>,
     pub audience: Vec<String>,
+}
+
+impl Minting {
+    /// Signs a token for `sub` valid `ttl`, with the configured issuer and audience, a random
+    /// `jti`, and the given channel/publish patterns (omitted when empty).
+    pub fn mint(
+        &self,
+        sub: &str,
+        ttl: Duration,
+        channels: &[String],
+        publish: &[String],
+    ) -> Result<String, jsonwebtoken::errors::Error> {
+        let now = wsgate::verify::now_unix();
+        let mut jti = [0u8; 16];
+        // A jti only has to be unique; if the RNG fails, time still makes it so.
+        if aws_lc_rs::rand::fill(&mut jti).is_err() {
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or_default();
+            jti = nanos.to_le_bytes();
+        }
+        let mut claims = json!({
+            "sub": sub,
+            "iat": now,
+            "exp": now + ttl.as_secs(),
+            "jti": base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, jti),
+        });
+        if let Some(iss) = &self.issuer {
+            claims["iss"] = json!(iss);
+        }
+        match self.audience.as_slice() {
+            [] => {}
+            [one] => claims["aud"] = json!(one),
+            many => claims["aud"] = json!(many),
+        }
+        for (name, list) in [("channels", channels), ("publish", publish)] {
+            let list: Vec<&String> = list.iter().filter(|p| !p.is_empty()).collect();
+            if !list.is_empty() {
+                claims[name] = json!(list);
+            }
+        }
+        jsonwebtoken::encode(
+            &jsonwebtoken::Header::new(self.algorithm),
+            &claims,
+            &jsonwebtoken::EncodingKey::from_secret(&self.secret),
+        )
+    }
 }
 
 pub struct BuiltAuth {

@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
-use serde_json::{Value, json};
 
 use crate::auth::{self, SecretStore};
 use crate::config::{Config, Origin};
@@ -210,36 +209,8 @@ async fn mint(cfg: &Config, origin: &Origin, args: &TokenArgs) -> anyhow::Result
             "{origin}: auth.jwt: minting needs an HMAC secret (HS256/384/512 with `secret`, `secret_env` or the generated one); this configuration has none"
         );
     };
-    let now = wsgate::verify::now_unix();
-    let mut jti = [0u8; 16];
-    getrandom::fill(&mut jti).context("random jti")?;
-    let mut claims = json!({
-        "sub": args.sub,
-        "iat": now,
-        "exp": now + args.ttl.as_secs(),
-        "jti": base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, jti),
-    });
-    if let Some(iss) = &m.issuer {
-        claims["iss"] = json!(iss);
-    }
-    match m.audience.as_slice() {
-        [] => {}
-        [one] => claims["aud"] = json!(one),
-        many => claims["aud"] = json!(many),
-    }
-    for (name, list) in [("channels", &args.channels), ("publish", &args.publish)] {
-        let list: Vec<&String> = list.iter().filter(|p| !p.is_empty()).collect();
-        if !list.is_empty() {
-            claims[name] = Value::from(list.into_iter().cloned().collect::<Vec<_>>());
-        }
-    }
-    let token = jsonwebtoken::encode(
-        &jsonwebtoken::Header::new(m.algorithm),
-        &claims,
-        &jsonwebtoken::EncodingKey::from_secret(&m.secret),
-    )
-    .context("signing the token")?;
-    Ok(token)
+    m.mint(&args.sub, args.ttl, &args.channels, &args.publish)
+        .context("signing the token")
 }
 
 /// `90s`, `15m`, `1h`, `7d`, or plain seconds.

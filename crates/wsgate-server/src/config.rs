@@ -416,6 +416,12 @@ impl Config {
                     format!("`{}` is reserved by the server", ep.path),
                 );
             }
+            if self.demo && ["/", "/demo.js", "/demo.css"].contains(&ep.path.as_str()) {
+                return err(
+                    &key("path"),
+                    format!("`{}` is the demo page's (demo = true)", ep.path),
+                );
+            }
             if seen.contains(&ep.path.as_str()) {
                 return err(
                     &key("path"),

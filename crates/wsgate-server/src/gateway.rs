@@ -28,6 +28,7 @@ use crate::admin::{self, Admin};
 use crate::auth::{self, BuiltAuth, SecretStore};
 use crate::broker::{Broker, MemoryBroker};
 use crate::config::{Config, Origin};
+use crate::demo;
 use crate::endpoints::{self, Endpoint};
 use crate::keys::{self, ApiKeyVerifier};
 use crate::listener::HandshakeDeadline;
@@ -232,9 +233,6 @@ pub async fn serve(cfg: Config, origin: Origin) -> anyhow::Result<()> {
     let store = Arc::new(Store::open(&cfg.storage.path)?);
     let built = auth::build(&cfg, &origin, SecretStore::Open(&store)).await?;
     let addr: SocketAddr = cfg.listen.parse().context("listen address")?;
-    if cfg.demo {
-        tracing::warn!("demo = true: the demo page is not available in this version of wsgate yet");
-    }
     let mut services = Services::new(&cfg, built, store)?;
     services.prometheus = Some(install_metrics()?);
     if services.admin_key.is_none() {
@@ -243,7 +241,18 @@ pub async fn serve(cfg: Config, origin: Origin) -> anyhow::Result<()> {
             cfg.admin.api_key_env
         );
     }
-    let app = router(&cfg, &services);
+    let mut app = router(&cfg, &services);
+    if cfg.demo {
+        let Some(minting) = services.built.minting.clone() else {
+            anyhow::bail!(
+                "{origin}: demo: the demo page mints its own tokens and needs an HMAC secret (HS256 with `secret`, `secret_env` or the generated one)"
+            );
+        };
+        tracing::warn!(
+            "DEMO MODE: / serves a chat page and POST /api/demo/token hands out tokens to ANYONE; never enable demo in production"
+        );
+        app = demo::router(minting).merge(app);
+    }
 
     let listener = tokio::net::TcpListener::bind(addr)
         .await

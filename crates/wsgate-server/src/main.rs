@@ -5,6 +5,7 @@ mod auth;
 mod broker;
 mod cli;
 mod config;
+mod demo;
 mod endpoints;
 mod gateway;
 mod keys;

@@ -1,0 +1,91 @@
+//! The demo (`demo = true` or `wsgate serve --demo`): a small chat page at `/`, and a token
+//! endpoint that **hands out tokens to anyone** so the page works without an identity
+//! provider. Both exist only in demo mode, and the server warns about it at start.
+//!
+//! The page shows the whole browser flow: demo token → `POST /api/tickets` → `?ticket=` on
+//! the `pubsub` endpoint → join a room → chat → refresh the token before it expires.
+//! Assets are embedded in the binary.
+
+use std::time::Duration;
+
+use axum::Json;
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::auth::Minting;
+
+/// Demo tokens are short-lived on purpose: the page shows the countdown and the refresh.
+pub const DEMO_TOKEN_TTL: Duration = Duration::from_secs(120);
+
+const INDEX: &str = include_str!("../assets/demo/index.html");
+const SCRIPT: &str = include_str!("../assets/demo/demo.js");
+const STYLE: &str = include_str!("../assets/demo/demo.css");
+
+pub fn router(minting: Minting) -> Router {
+    Router::new()
+        .route(
+            "/",
+            get(|| async { asset("text/html; charset=utf-8", INDEX) }),
+        )
+        .route(
+            "/demo.js",
+            get(|| async { asset("text/javascript; charset=utf-8", SCRIPT) }),
+        )
+        .route(
+            "/demo.css",
+            get(|| async { asset("text/css; charset=utf-8", STYLE) }),
+        )
+        .route("/api/demo/token", post(token))
+        .with_state(minting)
+}
+
+fn asset(content_type: &'static str, body: &'static str) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, content_type),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+#[derive(Deserialize)]
+struct TokenRequest {
+    name: String,
+}
+
+/// `POST /api/demo/token {"name"}` → a token for `name` that may read and write `room:*`.
+async fn token(State(minting): State<Minting>, Json(req): Json<TokenRequest>) -> Response {
+    let valid = (1..=32).contains(&req.name.len())
+        && req
+            .name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if !valid {
+        return (
+            StatusCode::BAD_REQUEST,
+            Json(json!({"error": "bad_request", "message": "a name is 1 to 32 letters, digits, _ or -"})),
+        )
+            .into_response();
+    }
+    let rooms = ["room:*".to_owned()];
+    match minting.mint(&req.name, DEMO_TOKEN_TTL, &rooms, &rooms) {
+        Ok(token) => {
+            Json(json!({"token": token, "expires_in": DEMO_TOKEN_TTL.as_secs()})).into_response()
+        }
+        Err(e) => {
+            tracing::error!(target: "wsgate::demo", error = %e, "cannot sign a demo token");
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                Json(json!({"error": "internal", "message": "cannot sign a demo token"})),
+            )
+                .into_response()
+        }
+    }
+}

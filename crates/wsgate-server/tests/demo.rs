@@ -1,0 +1,87 @@
+//! The demo mode: the page and the demo-only token endpoint exist only with `demo = true`,
+//! and a demo token goes the browser's way (ticket → pubsub) with `room:*` rights only.
+//! The page itself is driven in headless Chromium by `tests/browser/chat.mjs` (see README).
+
+mod common;
+
+use common::*;
+use serde_json::{Value, json};
+
+async fn post_json(url: String, auth: Option<&str>, body: Value) -> (u16, Value) {
+    let mut req = reqwest::Client::new().post(url).json(&body);
+    if let Some(a) = auth {
+        req = req.bearer_auth(a);
+    }
+    let res = req.send().await.unwrap();
+    (
+        res.status().as_u16(),
+        res.json().await.unwrap_or(Value::Null),
+    )
+}
+
+#[tokio::test]
+async fn without_demo_there_is_no_page_and_no_token_endpoint() {
+    let s = Server::start(HS256_CONFIG).await;
+    assert_eq!(reqwest::get(s.http("/")).await.unwrap().status(), 404);
+    let (status, _) = post_json(s.http("/api/demo/token"), None, json!({"name":"x"})).await;
+    assert_eq!(status, 404);
+}
+
+#[tokio::test]
+async fn demo_page_and_tokens_work_the_browser_way() {
+    let s = Server::start("demo = true\n[[endpoints]]\npath = \"/ws\"\nkind = \"pubsub\"\n").await;
+    assert!(s.logs().contains("DEMO MODE"), "the server warns at start");
+    let page = reqwest::get(s.http("/")).await.unwrap();
+    assert_eq!(page.headers()["content-type"], "text/html; charset=utf-8");
+    assert!(page.text().await.unwrap().contains("wsgate demo chat"));
+    let script = reqwest::get(s.http("/demo.js")).await.unwrap();
+    assert_eq!(script.status(), 200);
+    assert!(script.text().await.unwrap().contains("/api/tickets"));
+
+    let (status, _) = post_json(
+        s.http("/api/demo/token"),
+        None,
+        json!({"name":"no spaces please"}),
+    )
+    .await;
+    assert_eq!(status, 400);
+    let (status, body) = post_json(s.http("/api/demo/token"), None, json!({"name":"ann"})).await;
+    assert_eq!((status, body["expires_in"].as_u64()), (200, Some(120)));
+    let token = body["token"].as_str().unwrap().to_owned();
+    let (status, body) = post_json(s.http("/api/tickets"), Some(&token), json!({})).await;
+    assert_eq!(status, 200);
+    let ticket = body["ticket"].as_str().unwrap();
+
+    let mut ws = connect_ok(&s.url(&format!("/ws?ticket={ticket}")), &[]).await;
+    let welcome = next_json(&mut ws).await;
+    assert_eq!(welcome["sub"], "ann");
+    send_text(&mut ws, r#"{"type":"subscribe","channel":"room:lobby"}"#).await;
+    assert_eq!(next_json(&mut ws).await["type"], "subscribed");
+    send_text(&mut ws, r#"{"type":"subscribe","channel":"admin"}"#).await;
+    assert_eq!(next_json(&mut ws).await["code"], "forbidden");
+    send_text(
+        &mut ws,
+        r#"{"type":"publish","channel":"room:lobby","data":{"text":"hi"}}"#,
+    )
+    .await;
+    assert_eq!(next_json(&mut ws).await["data"]["text"], "hi");
+    assert!(!s.logs().contains(&token) && !s.logs().contains(ticket));
+}
+
+#[test]
+fn demo_paths_cannot_be_endpoints() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("d.toml");
+    std::fs::write(
+        &cfg,
+        "demo = true\n[[endpoints]]\npath = \"/\"\nkind = \"echo\"\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(bin())
+        .args(["check-config", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("endpoints[0].path"));
+}
