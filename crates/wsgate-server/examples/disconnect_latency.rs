@@ -15,6 +15,7 @@ use futures_util::StreamExt;
 use serde_json::json;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 fn arg(name: &str) -> Option<String> {
     let args: Vec<String> = std::env::args().collect();
@@ -43,7 +44,9 @@ async fn open(url: &str, token: &str) -> (Ws, String) {
         "authorization",
         format!("Bearer {token}").parse().expect("header"),
     );
-    let (mut ws, _) = tokio_tungstenite::connect_async(req)
+    // A small read buffer: tungstenite zero-fills its default 128 KiB one before every read.
+    let config = WebSocketConfig::default().read_buffer_size(4096);
+    let (mut ws, _) = tokio_tungstenite::connect_async_with_config(req, Some(config), true)
         .await
         .expect("connect");
     let Some(Ok(Message::Text(welcome))) = ws.next().await else {

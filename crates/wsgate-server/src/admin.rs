@@ -17,9 +17,10 @@ use axum::routing::post;
 use serde::Deserialize;
 use serde_json::json;
 use subtle::ConstantTimeEq;
-use wsgate::{Authenticator, CloseOrder, Registry, Revocations, Revoked, Target, Tickets};
+use wsgate::{Authenticator, CloseOrder, Registry, Revocations, Revoked, Target, TicketStore};
 
-use crate::broker::Broker;
+use crate::broker::{Broker, BrokerError};
+use crate::cluster::Cluster;
 use crate::store::Store;
 
 /// How long a subject revocation lasts when no open session tells us its tokens' lifetime.
@@ -32,8 +33,10 @@ pub struct Admin {
     pub registry: Arc<Registry>,
     pub revocations: Arc<Revocations>,
     pub store: Arc<Store>,
-    pub tickets: Arc<Tickets>,
+    pub tickets: Arc<dyn TicketStore>,
     pub broker: Arc<dyn Broker>,
+    /// Set in cluster mode: disconnects are announced to every node.
+    pub cluster: Option<Arc<Cluster>>,
     /// Authenticates ticket requests: the handshake sources, minus `ticket` and `message`.
     pub ticket_auth: Arc<Authenticator>,
     pub leeway_secs: u64,
@@ -61,6 +64,10 @@ enum AdminError {
     BadRequest(String),
     #[error("the message bus is unavailable; try again")]
     Unavailable,
+    #[error("the cluster is unavailable: delivered to {0} subscriber(s) on this node only")]
+    LocalOnly(usize),
+    #[error("the cluster is unavailable: done on this node only; try again")]
+    NotClusterWide { closed: usize, revoked: usize },
 }
 
 impl IntoResponse for AdminError {
@@ -70,13 +77,21 @@ impl IntoResponse for AdminError {
             Self::WrongKey => (StatusCode::FORBIDDEN, "forbidden"),
             Self::Disabled => (StatusCode::FORBIDDEN, "admin_disabled"),
             Self::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
-            Self::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            Self::Unavailable | Self::LocalOnly(_) | Self::NotClusterWide { .. } => {
+                (StatusCode::SERVICE_UNAVAILABLE, "unavailable")
+            }
         };
-        let mut res = (
-            status,
-            Json(json!({"error": code, "message": self.to_string()})),
-        )
-            .into_response();
+        let mut body = json!({"error": code, "message": self.to_string()});
+        // What did happen, on this node, so a caller can tell a retry from a rollback.
+        match self {
+            Self::LocalOnly(delivered) => body["delivered"] = json!(delivered),
+            Self::NotClusterWide { closed, revoked } => {
+                body["closed"] = json!(closed);
+                body["revoked"] = json!(revoked);
+            }
+            _ => {}
+        }
+        let mut res = (status, Json(body)).into_response();
         if status == StatusCode::UNAUTHORIZED {
             res.headers_mut().insert(
                 header::WWW_AUTHENTICATE,
@@ -93,7 +108,7 @@ async fn issue_ticket(State(admin): State<Admin>, req: Request) -> Response {
         Ok(id) => id,
         Err(e) => return e.into_response(),
     };
-    match admin.tickets.issue(identity.verified().clone()) {
+    match admin.tickets.issue(identity.verified().clone()).await {
         Ok(ticket) => {
             tracing::info!(target: "wsgate::admin", sub = identity.sub(), source = identity.source().as_str(), "ticket issued");
             Json(json!({"ticket": ticket, "expires_in": admin.tickets.ttl().as_secs()}))
@@ -146,7 +161,10 @@ async fn publish(
         .broker
         .publish(&req.channel, frame)
         .await
-        .map_err(|_| AdminError::Unavailable)?;
+        .map_err(|e| match e {
+            BrokerError::LocalOnly(n) => AdminError::LocalOnly(n),
+            BrokerError::Unavailable => AdminError::Unavailable,
+        })?;
     Ok(Json(json!({"delivered": delivered})).into_response())
 }
 
@@ -176,15 +194,7 @@ async fn disconnect(
             ));
         }
     };
-    let order = CloseOrder {
-        code: wsgate::reject::codes::REVOKED,
-        reason: if req.revoke {
-            "revoked"
-        } else {
-            "disconnected by admin"
-        },
-    };
-    let closed = admin.registry.close(&target, order);
+    let closed = admin.registry.close(&target, disconnect_order(req.revoke));
     let mut revoked = Vec::new();
     if req.revoke {
         revoked = revocations_for(&target, &closed, admin.leeway_secs);
@@ -202,13 +212,58 @@ async fn disconnect(
         }
     }
     tracing::info!(target: "wsgate::admin", target = ?target, closed = closed.len(), revoked = revoked.len(), "disconnect");
+    if let Some(cluster) = &admin.cluster
+        && let Err(e) =
+            crate::cluster::control::announce_disconnect(cluster, &target, req.revoke, &revoked)
+                .await
+    {
+        tracing::error!(target: "wsgate::admin", error = %e, "disconnect not sent to the other nodes");
+        return Err(AdminError::NotClusterWide {
+            closed: closed.len(),
+            revoked: revoked.len(),
+        });
+    }
     Ok(Json(json!({"closed": closed.len(), "revoked": revoked.len()})).into_response())
 }
 
-/// What a revoking disconnect refuses from now on: each closed token by `jti` until its
-/// expiry; the subject (tokens issued until now) when asked by `sub`, or when a closed
-/// token has no `jti` to name it by.
+/// The close a disconnect sends: 4003, saying whether the token was revoked.
+pub fn disconnect_order(revoke: bool) -> CloseOrder {
+    CloseOrder {
+        code: wsgate::reject::codes::REVOKED,
+        reason: if revoke {
+            "revoked"
+        } else {
+            "disconnected by admin"
+        },
+    }
+}
+
+/// What a revoking disconnect refuses from now on: each closed token (see
+/// [`revocations_of`]), and the subject (tokens issued until now) when asked by `sub`.
 fn revocations_for(target: &Target, closed: &[wsgate::Identity], leeway: u64) -> Vec<Revoked> {
+    let now = wsgate::verify::now_unix();
+    let until =
+        |exp: Option<u64>| exp.map_or(now + SUBJECT_REVOCATION_SECS, |e| e.saturating_add(leeway));
+    let mut out = revocations_of(closed, leeway);
+    if let Target::Sub(sub) = target {
+        let longest = closed
+            .iter()
+            .map(|id| until(id.expires_at()))
+            .max()
+            .unwrap_or(now + SUBJECT_REVOCATION_SECS)
+            .max(now + SUBJECT_REVOCATION_SECS);
+        out.push(Revoked::Subject {
+            sub: sub.clone(),
+            at: now,
+            until: longest,
+        });
+    }
+    out
+}
+
+/// Each closed token by `jti` until its expiry, or its subject (tokens issued until now)
+/// when it has no `jti` to name it by.
+pub fn revocations_of(closed: &[wsgate::Identity], leeway: u64) -> Vec<Revoked> {
     let now = wsgate::verify::now_unix();
     let until =
         |exp: Option<u64>| exp.map_or(now + SUBJECT_REVOCATION_SECS, |e| e.saturating_add(leeway));
@@ -225,19 +280,6 @@ fn revocations_for(target: &Target, closed: &[wsgate::Identity], leeway: u64) ->
                 until: until(id.expires_at()),
             }),
         }
-    }
-    if let Target::Sub(sub) = target {
-        let longest = closed
-            .iter()
-            .map(|id| until(id.expires_at()))
-            .max()
-            .unwrap_or(now + SUBJECT_REVOCATION_SECS)
-            .max(now + SUBJECT_REVOCATION_SECS);
-        out.push(Revoked::Subject {
-            sub: sub.clone(),
-            at: now,
-            until: longest,
-        });
     }
     out
 }

@@ -1,7 +1,8 @@
 //! Channels: who is subscribed where, and delivery of published frames.
 //!
-//! [`Broker`] is the small seam the cluster mode will put Redis behind; [`MemoryBroker`] is
-//! the single-node implementation. A published frame is encoded once by the caller and the
+//! [`Broker`] is the small seam cluster mode puts Redis behind
+//! ([`ClusterBroker`](crate::cluster::broker::ClusterBroker)); [`MemoryBroker`] is the
+//! single-node implementation, and the local delivery of the cluster one. A published frame is encoded once by the caller and the
 //! same bytes are shared by every subscriber (`Utf8Bytes` clones are reference counts).
 //! Delivery never waits: each subscriber has a bounded outbox drained by its own socket task,
 //! and a subscriber whose outbox is full is closed with 1008 "slow consumer" (by its own
@@ -24,6 +25,9 @@ pub type BrokerFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, BrokerError
 pub enum BrokerError {
     #[error("the message bus is unavailable")]
     Unavailable,
+    /// Cluster mode with Redis down: the message reached this node's subscribers only.
+    #[error("the cluster is unavailable: delivered to {0} subscriber(s) on this node only")]
+    LocalOnly(usize),
 }
 
 /// One subscribed connection.
@@ -52,8 +56,8 @@ impl MemoryBroker {
         Self::default()
     }
 
-    /// Local delivery, shared with the cluster broker later: how many subscribers got it.
-    fn deliver(&self, channel: &str, frame: &Utf8Bytes) -> usize {
+    /// Local delivery (also the cluster broker's last step): how many subscribers got it.
+    pub fn deliver(&self, channel: &str, frame: &Utf8Bytes) -> usize {
         let channels = self.channels.read().unwrap_or_else(|p| p.into_inner());
         let Some(subs) = channels.get(channel) else {
             return 0;
@@ -73,26 +77,50 @@ impl MemoryBroker {
         }
         delivered
     }
+
+    /// Adds a subscriber; true if it is the channel's first here.
+    pub fn add(&self, channel: &str, sub: Subscriber) -> bool {
+        let mut channels = self.channels.write().unwrap_or_else(|p| p.into_inner());
+        let subs = channels.entry(channel.to_owned()).or_default();
+        subs.insert(sub.conn, sub);
+        subs.len() == 1
+    }
+
+    /// Removes a subscriber; true if the channel has none left here.
+    pub fn remove(&self, channel: &str, conn: u64) -> bool {
+        let mut channels = self.channels.write().unwrap_or_else(|p| p.into_inner());
+        let Some(subs) = channels.get_mut(channel) else {
+            return true;
+        };
+        subs.remove(&conn);
+        if subs.is_empty() {
+            channels.remove(channel);
+            return true;
+        }
+        false
+    }
+
+    /// How many subscribers the channel has here.
+    pub fn count(&self, channel: &str) -> usize {
+        let channels = self.channels.read().unwrap_or_else(|p| p.into_inner());
+        channels.get(channel).map_or(0, HashMap::len)
+    }
+
+    /// The channels with at least one subscriber here.
+    pub fn channels(&self) -> Vec<String> {
+        let channels = self.channels.read().unwrap_or_else(|p| p.into_inner());
+        channels.keys().cloned().collect()
+    }
 }
 
 impl Broker for MemoryBroker {
     fn subscribe<'a>(&'a self, channel: &'a str, sub: Subscriber) -> BrokerFuture<'a, ()> {
-        let mut channels = self.channels.write().unwrap_or_else(|p| p.into_inner());
-        channels
-            .entry(channel.to_owned())
-            .or_default()
-            .insert(sub.conn, sub);
+        self.add(channel, sub);
         Box::pin(std::future::ready(Ok(())))
     }
 
     fn unsubscribe(&self, channel: &str, conn: u64) {
-        let mut channels = self.channels.write().unwrap_or_else(|p| p.into_inner());
-        if let Some(subs) = channels.get_mut(channel) {
-            subs.remove(&conn);
-            if subs.is_empty() {
-                channels.remove(channel);
-            }
-        }
+        self.remove(channel, conn);
     }
 
     fn publish<'a>(&'a self, channel: &'a str, frame: Utf8Bytes) -> BrokerFuture<'a, usize> {

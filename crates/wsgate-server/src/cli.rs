@@ -22,6 +22,7 @@ use crate::store::Store;
     version,
     about = "Authentication for WebSockets: a gateway that verifies every connection before the upgrade and for its whole life",
     after_help = "Endpoint kinds: `echo` (authenticated echo) and `pubsub` (channels) work today; `proxy` answers 501 until it lands.\n\
+                  Several nodes: set [cluster] redis_url (and key_prefix) in the config; every node then shares channels, disconnects, revocations, tickets and per-user limits through Redis.\n\
                   Logs go to stderr; set WSGATE_LOG (e.g. `debug`, `wsgate=debug`) to change the level."
 )]
 pub struct Cli {
@@ -140,6 +141,15 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 println!("endpoint: {} ({})", ep.path, ep.kind.as_str());
             }
             println!("store: {}", cfg.storage.path.display());
+            if let Some(c) = &cfg.cluster
+                && let Some(url) = &c.redis_url
+            {
+                println!(
+                    "cluster: redis at {} (key prefix {:?})",
+                    crate::cluster::describe(url),
+                    c.key_prefix
+                );
+            }
             Ok(())
         }
     }

@@ -243,11 +243,20 @@ impl Default for AdminConfig {
     }
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ClusterConfig {
     pub redis_url: Option<String>,
-    pub key_prefix: Option<String>,
+    pub key_prefix: String,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        Self {
+            redis_url: None,
+            key_prefix: "wsgate:".into(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -384,13 +393,21 @@ impl Config {
         if self.limits.max_message_bytes < 128 {
             return err("limits.max_message_bytes", "must be at least 128".into());
         }
-        if let Some(c) = &self.cluster
-            && c.redis_url.is_some()
-        {
-            return err(
+        if let Some(c) = &self.cluster {
+            if let Some(url) = &c.redis_url
+                && let Err(e) = crate::cluster::client(url)
+            {
+                return err(
                     "cluster.redis_url",
-                    "cluster mode is not available in this version of wsgate yet; remove [cluster] to run a single node".into(),
+                    format!("not a Redis URL (redis://, rediss://, redis+unix://): {e}"),
                 );
+            }
+            if c.key_prefix.contains(['*', '?', '[', ' ']) {
+                return err(
+                    "cluster.key_prefix",
+                    "must not contain spaces or the glob characters * ? [".into(),
+                );
+            }
         }
         if self.endpoints.is_empty() {
             return err(

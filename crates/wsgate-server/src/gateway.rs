@@ -21,12 +21,16 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use wsgate::{
     Authenticator, FailureLimiter, Registry, Revocations, SessionOptions, SocketSettings,
-    SourceKind, Sources, TicketVerifier, Tickets,
+    SourceKind, Sources, TicketStore, TicketVerifier, Tickets,
 };
 
 use crate::admin::{self, Admin};
 use crate::auth::{self, BuiltAuth, SecretStore};
 use crate::broker::{Broker, MemoryBroker};
+use crate::cluster::broker::ClusterBroker;
+use crate::cluster::counts::RedisCounts;
+use crate::cluster::tickets::RedisTickets;
+use crate::cluster::{self, Cluster};
 use crate::config::{Config, Origin};
 use crate::demo;
 use crate::endpoints::{self, Endpoint};
@@ -37,6 +41,8 @@ use crate::store::Store;
 
 /// How long shutdown waits for sockets to finish their close handshake.
 const DRAIN: Duration = Duration::from_secs(10);
+/// How long a cluster node waits for Redis at start before listening anyway (not ready).
+const CLUSTER_FIRST_SYNC: Duration = Duration::from_secs(3);
 
 /// Everything the routes share, built once at start.
 pub struct Services {
@@ -44,7 +50,7 @@ pub struct Services {
     pub store: Arc<Store>,
     pub registry: Arc<Registry>,
     pub revocations: Arc<Revocations>,
-    pub tickets: Arc<Tickets>,
+    pub tickets: Arc<dyn TicketStore>,
     pub admin_key: Option<Arc<[u8]>>,
     pub shutdown: CancellationToken,
     pub tracker: TaskTracker,
@@ -52,9 +58,19 @@ pub struct Services {
     pub prometheus: Option<PrometheusHandle>,
     pub api_keys: Arc<ApiKeyVerifier>,
     pub broker: Arc<dyn Broker>,
+    /// Cluster mode: the shared Redis, and what `cluster::start` needs to run it.
+    pub cluster: Option<ClusterParts>,
+}
+
+pub struct ClusterParts {
+    pub cluster: Arc<Cluster>,
+    pub broker: Arc<ClusterBroker>,
+    pub pushes: tokio::sync::mpsc::UnboundedReceiver<redis::PushInfo>,
 }
 
 impl Services {
+    /// Builds everything the routes share; in cluster mode, the Redis-backed broker, tickets
+    /// and connection counts (nothing is started yet: see [`serve`]).
     pub fn new(cfg: &Config, built: BuiltAuth, store: Arc<Store>) -> anyhow::Result<Self> {
         let revocations = Arc::new(Revocations::new());
         for r in store.revocations()? {
@@ -65,14 +81,34 @@ impl Services {
             .filter(|k| !k.is_empty())
             .map(|k| Arc::from(k.into_bytes()));
         let per_user = cfg.limits.max_connections_per_user;
-        let registry = Arc::new(Registry::new((per_user > 0).then_some(per_user as usize)));
+        let mut registry = Registry::new((per_user > 0).then_some(per_user as usize));
+        let ticket_ttl = Duration::from_secs(cfg.tickets.ttl_secs);
+        let mut broker: Arc<dyn Broker> = Arc::new(MemoryBroker::new());
+        let mut tickets: Arc<dyn TicketStore> = Arc::new(Tickets::new(ticket_ttl));
+        let mut cluster_parts = None;
+        if let Some(c) = &cfg.cluster
+            && let Some(url) = &c.redis_url
+        {
+            let (cluster, pushes) = Cluster::new(url, &c.key_prefix)
+                .map_err(|e| anyhow::anyhow!("cluster.redis_url: {e}"))?;
+            let cluster_broker = ClusterBroker::new(cluster.clone());
+            broker = cluster_broker.clone();
+            tickets = Arc::new(RedisTickets::new(cluster.clone(), ticket_ttl));
+            registry = registry.with_shared_counts(Arc::new(RedisCounts::new(cluster.clone())));
+            cluster_parts = Some(ClusterParts {
+                cluster,
+                broker: cluster_broker,
+                pushes,
+            });
+        }
         Ok(Self {
-            broker: Arc::new(MemoryBroker::new()),
+            broker,
+            cluster: cluster_parts,
             built,
             store: store.clone(),
-            registry,
+            registry: Arc::new(registry),
             revocations,
-            tickets: Arc::new(Tickets::new(Duration::from_secs(cfg.tickets.ttl_secs))),
+            tickets,
             admin_key,
             shutdown: CancellationToken::new(),
             tracker: TaskTracker::new(),
@@ -140,6 +176,7 @@ pub fn router(cfg: &Config, s: &Services) -> Router {
         store: s.store.clone(),
         tickets: s.tickets.clone(),
         broker: s.broker.clone(),
+        cluster: s.cluster.as_ref().map(|c| c.cluster.clone()),
         ticket_auth: Arc::new(
             base.clone()
                 .sources(base.sources_ref().with_order(ticket_sources)),
@@ -147,16 +184,20 @@ pub fn router(cfg: &Config, s: &Services) -> Router {
         leeway_secs: s.built.leeway.as_secs(),
     };
     let shutting_down = s.shutdown.clone();
+    let cluster = s.cluster.as_ref().map(|c| c.cluster.clone());
     let prometheus = s.prometheus.clone();
     let mut app = Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route(
             "/readyz",
             get(move || async move {
-                // Draining: tell the load balancer to send new clients elsewhere.
-                match shutting_down.is_cancelled() {
-                    true => (StatusCode::SERVICE_UNAVAILABLE, "shutting down"),
-                    false => (StatusCode::OK, "ready"),
+                // Draining, or cut off from the cluster: send new clients elsewhere.
+                if shutting_down.is_cancelled() {
+                    (StatusCode::SERVICE_UNAVAILABLE, "shutting down")
+                } else if cluster.as_ref().is_some_and(|c| !c.is_up()) {
+                    (StatusCode::SERVICE_UNAVAILABLE, "cluster unavailable")
+                } else {
+                    (StatusCode::OK, "ready")
                 }
             }),
         )
@@ -242,6 +283,25 @@ pub async fn serve(cfg: Config, origin: Origin) -> anyhow::Result<()> {
         );
     }
     let mut app = router(&cfg, &services);
+    if let Some(parts) = services.cluster.take() {
+        let started = cluster::Parts {
+            registry: services.registry.clone(),
+            revocations: services.revocations.clone(),
+            broker: parts.broker,
+            store: services.store.clone(),
+            leeway_secs: services.built.leeway.as_secs(),
+        };
+        cluster::start(
+            parts.cluster.clone(),
+            parts.pushes,
+            started,
+            CLUSTER_FIRST_SYNC,
+        )
+        .await;
+        if !parts.cluster.is_up() {
+            tracing::error!(target: "wsgate::cluster", "Redis unreachable at start: serving local clients only until it answers");
+        }
+    }
     if cfg.demo {
         let Some(minting) = services.built.minting.clone() else {
             anyhow::bail!(

@@ -4,6 +4,7 @@ mod admin;
 mod auth;
 mod broker;
 mod cli;
+mod cluster;
 mod config;
 mod demo;
 mod endpoints;

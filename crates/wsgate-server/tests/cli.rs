@@ -44,6 +44,21 @@ fn check_config_summarises_a_good_file() {
 }
 
 #[test]
+fn check_config_shows_the_cluster_without_its_password() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("wsgate.toml"),
+        "[cluster]\nredis_url = \"redis://:hunter2@10.1.2.3:6380/0\"\nkey_prefix = \"app1:\"\n",
+    )
+    .unwrap();
+    let (code, out, err) = run(dir.path(), &["check-config"], &[]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("cluster: redis at 10.1.2.3:6380"), "{out}");
+    assert!(out.contains("app1:"), "{out}");
+    assert!(!out.contains("hunter2"), "{out}");
+}
+
+#[test]
 fn check_config_names_file_key_and_problem() {
     let dir = tempfile::tempdir().unwrap();
     let cases = [
@@ -62,6 +77,11 @@ fn check_config_names_file_key_and_problem() {
             "max_message_bytes",
         ),
         ("listen = ", "bad.toml"),
+        (
+            "[cluster]\nredis_url = \"http://127.0.0.1:6379\"\n",
+            "cluster.redis_url",
+        ),
+        ("[cluster]\nkey_prefix = \"a*\"\n", "cluster.key_prefix"),
     ];
     for (text, needle) in cases {
         let path = dir.path().join("bad.toml");

@@ -87,6 +87,19 @@ async fn oversized_message_closes_with_1009() {
 }
 
 #[tokio::test]
+async fn messages_far_larger_than_the_read_buffer_arrive_whole() {
+    // The socket read buffer is 2 KiB; frames up to max_message_bytes take several reads.
+    let s = Server::start(&config(30, "").replace("max_message_bytes = 1024", "")).await;
+    let mut ws = bearer(&s.url("/echo"), &hs256(&claims("big"))).await;
+    next_json(&mut ws).await;
+    let text: String = (0..60_000)
+        .map(|i| char::from(b'a' + (i % 26) as u8))
+        .collect();
+    send_text(&mut ws, &text).await;
+    assert_eq!(next_text(&mut ws).await, text);
+}
+
+#[tokio::test]
 async fn sigterm_closes_every_socket_with_1001_and_exits_0() {
     let s = Server::start(&config(30, "")).await;
     let mut clients = Vec::new();

@@ -6,14 +6,16 @@
 
 use std::sync::Arc;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::registry::Slot;
 use crate::source::SourceKind;
 
-/// What a verifier learned from a credential: plain data, no behaviour.
-#[derive(Debug, Clone, Default, PartialEq)]
+/// What a verifier learned from a credential: plain data, no behaviour. Serializable so a
+/// ticket can carry it through a shared store (the cluster's Redis).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Verified {
     /// The subject (`sub`): the user or service the credential speaks for.
     pub sub: String,
@@ -64,6 +66,21 @@ impl Claims {
                 .and_then(|r| serde_json::from_str(r.get()).ok())
                 .unwrap_or(Value::Null)
         })
+    }
+}
+
+impl Serialize for Claims {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match (&self.raw, self.parsed.get()) {
+            (Some(raw), None) => raw.serialize(s),
+            _ => self.get().serialize(s),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Claims {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Box::<serde_json::value::RawValue>::deserialize(d).map(Claims::raw)
     }
 }
 

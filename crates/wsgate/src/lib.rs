@@ -34,12 +34,12 @@ pub use authenticator::{Authenticator, Handshake, SocketSettings};
 pub use extract::WsAuth;
 pub use identity::{Claims, Identity, Verified};
 pub use limits::FailureLimiter;
-pub use registry::{CloseOrder, Registry, Target};
+pub use registry::{CloseOrder, Registry, SharedCounts, Target};
 pub use reject::{AuthError, RejectMode};
 pub use revocation::{Revocations, Revoked};
 pub use session::{Incoming, Session, SessionOptions};
 pub use source::{Credential, SourceKind, Sources};
-pub use tickets::{TicketVerifier, Tickets};
+pub use tickets::{TicketStore, TicketVerifier, Tickets};
 
 /// Re-exported so users name algorithms without depending on jsonwebtoken themselves.
 pub use jsonwebtoken::Algorithm;

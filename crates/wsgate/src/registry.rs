@@ -7,11 +7,17 @@
 //! at the handshake, before any upgrade: a [`Slot`] is taken when the credential is verified
 //! and given back when the last holder of the identity (the session) goes away.
 //!
+//! With [`SharedCounts`] (the server's cluster mode) the limit counts every process: the
+//! local count is checked first (cheap, and still enforced when the shared store is down),
+//! then the shared one.
+//!
 //! One mutex around two maps: the registry is touched once per connect, once per disconnect
 //! and by admin calls, never per message. Invariant: nothing that may drop an [`Identity`]
 //! runs under the lock, because dropping the last one gives its slot back (same lock).
 
 use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::oneshot;
@@ -35,9 +41,25 @@ pub enum Target {
     Credential(String),
 }
 
+/// Connection counts shared with other processes, so `max_connections_per_user` holds
+/// across a cluster.
+pub trait SharedCounts: Send + Sync + std::fmt::Debug + 'static {
+    /// Takes one of `sub`'s slots if fewer than `max` are taken everywhere: `Ok(true)` taken,
+    /// `Ok(false)` at the limit, `Err(())` the shared store is unreachable (the local limit
+    /// alone then applies, and the store is expected to resync from [`Registry::counts`]).
+    fn acquire<'a>(
+        &'a self,
+        sub: &'a str,
+        max: usize,
+    ) -> Pin<Box<dyn Future<Output = Result<bool, ()>> + Send + 'a>>;
+    /// Gives a slot taken by `acquire` back; must not block (called from `Drop`).
+    fn release(&self, sub: &str);
+}
+
 #[derive(Debug, Default)]
 pub struct Registry {
     max_per_user: Option<usize>,
+    shared: Option<Arc<dyn SharedCounts>>,
     inner: Mutex<Inner>,
 }
 
@@ -60,8 +82,15 @@ impl Registry {
     pub fn new(max_per_user: Option<usize>) -> Self {
         Self {
             max_per_user,
+            shared: None,
             inner: Mutex::default(),
         }
+    }
+
+    /// Counts connections per subject in `shared` too (cluster mode).
+    pub fn with_shared_counts(mut self, shared: Arc<dyn SharedCounts>) -> Self {
+        self.shared = Some(shared);
+        self
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -70,7 +99,26 @@ impl Registry {
     }
 
     /// Takes a connection slot for `sub`, or refuses with 403.
-    pub fn admit(self: &Arc<Self>, sub: &str) -> Result<Slot, AuthError> {
+    pub async fn admit(self: &Arc<Self>, sub: &str) -> Result<Slot, AuthError> {
+        let mut slot = self.admit_local(sub)?;
+        if let (Some(shared), Some(max)) = (&self.shared, self.max_per_user) {
+            match shared.acquire(sub, max).await {
+                Ok(false) => return Err(AuthError::TooManyConnections),
+                // Counted there; or, unreachable, counted at the store's next resync (which
+                // copies `counts()`): either way the slot is given back there too.
+                Ok(true) | Err(()) => slot.shared = true,
+            }
+        }
+        Ok(slot)
+    }
+
+    /// The subjects with open slots here and how many each holds (to resync shared counts).
+    pub fn counts(&self) -> Vec<(String, usize)> {
+        let inner = self.lock();
+        inner.per_sub.iter().map(|(s, n)| (s.clone(), *n)).collect()
+    }
+
+    fn admit_local(self: &Arc<Self>, sub: &str) -> Result<Slot, AuthError> {
         let mut inner = self.lock();
         let count = inner.per_sub.get(sub).copied().unwrap_or_default();
         if self.max_per_user.is_some_and(|max| count >= max) {
@@ -85,6 +133,7 @@ impl Registry {
         Ok(Slot {
             registry: Arc::clone(self),
             sub: sub.to_owned(),
+            shared: false,
         })
     }
 
@@ -172,10 +221,15 @@ impl Registry {
 pub struct Slot {
     registry: Arc<Registry>,
     sub: String,
+    /// Also counted in the registry's [`SharedCounts`].
+    shared: bool,
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
+        if let (true, Some(shared)) = (self.shared, &self.registry.shared) {
+            shared.release(&self.sub);
+        }
         let mut inner = self.registry.lock();
         if let Some(n) = inner.per_sub.get_mut(&self.sub) {
             *n = n.saturating_sub(1);
@@ -232,15 +286,18 @@ mod tests {
         )
     }
 
-    #[test]
-    fn slots_limit_per_subject_and_come_back() {
+    #[tokio::test]
+    async fn slots_limit_per_subject_and_come_back() {
         let r = Arc::new(Registry::new(Some(2)));
-        let a = r.admit("alice").unwrap();
-        let _b = r.admit("alice").unwrap();
-        assert_eq!(r.admit("alice").unwrap_err(), AuthError::TooManyConnections);
-        assert!(r.admit("bob").is_ok());
+        let a = r.admit("alice").await.unwrap();
+        let _b = r.admit("alice").await.unwrap();
+        assert_eq!(
+            r.admit("alice").await.unwrap_err(),
+            AuthError::TooManyConnections
+        );
+        assert!(r.admit("bob").await.is_ok());
         drop(a);
-        assert!(r.admit("alice").is_ok());
+        assert!(r.admit("alice").await.is_ok());
     }
 
     #[tokio::test]

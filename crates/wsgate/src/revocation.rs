@@ -11,8 +11,9 @@ use std::sync::RwLock;
 use crate::identity::Verified;
 use crate::verify::now_unix;
 
-/// One revocation, as stored.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One revocation, as stored (and, in cluster mode, as shared through Redis).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(untagged)]
 pub enum Revoked {
     /// A token by id, until `until` (unix seconds; its `exp`).
     Jti { jti: String, until: u64 },
@@ -85,6 +86,30 @@ impl Revocations {
         inner.jtis.retain(|_, until| *until >= now);
         inner.subjects.retain(|_, (_, until)| *until >= now);
         before - inner.jtis.len() - inner.subjects.len()
+    }
+
+    /// Every entry still in force (to share them: the cluster re-uploads its copy).
+    pub fn entries(&self) -> Vec<Revoked> {
+        let now = now_unix();
+        let inner = self.inner.read().unwrap_or_else(|p| p.into_inner());
+        let jtis = inner
+            .jtis
+            .iter()
+            .filter(|(_, until)| **until >= now)
+            .map(|(jti, until)| Revoked::Jti {
+                jti: jti.clone(),
+                until: *until,
+            });
+        let subjects = inner
+            .subjects
+            .iter()
+            .filter(|(_, (_, until))| *until >= now)
+            .map(|(sub, (at, until))| Revoked::Subject {
+                sub: sub.clone(),
+                at: *at,
+                until: *until,
+            });
+        jtis.chain(subjects).collect()
     }
 
     pub fn len(&self) -> usize {

@@ -3,10 +3,14 @@
 //!
 //! The page exchanges its credential for a ticket over an ordinary authenticated HTTP call
 //! (`POST /api/tickets`), then opens `?ticket=...`. A ticket is 256 random bits, kept only as
-//! its SHA-256, valid for a short TTL, and redeemed at most once: removal from the map under
-//! its lock is the redemption, so two racing handshakes cannot both win.
+//! its SHA-256, valid for a short TTL, and redeemed at most once. Where tickets live is a
+//! [`TicketStore`]: [`Tickets`] keeps them in this process (removal from the map under its
+//! lock is the redemption, so two racing handshakes cannot both win); the server's cluster
+//! mode keeps them in Redis so any node can redeem what another issued.
 
 use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -24,6 +28,34 @@ const SWEEP_AT: usize = 10_000;
 /// Hard cap on outstanding tickets: a client looping on `POST /api/tickets` cannot grow memory.
 const MAX_OUTSTANDING: usize = 1_000_000;
 const PREFIX: &str = "wst_";
+
+pub type TicketFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, AuthError>> + Send + 'a>>;
+
+/// Where tickets are kept between issue and redemption.
+pub trait TicketStore: Send + Sync + std::fmt::Debug + 'static {
+    /// How long a ticket stays redeemable.
+    fn ttl(&self) -> Duration;
+    /// Issues a ticket that redeems to `verified` (the identity of the credential that asked).
+    /// `Err(AuthError::Unavailable)` when the store cannot be reached: never a ticket that
+    /// might be redeemable twice.
+    fn issue(&self, verified: Verified) -> TicketFuture<'_, String>;
+    /// Redeems a ticket at most once: `Ok(None)` if unknown, used or expired.
+    fn redeem<'a>(&'a self, ticket: &'a str) -> TicketFuture<'a, Option<Verified>>;
+}
+
+/// A fresh ticket (`wst_` + 256 random bits, base64url) and the digest it is stored under.
+pub fn new_ticket() -> Result<(String, [u8; 32]), AuthError> {
+    let mut raw = [0u8; 32];
+    aws_lc_rs::rand::fill(&mut raw).map_err(|_| AuthError::Unavailable("no randomness"))?;
+    let ticket = format!("{PREFIX}{}", URL_SAFE_NO_PAD.encode(raw));
+    let key = digest(&ticket);
+    Ok((ticket, key))
+}
+
+/// What a ticket is stored under: its SHA-256, so a leaked store holds no usable ticket.
+pub fn digest(ticket: &str) -> [u8; 32] {
+    Sha256::digest(ticket.as_bytes()).into()
+}
 
 #[derive(Debug)]
 pub struct Tickets {
@@ -45,9 +77,7 @@ impl Tickets {
 
     /// Issues a ticket that redeems to `verified` (the identity of the credential that asked).
     pub fn issue(&self, verified: Verified) -> Result<String, AuthError> {
-        let mut raw = [0u8; 32];
-        aws_lc_rs::rand::fill(&mut raw).map_err(|_| AuthError::Unavailable("no randomness"))?;
-        let ticket = format!("{PREFIX}{}", URL_SAFE_NO_PAD.encode(raw));
+        let (ticket, key) = new_ticket()?;
         let now = Instant::now();
         let mut map = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         if map.len() >= SWEEP_AT {
@@ -56,7 +86,7 @@ impl Tickets {
         if map.len() >= MAX_OUTSTANDING {
             return Err(AuthError::Unavailable("too many outstanding tickets"));
         }
-        map.insert(digest(&ticket), (verified, now + self.ttl));
+        map.insert(key, (verified, now + self.ttl));
         Ok(ticket)
     }
 
@@ -72,13 +102,21 @@ impl Tickets {
     }
 }
 
-fn digest(ticket: &str) -> [u8; 32] {
-    Sha256::digest(ticket.as_bytes()).into()
+impl TicketStore for Tickets {
+    fn ttl(&self) -> Duration {
+        self.ttl
+    }
+    fn issue(&self, verified: Verified) -> TicketFuture<'_, String> {
+        Box::pin(std::future::ready(Tickets::issue(self, verified)))
+    }
+    fn redeem<'a>(&'a self, ticket: &'a str) -> TicketFuture<'a, Option<Verified>> {
+        Box::pin(std::future::ready(Ok(Tickets::redeem(self, ticket))))
+    }
 }
 
 /// The verifier for the `ticket` source, and only for it.
 #[derive(Debug, Clone)]
-pub struct TicketVerifier(pub Arc<Tickets>);
+pub struct TicketVerifier(pub Arc<dyn TicketStore>);
 
 impl Verifier for TicketVerifier {
     fn name(&self) -> &'static str {
@@ -88,11 +126,13 @@ impl Verifier for TicketVerifier {
         source == SourceKind::Ticket
     }
     fn verify<'a>(&'a self, cred: &'a Credential, _: &'a VerifyContext) -> VerifyFuture<'a> {
-        let result = self
-            .0
-            .redeem(cred.token())
-            .ok_or(VerifyError::Invalid("unknown, used or expired ticket"));
-        Box::pin(std::future::ready(result))
+        Box::pin(async move {
+            match self.0.redeem(cred.token()).await {
+                Ok(Some(verified)) => Ok(verified),
+                Ok(None) => Err(VerifyError::Invalid("unknown, used or expired ticket")),
+                Err(_) => Err(VerifyError::Unavailable("the ticket store is unreachable")),
+            }
+        })
     }
 }
 

@@ -25,7 +25,7 @@ use wsgate::permissions::{allowed, valid_channel};
 use wsgate::{Incoming, Session, WsAuth};
 
 use super::Endpoint;
-use crate::broker::{Broker, QUEUE, Subscriber};
+use crate::broker::{Broker, BrokerError, QUEUE, Subscriber};
 
 static NEXT_CONN: AtomicU64 = AtomicU64::new(1);
 /// Channels one socket may be subscribed to at once.
@@ -226,15 +226,14 @@ impl Conn {
                 .await;
         };
         let frame = message_frame(&channel, Some(identity.sub()), &data);
-        if self.broker.publish(&channel, frame).await.is_err() {
-            return self
-                .error(
-                    id,
-                    "unavailable",
-                    "could not publish; try again",
-                    Some(&channel),
-                )
-                .await;
+        if let Err(e) = self.broker.publish(&channel, frame).await {
+            let why = match e {
+                BrokerError::LocalOnly(_) => {
+                    "the cluster is unavailable: delivered on this node only"
+                }
+                BrokerError::Unavailable => "could not publish; try again",
+            };
+            return self.error(id, "unavailable", why, Some(&channel)).await;
         }
         if id.is_some() {
             self.reply(json!({"type": "published", "channel": channel}), id)

@@ -1,0 +1,144 @@
+//! Admin orders across nodes: `/api/disconnect` on any node closes matching sockets on every
+//! node, and revocations reach every node's local copy.
+//!
+//! One Redis channel, `<prefix>control`, carries small JSON messages. The node that took the
+//! call acts locally first, stores the revocations it made in Redis (with the tokens'
+//! remaining life as expiry) and publishes the order; every other node closes its own
+//! matching sockets, revokes those sockets' tokens in turn (only it knows their `jti`s),
+//! and keeps everything in its local copy and its own store, so a Redis outage or a restart
+//! forgets nothing.
+
+use serde::{Deserialize, Serialize};
+use wsgate::{CloseOrder, Revoked, Target};
+
+use super::{Cluster, ClusterError, Parts};
+use crate::admin::{disconnect_order, revocations_of};
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "lowercase")]
+enum Message {
+    /// Close matching sockets (and, with `revoke`, refuse their tokens from now on).
+    Disconnect {
+        node: String,
+        #[serde(default)]
+        sub: Option<String>,
+        #[serde(default)]
+        session: Option<String>,
+        revoke: bool,
+        #[serde(default)]
+        revoked: Vec<Revoked>,
+    },
+    /// Revocations made by another node.
+    Revoked { node: String, revoked: Vec<Revoked> },
+}
+
+/// Tells every other node about a disconnect this node has already carried out.
+pub async fn announce_disconnect(
+    cluster: &Cluster,
+    target: &Target,
+    revoke: bool,
+    revoked: &[Revoked],
+) -> Result<(), ClusterError> {
+    if !cluster.is_up() {
+        return Err(ClusterError::Unavailable);
+    }
+    let (sub, session) = match target {
+        Target::Sub(s) => (Some(s.clone()), None),
+        Target::Session(s) => (None, Some(s.clone())),
+        Target::Credential(_) => return Ok(()), // API keys: each node sweeps its own store
+    };
+    cluster.store_revocations(revoked).await?;
+    publish(
+        cluster,
+        &Message::Disconnect {
+            node: cluster.node().to_owned(),
+            sub,
+            session,
+            revoke,
+            revoked: revoked.to_vec(),
+        },
+    )
+    .await
+}
+
+/// Stores revocations in Redis and tells every node about them.
+pub async fn share_revocations(
+    cluster: &Cluster,
+    revoked: Vec<Revoked>,
+) -> Result<(), ClusterError> {
+    if revoked.is_empty() {
+        return Ok(());
+    }
+    cluster.store_revocations(&revoked).await?;
+    let node = cluster.node().to_owned();
+    publish(cluster, &Message::Revoked { node, revoked }).await
+}
+
+async fn publish(cluster: &Cluster, message: &Message) -> Result<(), ClusterError> {
+    let payload = serde_json::to_string(message).map_err(|_| ClusterError::Unavailable)?;
+    cluster
+        .query::<i64>(
+            redis::cmd("PUBLISH")
+                .arg(cluster.key(&["control"]))
+                .arg(payload),
+        )
+        .await
+        .map(drop)
+}
+
+/// A control message from Redis (this node's own are ignored: it acted already).
+pub async fn handle(cluster: &Cluster, parts: &Parts, payload: &str) {
+    let Ok(message) = serde_json::from_str::<Message>(payload) else {
+        tracing::warn!(target: "wsgate::cluster", "unreadable control message ignored");
+        return;
+    };
+    match message {
+        Message::Disconnect { node, .. } | Message::Revoked { node, .. }
+            if node == cluster.node() => {}
+        Message::Disconnect {
+            sub,
+            session,
+            revoke,
+            revoked,
+            ..
+        } => {
+            let target = match (sub, session) {
+                (Some(s), None) => Target::Sub(s),
+                (None, Some(s)) => Target::Session(s),
+                _ => return,
+            };
+            keep(parts, &revoked).await;
+            let order: CloseOrder = disconnect_order(revoke);
+            let closed = parts.registry.close(&target, order);
+            tracing::info!(target: "wsgate::cluster", target = ?target, closed = closed.len(), "disconnect from another node");
+            if revoke && !closed.is_empty() {
+                let mine = revocations_of(&closed, parts.leeway_secs);
+                keep(parts, &mine).await;
+                if let Err(e) = share_revocations(cluster, mine).await {
+                    // Kept here and re-uploaded at the next resync.
+                    tracing::warn!(target: "wsgate::cluster", error = %e, "could not share revocations");
+                }
+            }
+        }
+        Message::Revoked { revoked, .. } => keep(parts, &revoked).await,
+    }
+}
+
+/// Adds revocations to the local copy and the node's own store.
+async fn keep(parts: &Parts, revoked: &[Revoked]) {
+    if revoked.is_empty() {
+        return;
+    }
+    for r in revoked {
+        parts.revocations.add(r.clone());
+    }
+    let store = parts.store.clone();
+    let to_store = revoked.to_vec();
+    let stored = tokio::task::spawn_blocking(move || {
+        to_store.iter().try_for_each(|r| store.add_revocation(r))
+    })
+    .await;
+    if !matches!(stored, Ok(Ok(()))) {
+        tracing::error!(target: "wsgate::cluster", "could not persist a revocation; it holds in memory and in Redis");
+    }
+}

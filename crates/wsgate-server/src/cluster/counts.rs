@@ -1,0 +1,123 @@
+//! `max_connections_per_user` across nodes.
+//!
+//! Each subject has a Redis hash `<prefix>conns:<sub>` of node id → connections there, and
+//! each node a liveness key `<prefix>node:<id>` refreshed by the health loop. Taking a slot
+//! is one Lua script (atomic in Redis): sum the fields of live nodes (dropping those of dead
+//! ones, so a crashed node's sockets stop counting once its key expires), refuse at the
+//! limit, else count one more here. Giving a slot back is queued to a background task,
+//! because it happens in `Drop`. While Redis is down each node enforces the limit on its own
+//! sockets, and the resync after an outage rewrites this node's fields from its registry.
+
+use std::sync::Arc;
+
+use tokio::sync::mpsc::{UnboundedSender, unbounded_channel};
+use wsgate::{Registry, SharedCounts};
+
+use super::{Cluster, ClusterError, NODE_TTL_SECS};
+
+const ACQUIRE: &str = r"
+local total = 0
+local fields = redis.call('HGETALL', KEYS[1])
+for i = 1, #fields, 2 do
+  if fields[i] == ARGV[1] or redis.call('EXISTS', ARGV[3] .. fields[i]) == 1 then
+    total = total + tonumber(fields[i + 1])
+  else
+    redis.call('HDEL', KEYS[1], fields[i])
+  end
+end
+if total >= tonumber(ARGV[2]) then return 0 end
+redis.call('HINCRBY', KEYS[1], ARGV[1], 1)
+return 1
+";
+
+const RELEASE: &str = r"
+if redis.call('HINCRBY', KEYS[1], ARGV[1], -1) <= 0 then redis.call('HDEL', KEYS[1], ARGV[1]) end
+return 1
+";
+
+#[derive(Debug)]
+pub struct RedisCounts {
+    cluster: Arc<Cluster>,
+    acquire: redis::Script,
+    releases: UnboundedSender<String>,
+}
+
+impl RedisCounts {
+    pub fn new(cluster: Arc<Cluster>) -> Self {
+        let (releases, mut rx) = unbounded_channel::<String>();
+        let worker = cluster.clone();
+        tokio::spawn(async move {
+            let release = redis::Script::new(RELEASE);
+            while let Some(sub) = rx.recv().await {
+                let key = worker.key(&["conns:", &sub]);
+                let mut call = release.key(key);
+                call.arg(worker.node());
+                // Lost while Redis is down; the resync after the outage corrects it.
+                let _ = worker.invoke::<i64>(&call).await;
+            }
+        });
+        Self {
+            cluster,
+            acquire: redis::Script::new(ACQUIRE),
+            releases,
+        }
+    }
+}
+
+impl SharedCounts for RedisCounts {
+    fn acquire<'a>(
+        &'a self,
+        sub: &'a str,
+        max: usize,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<bool, ()>> + Send + 'a>> {
+        Box::pin(async move {
+            if !self.cluster.is_up() {
+                return Err(());
+            }
+            let mut call = self.acquire.key(self.cluster.key(&["conns:", sub]));
+            call.arg(self.cluster.node())
+                .arg(max)
+                .arg(self.cluster.key(&["node:"]));
+            match self.cluster.invoke::<i64>(&call).await {
+                Ok(taken) => Ok(taken == 1),
+                Err(e) => {
+                    tracing::warn!(target: "wsgate::cluster", error = %e, "cluster-wide connection count unavailable; local limit only");
+                    Err(())
+                }
+            }
+        })
+    }
+
+    fn release(&self, sub: &str) {
+        let _ = self.releases.send(sub.to_owned());
+    }
+}
+
+/// Says this node is alive (its connection counts count).
+pub async fn heartbeat(cluster: &Cluster) -> Result<(), ClusterError> {
+    cluster
+        .query::<()>(
+            redis::cmd("SET")
+                .arg(cluster.key(&["node:", cluster.node()]))
+                .arg(1)
+                .arg("EX")
+                .arg(NODE_TTL_SECS),
+        )
+        .await
+}
+
+/// Rewrites this node's counts from its registry (after an outage, counts may have drifted).
+pub async fn resync(cluster: &Cluster, registry: &Registry) -> Result<(), ClusterError> {
+    let mut pipe = redis::pipe();
+    for key in cluster.scan(&cluster.key(&["conns:*"])).await? {
+        pipe.cmd("HDEL").arg(key).arg(cluster.node()).ignore();
+    }
+    for (sub, n) in registry.counts() {
+        pipe.cmd("HSET")
+            .arg(cluster.key(&["conns:", &sub]))
+            .arg(cluster.node())
+            .arg(n)
+            .ignore();
+    }
+    cluster.exec(&pipe).await
+}

@@ -1,0 +1,390 @@
+//! Cluster mode (SPEC §9): many nodes, one Redis, and nothing home-made between them.
+//!
+//! With `cluster.redis_url` set, everything one node is told that others must act on goes
+//! through Redis: channel messages (`broker`), admin disconnects and revocations
+//! (`control`), single-use tickets (`tickets`) and per-user connection counts (`counts`).
+//! [`Cluster`] is the one Redis connection they share (RESP3, multiplexed: commands and
+//! pub/sub pushes on one socket) plus the node's view of whether Redis is reachable.
+//!
+//! Failure model: Redis down → the node keeps serving its own clients (local delivery, echo,
+//! handshakes with stateless credentials, revocations from its local copy), `/readyz` answers
+//! 503, and operations that need the cluster to be correct (tickets, new revocations,
+//! cross-node delivery) fail with [`ClusterError::Unavailable`] instead of falling back to
+//! something that would break single use. The health loop notices Redis coming back,
+//! resynchronises (subscriptions, revocations in both directions, connection counts) and only
+//! then reports ready again: no restart needed. Pub/sub is at most once: messages published
+//! while a node was cut off are not replayed to it.
+//!
+//! Every Redis key starts with `cluster.key_prefix` so deployments can share one Redis.
+
+pub mod broker;
+pub mod control;
+pub mod counts;
+pub mod tickets;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{FromRedisValue, IntoConnectionInfo, ProtocolVersion, PushInfo, PushKind, Value};
+use tokio::sync::mpsc::UnboundedReceiver;
+use wsgate::{Registry, Revocations, Revoked};
+
+use crate::store::Store;
+
+/// The longest any Redis operation may take before the caller gets `Unavailable`.
+const OP_TIMEOUT: Duration = Duration::from_secs(1);
+/// How often the health loop pings Redis (and so how fast an outage or a return is noticed).
+const HEALTH_EVERY: Duration = Duration::from_millis(500);
+/// A node's liveness key lives this long; it is refreshed every few health rounds. Counts of
+/// a node whose key expired (it crashed) are ignored by the per-user limit.
+const NODE_TTL_SECS: u64 = 15;
+
+/// What went wrong talking to Redis; callers turn it into 503 or an `unavailable` frame.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    #[error("the cluster's Redis is unreachable")]
+    Unavailable,
+    #[error("Redis: {0}")]
+    Redis(#[from] redis::RedisError),
+    #[error("Redis did not answer within {OP_TIMEOUT:?}")]
+    Timeout,
+}
+
+/// Parses `cluster.redis_url` (`redis://`, `rediss://`, `redis+unix://`, `unix://`) and asks
+/// for RESP3, which pub/sub on a multiplexed connection needs.
+pub fn client(url: &str) -> Result<redis::Client, redis::RedisError> {
+    let info = url.into_connection_info()?;
+    let settings = info
+        .redis_settings()
+        .clone()
+        .set_protocol(ProtocolVersion::RESP3);
+    redis::Client::open(info.set_redis_settings(settings))
+}
+
+/// Where a Redis URL points, for logs: address only, never the password.
+pub fn describe(url: &str) -> String {
+    url.into_connection_info()
+        .map(|i| i.addr().to_string())
+        .unwrap_or_else(|_| "?".into())
+}
+
+/// The shared Redis connection and this node's view of it.
+pub struct Cluster {
+    conn: ConnectionManager,
+    /// The address, for logs (no credentials).
+    addr: String,
+    prefix: String,
+    /// Random per process: names this node's connection counts and its control messages.
+    node: String,
+    up: AtomicBool,
+}
+
+impl std::fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cluster")
+            .field("node", &self.node)
+            .field("prefix", &self.prefix)
+            .field("up", &self.is_up())
+            .finish()
+    }
+}
+
+impl Cluster {
+    /// Builds the connection without waiting for Redis: a node starts even when Redis is
+    /// down, and the health loop connects it. Pushes (channel messages) arrive on the
+    /// returned receiver, for [`start`].
+    pub fn new(
+        url: &str,
+        prefix: &str,
+    ) -> Result<(Arc<Self>, UnboundedReceiver<PushInfo>), ClusterError> {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let config = ConnectionManagerConfig::new()
+            .set_push_sender(tx)
+            .set_automatic_resubscription()
+            .set_connection_timeout(Some(OP_TIMEOUT))
+            .set_response_timeout(Some(OP_TIMEOUT))
+            // Short reconnect attempts: the health loop starts a new one every round.
+            .set_number_of_retries(2)
+            .set_min_delay(Duration::from_millis(50))
+            .set_max_delay(Duration::from_millis(250));
+        let conn = ConnectionManager::new_lazy_with_config(client(url)?, config)?;
+        let mut id = [0u8; 8];
+        getrandom::fill(&mut id).map_err(|_| ClusterError::Unavailable)?;
+        let node = id.iter().map(|b| format!("{b:02x}")).collect();
+        Ok((
+            Arc::new(Self {
+                conn,
+                addr: describe(url),
+                prefix: prefix.to_owned(),
+                node,
+                up: AtomicBool::new(false),
+            }),
+            rx,
+        ))
+    }
+
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
+    /// Whether Redis answered the last health check (and the node has resynchronised).
+    pub fn is_up(&self) -> bool {
+        self.up.load(Ordering::Acquire)
+    }
+
+    /// A key (or pub/sub channel) in this deployment's namespace.
+    pub fn key(&self, parts: &[&str]) -> String {
+        let mut k = self.prefix.clone();
+        for p in parts {
+            k.push_str(p);
+        }
+        k
+    }
+
+    /// Runs one command, bounded by [`OP_TIMEOUT`].
+    pub async fn query<T: FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, ClusterError> {
+        let mut conn = self.conn.clone();
+        match tokio::time::timeout(OP_TIMEOUT, cmd.query_async(&mut conn)).await {
+            Ok(r) => Ok(r?),
+            Err(_) => Err(ClusterError::Timeout),
+        }
+    }
+
+    /// Runs a Lua script, bounded by [`OP_TIMEOUT`].
+    pub async fn invoke<T: FromRedisValue>(
+        &self,
+        script: &redis::ScriptInvocation<'_>,
+    ) -> Result<T, ClusterError> {
+        let mut conn = self.conn.clone();
+        match tokio::time::timeout(OP_TIMEOUT, script.invoke_async(&mut conn)).await {
+            Ok(r) => Ok(r?),
+            Err(_) => Err(ClusterError::Timeout),
+        }
+    }
+
+    /// Like [`query`](Self::query), but refused at once while the node knows Redis is down.
+    pub async fn query_up<T: FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, ClusterError> {
+        if !self.is_up() {
+            return Err(ClusterError::Unavailable);
+        }
+        self.query(cmd).await
+    }
+
+    async fn subscribe(&self, channel: &str) -> Result<(), ClusterError> {
+        let mut conn = self.conn.clone();
+        match tokio::time::timeout(OP_TIMEOUT, conn.subscribe(channel)).await {
+            Ok(r) => Ok(r?),
+            Err(_) => Err(ClusterError::Timeout),
+        }
+    }
+
+    async fn unsubscribe(&self, channel: &str) -> Result<(), ClusterError> {
+        let mut conn = self.conn.clone();
+        match tokio::time::timeout(OP_TIMEOUT, conn.unsubscribe(channel)).await {
+            Ok(r) => Ok(r?),
+            Err(_) => Err(ClusterError::Timeout),
+        }
+    }
+
+    /// Stores revocations under their own expiry, so Redis forgets them when the tokens would
+    /// have expired anyway.
+    pub async fn store_revocations(&self, entries: &[Revoked]) -> Result<(), ClusterError> {
+        let now = wsgate::verify::now_unix();
+        let mut pipe = redis::pipe();
+        for r in entries.iter().filter(|r| r.until() > now) {
+            let key = match r {
+                Revoked::Jti { jti, .. } => self.key(&["revoked:jti:", jti]),
+                Revoked::Subject { sub, .. } => self.key(&["revoked:sub:", sub]),
+            };
+            let value = serde_json::to_string(r).map_err(|_| ClusterError::Unavailable)?;
+            pipe.cmd("SET")
+                .arg(key)
+                .arg(value)
+                .arg("EXAT")
+                .arg(r.until())
+                .ignore();
+        }
+        self.exec(&pipe).await
+    }
+
+    /// Runs a pipeline of commands whose answers are not needed, bounded by [`OP_TIMEOUT`].
+    async fn exec(&self, pipe: &redis::Pipeline) -> Result<(), ClusterError> {
+        if pipe.cmd_iter().next().is_none() {
+            return Ok(());
+        }
+        let mut conn = self.conn.clone();
+        match tokio::time::timeout(OP_TIMEOUT, pipe.query_async::<()>(&mut conn)).await {
+            Ok(r) => Ok(r?),
+            Err(_) => Err(ClusterError::Timeout),
+        }
+    }
+
+    /// Every revocation Redis holds for this deployment.
+    async fn load_revocations(&self) -> Result<Vec<Revoked>, ClusterError> {
+        let keys = self.scan(&self.key(&["revoked:*"])).await?;
+        let mut out = Vec::with_capacity(keys.len());
+        for chunk in keys.chunks(500) {
+            let values: Vec<Option<String>> = self.query(redis::cmd("MGET").arg(chunk)).await?;
+            out.extend(
+                values
+                    .iter()
+                    .flatten()
+                    .filter_map(|v| serde_json::from_str(v).ok()),
+            );
+        }
+        Ok(out)
+    }
+
+    /// All keys matching `pattern` (SCAN, so Redis is never blocked by a large keyspace).
+    async fn scan(&self, pattern: &str) -> Result<Vec<String>, ClusterError> {
+        let mut cursor: u64 = 0;
+        let mut keys = Vec::new();
+        loop {
+            let (next, batch): (u64, Vec<String>) = self
+                .query(
+                    redis::cmd("SCAN")
+                        .arg(cursor)
+                        .arg("MATCH")
+                        .arg(pattern)
+                        .arg("COUNT")
+                        .arg(1000),
+                )
+                .await?;
+            keys.extend(batch);
+            if next == 0 {
+                return Ok(keys);
+            }
+            cursor = next;
+        }
+    }
+}
+
+/// What the cluster acts on at this node.
+pub struct Parts {
+    pub registry: Arc<Registry>,
+    pub revocations: Arc<Revocations>,
+    pub broker: Arc<broker::ClusterBroker>,
+    pub store: Arc<Store>,
+    pub leeway_secs: u64,
+}
+
+/// Starts the push dispatcher and the health loop, and waits (at most `first_wait`) for the
+/// first successful synchronisation, so a node with a reachable Redis starts ready.
+pub async fn start(
+    cluster: Arc<Cluster>,
+    pushes: UnboundedReceiver<PushInfo>,
+    parts: Parts,
+    first_wait: Duration,
+) {
+    let parts = Arc::new(parts);
+    tokio::spawn(dispatch(cluster.clone(), pushes, parts.clone()));
+    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(health(cluster, parts, ready_tx));
+    let _ = tokio::time::timeout(first_wait, ready_rx).await;
+}
+
+/// Hands each push from Redis to the broker (channel messages) or the control handler.
+async fn dispatch(
+    cluster: Arc<Cluster>,
+    mut pushes: UnboundedReceiver<PushInfo>,
+    parts: Arc<Parts>,
+) {
+    let control = cluster.key(&["control"]);
+    let channels = cluster.key(&["ch:"]);
+    while let Some(push) = pushes.recv().await {
+        match push.kind {
+            PushKind::Message => {
+                let mut data = push.data.into_iter();
+                let (Some(Value::BulkString(channel)), Some(Value::BulkString(payload))) =
+                    (data.next(), data.next())
+                else {
+                    continue;
+                };
+                let (Ok(channel), Ok(payload)) =
+                    (String::from_utf8(channel), String::from_utf8(payload))
+                else {
+                    continue;
+                };
+                if channel == control {
+                    control::handle(&cluster, &parts, &payload).await;
+                } else if let Some(name) = channel.strip_prefix(&channels) {
+                    parts.broker.deliver_local(name, payload.into());
+                }
+            }
+            PushKind::Disconnection => {
+                // The health loop turns this into "down" at its next round; say it now.
+                metrics::counter!("wsgate_cluster_disconnects_total").increment(1);
+                tracing::warn!(target: "wsgate::cluster", "connection to Redis lost; reconnecting");
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Pings Redis every [`HEALTH_EVERY`]; on the way back up, resynchronises before reporting
+/// ready.
+async fn health(cluster: Arc<Cluster>, parts: Arc<Parts>, ready: tokio::sync::oneshot::Sender<()>) {
+    let mut ready = Some(ready);
+    let mut every = tokio::time::interval(HEALTH_EVERY);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut round: u64 = 0;
+    metrics::gauge!("wsgate_cluster_up").set(0.0);
+    loop {
+        every.tick().await;
+        round += 1;
+        let alive = cluster.query::<String>(&redis::cmd("PING")).await.is_ok();
+        match (alive, cluster.is_up()) {
+            (true, false) => match resync(&cluster, &parts).await {
+                Ok(n) => {
+                    cluster.up.store(true, Ordering::Release);
+                    metrics::gauge!("wsgate_cluster_up").set(1.0);
+                    tracing::info!(target: "wsgate::cluster", node = cluster.node(), redis = %cluster.addr, revocations = n, "Redis reachable: cluster mode ready");
+                    if let Some(tx) = ready.take() {
+                        let _ = tx.send(());
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(target: "wsgate::cluster", error = %e, "Redis answers but resynchronising failed; retrying");
+                }
+            },
+            (false, true) => {
+                cluster.up.store(false, Ordering::Release);
+                metrics::gauge!("wsgate_cluster_up").set(0.0);
+                metrics::counter!("wsgate_cluster_outages_total").increment(1);
+                tracing::error!(target: "wsgate::cluster", "Redis unreachable: serving local clients only; tickets, revocations and cross-node delivery answer 503 until it is back");
+            }
+            (true, true) if round.is_multiple_of(10) => {
+                if let Err(e) = counts::heartbeat(&cluster).await {
+                    tracing::debug!(target: "wsgate::cluster", error = %e, "heartbeat failed");
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Brings Redis and this node back in line after a (re)connection: subscriptions,
+/// revocations both ways, connection counts. Returns how many revocations the node now knows.
+async fn resync(cluster: &Cluster, parts: &Parts) -> Result<usize, ClusterError> {
+    counts::heartbeat(cluster).await?;
+    cluster.subscribe(&cluster.key(&["control"])).await?;
+    parts.broker.resubscribe().await?;
+    // Redis may have lost what it held (a restart without persistence), and this node may
+    // hold revocations made while it was cut off: take what Redis has, give it (and the
+    // other nodes) what it lacks.
+    let theirs = cluster.load_revocations().await?;
+    let missing: Vec<Revoked> = parts
+        .revocations
+        .entries()
+        .into_iter()
+        .filter(|r| !theirs.contains(r))
+        .collect();
+    for r in theirs {
+        parts.revocations.add(r);
+    }
+    control::share_revocations(cluster, missing).await?;
+    counts::resync(cluster, &parts.registry).await?;
+    Ok(parts.revocations.len())
+}

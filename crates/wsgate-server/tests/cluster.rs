@@ -1,0 +1,504 @@
+//! Cluster mode (SPEC §9) against a real Redis: each test starts its own `redis-server` on a
+//! free port and two or three `wsgate` nodes, and checks what crosses nodes — delivery,
+//! disconnects and revocations, single-use tickets, per-user limits — and what happens when
+//! Redis dies and comes back on the same port.
+
+mod common;
+
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::{Value, json};
+
+const ADMIN_KEY: &str = "cluster-admin-key";
+
+/// A private `redis-server` (no persistence), killed on drop.
+struct Redis {
+    child: Option<Child>,
+    port: u16,
+}
+
+impl Redis {
+    fn start() -> Redis {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        let mut r = Redis { child: None, port };
+        r.restart();
+        r
+    }
+
+    /// Starts (again) on the same port and waits until it answers.
+    fn restart(&mut self) {
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string()])
+            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server is installed (apt-get install redis-server)");
+        self.child = Some(child);
+        let started = Instant::now();
+        while self.connection().is_err() {
+            assert!(started.elapsed() < WAIT, "redis-server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    fn connection(&self) -> redis::RedisResult<redis::Connection> {
+        let mut c = redis::Client::open(self.url())?.get_connection()?;
+        redis::cmd("PING").query::<String>(&mut c)?;
+        Ok(c)
+    }
+
+    /// Redis channels with subscribers, matching `pattern`.
+    fn channels(&self, pattern: &str) -> Vec<String> {
+        let mut c = self.connection().expect("redis");
+        let mut v: Vec<String> = redis::cmd("PUBSUB")
+            .arg("CHANNELS")
+            .arg(pattern)
+            .query(&mut c)
+            .expect("PUBSUB CHANNELS");
+        v.sort();
+        v
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn config(redis: &Redis, extra: &str) -> String {
+    format!(
+        r#"
+[auth.jwt]
+secret_env = "WSGATE_TEST_SECRET"
+[cluster]
+redis_url = "{}"
+key_prefix = "t:"
+{extra}
+[[endpoints]]
+path = "/ws"
+kind = "pubsub"
+[[endpoints]]
+path = "/echo"
+kind = "echo"
+"#,
+        redis.url()
+    )
+}
+
+async fn node(redis: &Redis, extra: &str) -> Server {
+    Server::start_with(&config(redis, extra), &[("WSGATE_ADMIN_KEY", ADMIN_KEY)]).await
+}
+
+fn tok(sub: &str) -> String {
+    hs256(&json!({
+        "sub": sub, "iat": now(), "exp": now() + 3600, "jti": format!("{sub}-{}", now()),
+        "channels": ["room:*"], "publish": ["room:*"],
+    }))
+}
+
+async fn join(s: &Server, token: &str) -> Ws {
+    let mut ws = bearer(&s.url("/ws"), token).await;
+    assert_eq!(next_json(&mut ws).await["type"], "welcome");
+    ws
+}
+
+async fn subscribe(ws: &mut Ws, channel: &str) {
+    send_text(
+        ws,
+        &json!({"type": "subscribe", "channel": channel}).to_string(),
+    )
+    .await;
+    let answer = next_json(ws).await;
+    assert_eq!(answer["type"], "subscribed", "{answer}");
+}
+
+async fn post(s: &Server, path: &str, auth: &str, body: Value) -> (u16, Value) {
+    let res = tokio::time::timeout(
+        WAIT,
+        reqwest::Client::new()
+            .post(s.http(path))
+            .bearer_auth(auth)
+            .json(&body)
+            .send(),
+    )
+    .await
+    .expect("timeout")
+    .expect("request");
+    (
+        res.status().as_u16(),
+        res.json().await.unwrap_or(Value::Null),
+    )
+}
+
+async fn readyz(s: &Server) -> u16 {
+    match reqwest::get(s.http("/readyz")).await {
+        Ok(r) => r.status().as_u16(),
+        Err(_) => 0,
+    }
+}
+
+/// Polls until `f` holds, bounded by [`WAIT`].
+async fn eventually<F: AsyncFnMut() -> bool>(what: &str, mut f: F) {
+    let started = Instant::now();
+    while !f().await {
+        assert!(started.elapsed() < WAIT, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The HTTP status a bearer handshake gets (101 when upgraded).
+async fn handshake_status(url: &str, token: &str) -> u16 {
+    match connect(url, &[("authorization", &format!("Bearer {token}"))]).await {
+        Ok(_) => 101,
+        Err(tokio_tungstenite::tungstenite::Error::Http(res)) => res.status().as_u16(),
+        Err(e) => panic!("handshake failed: {e}"),
+    }
+}
+
+/// Reads until a `message` frame; returns its data.
+async fn next_message(ws: &mut Ws) -> Value {
+    loop {
+        let f = next_json(ws).await;
+        if f["type"] == "message" {
+            return f;
+        }
+    }
+}
+
+/// Asserts nothing more arrives for a moment (no duplicate).
+async fn nothing_more(ws: &mut Ws) {
+    use futures_util::StreamExt;
+    if let Ok(Some(Ok(m))) = tokio::time::timeout(Duration::from_millis(300), ws.next()).await {
+        assert!(!m.is_text(), "unexpected frame: {m:?}");
+    }
+}
+
+#[tokio::test]
+async fn messages_cross_nodes_once_each_in_order() {
+    let redis = Redis::start();
+    let (a, b) = (node(&redis, "").await, node(&redis, "").await);
+    let mut on_a = join(&a, &tok("alice")).await;
+    let mut on_b = join(&b, &tok("bob")).await;
+    assert!(redis.channels("t:ch:*").is_empty(), "no interest yet");
+    subscribe(&mut on_a, "room:1").await;
+    // Subscribed in Redis only where there is a local subscriber, and before `subscribed`.
+    assert_eq!(redis.channels("t:ch:*"), ["t:ch:room:1"]);
+    subscribe(&mut on_b, "room:1").await;
+
+    // A client on B publishes 20 messages: everyone gets each once, in order.
+    for k in 0..20 {
+        let frame = json!({"type": "publish", "channel": "room:1", "data": {"k": k}});
+        send_text(&mut on_b, &frame.to_string()).await;
+    }
+    for ws in [&mut on_a, &mut on_b] {
+        for k in 0..20 {
+            let m = next_message(ws).await;
+            assert_eq!(m["data"]["k"], k, "{m}");
+            assert_eq!(m["from"], "bob");
+            assert_eq!(m["channel"], "room:1");
+        }
+        nothing_more(ws).await;
+    }
+
+    // The backend publishes on A: B's subscriber gets it too.
+    let (status, body) = post(
+        &a,
+        "/api/publish",
+        ADMIN_KEY,
+        json!({"channel": "room:1", "data": "from backend"}),
+    )
+    .await;
+    assert_eq!(
+        (status, body["delivered"].as_u64()),
+        (200, Some(1)),
+        "{body}"
+    );
+    let m = next_message(&mut on_b).await;
+    assert_eq!(
+        (m["data"].as_str(), m["from"].is_null()),
+        (Some("from backend"), true)
+    );
+    assert_eq!(next_message(&mut on_a).await["data"], "from backend");
+
+    // Last local subscriber leaves → the node leaves the Redis channel.
+    send_text(&mut on_a, r#"{"type":"unsubscribe","channel":"room:1"}"#).await;
+    assert_eq!(next_json(&mut on_a).await["type"], "unsubscribed");
+    drop(on_b);
+    eventually("Redis channel released", async || {
+        redis.channels("t:ch:*").is_empty()
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn key_prefix_separates_deployments_on_one_redis() {
+    let redis = Redis::start();
+    let a = node(&redis, "").await;
+    let other = Server::start_with(
+        &config(&redis, "").replace("key_prefix = \"t:\"", "key_prefix = \"other:\""),
+        &[("WSGATE_ADMIN_KEY", ADMIN_KEY)],
+    )
+    .await;
+    let mut mine = join(&a, &tok("alice")).await;
+    let mut theirs = join(&other, &tok("alice")).await;
+    subscribe(&mut mine, "room:x").await;
+    subscribe(&mut theirs, "room:x").await;
+    let (status, _) = post(
+        &a,
+        "/api/publish",
+        ADMIN_KEY,
+        json!({"channel": "room:x", "data": 1}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(next_message(&mut mine).await["data"], 1);
+    nothing_more(&mut theirs).await;
+}
+
+#[tokio::test]
+async fn disconnect_and_revocation_reach_every_node() {
+    let redis = Redis::start();
+    let (a, b) = (node(&redis, "").await, node(&redis, "").await);
+    let alice = tok("alice");
+    let mut alice_a = join(&a, &alice).await;
+    let mut alice_b = join(&b, &alice).await;
+    let mut carol_b = bearer(&b.url("/echo"), &tok("carol")).await;
+    let welcome = next_json(&mut carol_b).await;
+    let carol_session = welcome["session"].as_str().expect("session id").to_owned();
+
+    // By session, asked on A, for a socket on B.
+    let (status, body) = post(
+        &a,
+        "/api/disconnect",
+        ADMIN_KEY,
+        json!({"session": carol_session}),
+    )
+    .await;
+    assert_eq!((status, body["closed"].as_u64()), (200, Some(0)), "{body}");
+    assert_eq!(expect_close(&mut carol_b).await.0, 4003);
+
+    // By subject with revoke, asked on A: both of alice's sockets close...
+    let (status, body) = post(
+        &a,
+        "/api/disconnect",
+        ADMIN_KEY,
+        json!({"sub": "alice", "revoke": true}),
+    )
+    .await;
+    assert_eq!((status, body["closed"].as_u64()), (200, Some(1)), "{body}");
+    assert_eq!(expect_close(&mut alice_a).await, (4003, "revoked".into()));
+    assert_eq!(expect_close(&mut alice_b).await, (4003, "revoked".into()));
+    // ...and her token is refused on every node, including one started afterwards.
+    assert_invalid(&b.url("/echo"), &alice).await;
+    let c = node(&redis, "").await;
+    assert_invalid(&c.url("/echo"), &alice).await;
+    // Others are untouched.
+    bearer(&c.url("/echo"), &tok("dave")).await;
+}
+
+#[tokio::test]
+async fn a_ticket_is_redeemed_once_across_nodes() {
+    let redis = Redis::start();
+    let nodes = [
+        node(&redis, "").await,
+        node(&redis, "").await,
+        node(&redis, "").await,
+    ];
+    for round in 0..3 {
+        let (status, body) = post(&nodes[round], "/api/tickets", &tok("alice"), json!({})).await;
+        assert_eq!(status, 200, "{body}");
+        let ticket = body["ticket"].as_str().expect("ticket").to_owned();
+        // Twelve handshakes, four per node, all at once.
+        let attempts = (0..12).map(|i| {
+            let url = format!("{}?ticket={ticket}", nodes[i % 3].url("/echo"));
+            async move { connect(&url, &[]).await.is_ok() }
+        });
+        let won = futures_util::future::join_all(attempts)
+            .await
+            .into_iter()
+            .filter(|ok| *ok)
+            .count();
+        assert_eq!(
+            won, 1,
+            "round {round}: exactly one handshake redeems the ticket"
+        );
+    }
+}
+
+#[tokio::test]
+async fn per_user_limit_counts_every_node() {
+    let redis = Redis::start();
+    let limits = "[limits]\nmax_connections_per_user = 2";
+    let (a, b) = (node(&redis, limits).await, node(&redis, limits).await);
+    let t = tok("alice");
+    let first = bearer(&a.url("/echo"), &t).await;
+    let _second = bearer(&b.url("/echo"), &t).await;
+    for s in [&a, &b] {
+        let r = refused(
+            &s.url("/echo"),
+            &[("authorization", &format!("Bearer {t}"))],
+        )
+        .await;
+        assert_eq!(r.status, 403, "{}", r.body);
+    }
+    bearer(&b.url("/echo"), &tok("bob")).await;
+    // A slot given back on A is free on B.
+    drop(first);
+    eventually("slot given back across nodes", async || {
+        handshake_status(&b.url("/echo"), &t).await == 101
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn nodes_survive_a_redis_restart_and_recover_by_themselves() {
+    let mut redis = Redis::start();
+    let (a, b) = (node(&redis, "").await, node(&redis, "").await);
+    assert_eq!((readyz(&a).await, readyz(&b).await), (200, 200));
+    let mut on_a = join(&a, &tok("alice")).await;
+    let mut on_b = join(&b, &tok("bob")).await;
+    subscribe(&mut on_a, "room:1").await;
+    subscribe(&mut on_b, "room:1").await;
+    // A revocation made before the outage.
+    let (mallory, xavier) = (tok("mallory"), tok("xavier"));
+    let (status, _) = post(
+        &a,
+        "/api/disconnect",
+        ADMIN_KEY,
+        json!({"sub": "mallory", "revoke": true}),
+    )
+    .await;
+    assert_eq!(status, 200);
+
+    redis.kill();
+    eventually("not ready while Redis is down", async || {
+        readyz(&a).await == 503 && readyz(&b).await == 503
+    })
+    .await;
+    // Still serving: new handshakes with stateless credentials, echo, local delivery...
+    let mut echo = bearer(&b.url("/echo"), &tok("erin")).await;
+    next_json(&mut echo).await;
+    send_text(&mut echo, "still here").await;
+    assert_eq!(next_text(&mut echo).await, "still here");
+    let (status, body) = post(
+        &b,
+        "/api/publish",
+        ADMIN_KEY,
+        json!({"channel": "room:1", "data": "local"}),
+    )
+    .await;
+    assert_eq!(
+        (status, body["delivered"].as_u64()),
+        (503, Some(1)),
+        "{body}"
+    );
+    assert_eq!(next_message(&mut on_b).await["data"], "local");
+    send_text(
+        &mut on_b,
+        r#"{"type":"publish","channel":"room:1","data":"mine","id":1}"#,
+    )
+    .await;
+    // Its own subscribers hear it; the publisher is told it went no further (either order).
+    let mut got = [next_json(&mut on_b).await, next_json(&mut on_b).await];
+    got.sort_by_key(|f| f["type"].to_string());
+    assert_eq!(
+        (got[0]["type"].as_str(), got[0]["code"].as_str()),
+        (Some("error"), Some("unavailable")),
+        "{got:?}"
+    );
+    assert_eq!(got[1]["data"], "mine", "{got:?}");
+    send_text(&mut on_b, r#"{"type":"subscribe","channel":"room:2"}"#).await;
+    let answer = next_json(&mut on_b).await;
+    assert_eq!(
+        answer["code"], "unavailable",
+        "not live on every node: {answer}"
+    );
+    // ...the revocation from before is still enforced...
+    assert_invalid(&b.url("/echo"), &mallory).await;
+    // ...and what needs the cluster says so instead of half-working.
+    let (status, body) = post(&a, "/api/tickets", &tok("alice"), json!({})).await;
+    assert_eq!(status, 503, "{body}");
+    // (A revocation asked for now holds on this node at once, and everywhere once Redis is back.)
+    let (status, body) = post(
+        &a,
+        "/api/disconnect",
+        ADMIN_KEY,
+        json!({"sub": "xavier", "revoke": true}),
+    )
+    .await;
+    assert_eq!((status, body["revoked"].as_u64()), (503, Some(1)), "{body}");
+    assert_invalid(&a.url("/echo"), &xavier).await;
+    assert!(b.logs().contains("Redis unreachable"), "{}", b.logs());
+    let metrics = reqwest::get(b.http("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metrics.contains("wsgate_cluster_up 0"), "{metrics}");
+
+    // Same port again: both nodes come back without a restart and resubscribe.
+    redis.restart();
+    eventually("ready again", async || {
+        readyz(&a).await == 200 && readyz(&b).await == 200
+    })
+    .await;
+    assert_eq!(redis.channels("t:ch:*"), ["t:ch:room:1"]);
+    for k in 0..5 {
+        let (status, _) = post(
+            &a,
+            "/api/publish",
+            ADMIN_KEY,
+            json!({"channel": "room:1", "data": k}),
+        )
+        .await;
+        assert_eq!(status, 200);
+    }
+    for ws in [&mut on_a, &mut on_b] {
+        for k in 0..5 {
+            assert_eq!(next_message(ws).await["data"], k);
+        }
+        nothing_more(ws).await;
+    }
+    // Redis lost everything (no persistence); the nodes gave their revocations back, and the
+    // one made during the outage reached the other node.
+    assert_invalid(&a.url("/echo"), &mallory).await;
+    eventually("the outage's revocation shared", async || {
+        handshake_status(&b.url("/echo"), &xavier).await == 401
+    })
+    .await;
+    let mut c = redis.connection().unwrap();
+    let mut kept: Vec<String> = redis::cmd("KEYS").arg("t:revoked:*").query(&mut c).unwrap();
+    kept.sort();
+    assert_eq!(kept, ["t:revoked:sub:mallory", "t:revoked:sub:xavier"]);
+}
+
+#[tokio::test]
+async fn a_node_starts_without_redis_and_joins_when_it_appears() {
+    let mut redis = Redis::start();
+    redis.kill();
+    let a = node(&redis, "").await;
+    assert_eq!(readyz(&a).await, 503);
+    bearer(&a.url("/echo"), &tok("alice")).await;
+    redis.restart();
+    eventually("ready once Redis answers", async || readyz(&a).await == 200).await;
+}
