@@ -9,46 +9,22 @@
 //! (1) disconnects single sessions one at a time among all N, (2) disconnects one subject
 //! that holds 1,000 of them at once, and prints p50/p99/max for each. Loopback only.
 
+mod common;
+
 use std::time::{Duration, Instant};
 
+use common::{Ws, arg, connect, loopback_url};
 use futures_util::StreamExt;
 use serde_json::json;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
-
-fn arg(name: &str) -> Option<String> {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1).cloned())
-}
 
 fn token(secret: &str, sub: &str) -> String {
     let now = wsgate::verify::now_unix();
-    let claims = json!({"sub": sub, "iat": now, "exp": now + 3600});
-    jsonwebtoken::encode(
-        &jsonwebtoken::Header::default(),
-        &claims,
-        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
-    )
-    .expect("sign")
+    common::token(secret, &json!({"sub": sub, "iat": now, "exp": now + 3600}))
 }
 
-type Ws =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
 async fn open(url: &str, token: &str) -> (Ws, String) {
-    let mut req = url.into_client_request().expect("url");
-    req.headers_mut().insert(
-        "authorization",
-        format!("Bearer {token}").parse().expect("header"),
-    );
-    // A small read buffer: tungstenite zero-fills its default 128 KiB one before every read.
-    let config = WebSocketConfig::default().read_buffer_size(4096);
-    let (mut ws, _) = tokio_tungstenite::connect_async_with_config(req, Some(config), true)
-        .await
-        .expect("connect");
+    let mut ws = connect(url, token).await;
     let Some(Ok(Message::Text(welcome))) = ws.next().await else {
         panic!("no welcome")
     };
@@ -81,11 +57,7 @@ fn report(name: &str, mut ms: Vec<f64>) {
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
     wsgate::install_crypto();
-    let url = arg("--url").expect("--url ws://127.0.0.1:PORT/echo");
-    assert!(
-        url.starts_with("ws://127.") || url.starts_with("ws://localhost"),
-        "loopback only"
-    );
+    let url = loopback_url("ws://127.0.0.1:PORT/echo");
     let secret = arg("--secret").expect("--secret");
     let admin = arg("--admin-key").expect("--admin-key");
     let n: usize = arg("--connections").map_or(10_000, |v| v.parse().expect("number"));

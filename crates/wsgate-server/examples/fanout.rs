@@ -11,21 +11,15 @@
 //! `--publish-url http://127.0.0.1:PORT` publishes through another node (cluster mode:
 //! subscribers on one node, the publisher on another). Loopback only.
 
+mod common;
+
 use std::time::{Duration, Instant};
 
+use common::{arg, connect, loopback_url, token};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
-
-fn arg(name: &str) -> Option<String> {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1).cloned())
-}
 
 fn rss_kib(pid: &str) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
@@ -47,11 +41,7 @@ fn publish_number(frame: &str) -> Option<u64> {
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
     wsgate::install_crypto();
-    let url = arg("--url").expect("--url ws://127.0.0.1:PORT/ws");
-    assert!(
-        url.starts_with("ws://127.") || url.starts_with("ws://localhost"),
-        "loopback only"
-    );
+    let url = loopback_url("ws://127.0.0.1:PORT/ws");
     let secret = arg("--secret").expect("--secret");
     let admin = arg("--admin-key").expect("--admin-key");
     let n: usize = arg("--connections").map_or(10_000, |v| v.parse().expect("number"));
@@ -66,28 +56,16 @@ async fn main() {
     };
 
     let now = wsgate::verify::now_unix();
-    let token = jsonwebtoken::encode(
-        &jsonwebtoken::Header::default(),
+    let token = token(
+        &secret,
         &json!({"sub": "fan", "iat": now, "exp": now + 3600, "channels": ["bench"]}),
-        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
-    )
-    .expect("sign");
+    );
 
     let rss_before = pid.as_deref().and_then(rss_kib);
     let (tx, mut rx) = mpsc::unbounded_channel::<(u64, Instant)>();
     let started = Instant::now();
     for _ in 0..n {
-        let mut req = url.as_str().into_client_request().expect("url");
-        req.headers_mut().insert(
-            "authorization",
-            format!("Bearer {token}").parse().expect("header"),
-        );
-        // tungstenite's default 128 KiB read buffer is zero-filled before every read: with it,
-        // the tool spent 70% of its time in memset and measured itself, not the server.
-        let config = WebSocketConfig::default().read_buffer_size(4096);
-        let (mut ws, _) = tokio_tungstenite::connect_async_with_config(req, Some(config), true)
-            .await
-            .expect("connect");
+        let mut ws = connect(&url, &token).await;
         ws.next().await; // welcome
         ws.send(Message::text(r#"{"type":"subscribe","channel":"bench"}"#))
             .await

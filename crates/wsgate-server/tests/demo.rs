@@ -30,7 +30,7 @@ async fn without_demo_there_is_no_page_and_no_token_endpoint() {
 #[tokio::test]
 async fn demo_page_and_tokens_work_the_browser_way() {
     let s = Server::start("demo = true\n[[endpoints]]\npath = \"/ws\"\nkind = \"pubsub\"\n").await;
-    assert!(s.logs().contains("DEMO MODE"), "the server warns at start");
+    s.logs_once("DEMO MODE", 1).await; // the server warns at start
     let page = reqwest::get(s.http("/")).await.unwrap();
     assert_eq!(page.headers()["content-type"], "text/html; charset=utf-8");
     assert!(page.text().await.unwrap().contains("wsgate demo chat"));
@@ -65,7 +65,8 @@ async fn demo_page_and_tokens_work_the_browser_way() {
     )
     .await;
     assert_eq!(next_json(&mut ws).await["data"]["text"], "hi");
-    assert!(!s.logs().contains(&token) && !s.logs().contains(ticket));
+    let logs = s.logs_once("connection accepted", 1).await;
+    assert!(!logs.contains(&token) && !logs.contains(ticket));
 }
 
 #[test]

@@ -6,25 +6,34 @@
 //! the order Redis received it (so per channel per publisher, in publish order). The push is
 //! handed to the local [`MemoryBroker`], which fans it out to sockets as in single-node mode.
 //!
-//! Subscribing and unsubscribing in Redis are serialised by one async lock over the set of
-//! channels this node holds there: a connection leaving a channel while another joins it can
-//! never leave Redis unsubscribed under a local subscriber. A `subscribe` resolves only once
-//! Redis confirmed the channel (SPEC: `subscribed` means live on every node).
+//! Subscribing and unsubscribing a channel in Redis are serialised by a per-channel async
+//! lock (a "gate") holding whether Redis has the channel: a connection leaving a channel
+//! while another joins it can never leave Redis unsubscribed under a local subscriber, and
+//! different channels never wait for each other (a reconnect storm of users joining their own
+//! `user:{sub}` channels pipelines its SUBSCRIBEs on the shared connection). A `subscribe`
+//! resolves only once Redis confirmed the channel (SPEC: `subscribed` means live on every
+//! node). Gates exist only while a channel has local subscribers or a change in flight.
 
-use std::collections::HashSet;
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use axum::extract::ws::Utf8Bytes;
-use tokio::sync::Mutex;
+use futures_util::{StreamExt, TryStreamExt};
 
 use super::{Cluster, ClusterError};
 use crate::broker::{Broker, BrokerError, BrokerFuture, MemoryBroker, Subscriber};
 
+/// A channel's gate: `true` while this node is subscribed to it in Redis.
+type Gate = Arc<tokio::sync::Mutex<bool>>;
+
+/// How many channels a resync subscribes at once.
+const RESUBSCRIBE_IN_FLIGHT: usize = 64;
+
 pub struct ClusterBroker {
     cluster: Arc<Cluster>,
     local: MemoryBroker,
-    /// Channels this node is subscribed to in Redis (names without the key prefix).
-    live: Arc<Mutex<HashSet<String>>>,
+    /// Gates by channel name (without the key prefix).
+    gates: Mutex<HashMap<String, Gate>>,
     me: std::sync::Weak<ClusterBroker>,
 }
 
@@ -33,7 +42,7 @@ impl ClusterBroker {
         Arc::new_cyclic(|me| Self {
             cluster,
             local: MemoryBroker::new(),
-            live: Arc::default(),
+            gates: Mutex::default(),
             me: me.clone(),
         })
     }
@@ -47,36 +56,70 @@ impl ClusterBroker {
         self.local.deliver(channel, &frame);
     }
 
-    /// After a reconnection: every channel with local subscribers, subscribed again
-    /// (idempotent in Redis, so racing the client library's own resubscription is harmless).
-    pub async fn resubscribe(&self) -> Result<(), ClusterError> {
-        let mut live = self.live.lock().await;
-        live.clear();
-        for channel in self.local.channels() {
-            self.cluster
-                .subscribe(&self.redis_channel(&channel))
-                .await?;
-            live.insert(channel);
-        }
-        Ok(())
+    fn gates(&self) -> std::sync::MutexGuard<'_, HashMap<String, Gate>> {
+        self.gates.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Leaves the Redis channel if nobody here listens any more (checked under the lock, so
-    /// a subscriber that arrived meanwhile keeps it).
-    async fn leave_if_empty(&self, channel: String) {
-        let mut live = self.live.lock().await;
-        if self.local.count(&channel) > 0 || !live.contains(&channel) {
-            return;
-        }
-        live.remove(&channel);
-        if let Err(e) = self
-            .cluster
-            .unsubscribe(&self.redis_channel(&channel))
-            .await
+    fn gate(&self, channel: &str) -> Gate {
+        self.gates().entry(channel.to_owned()).or_default().clone()
+    }
+
+    /// Drops a channel's gate once nobody holds it and Redis does not have the channel.
+    /// Callers drop their own clone first: the count then tells whether anyone else waits.
+    fn forget(&self, channel: &str) {
+        let mut gates = self.gates();
+        if let Some(g) = gates.get(channel)
+            && Arc::strong_count(g) == 1
+            && g.try_lock().is_ok_and(|subscribed| !*subscribed)
         {
-            // Harmless: messages for it find no local subscriber and are dropped.
-            tracing::debug!(target: "wsgate::cluster", error = %e, channel, "unsubscribe failed");
+            gates.remove(channel);
         }
+    }
+
+    /// Brings one channel's Redis subscription in line with its local subscribers. `again`:
+    /// the connection was re-established, so Redis may have lost what the gate says it has.
+    async fn settle(&self, channel: &str, again: bool) -> Result<(), ClusterError> {
+        let gate = self.gate(channel);
+        let result = {
+            let mut subscribed = gate.lock().await;
+            let wanted = self.local.count(channel) > 0;
+            if wanted && (again || !*subscribed) {
+                self.cluster
+                    .subscribe(&self.redis_channel(channel))
+                    .await
+                    .map(|()| *subscribed = true)
+            } else if !wanted && *subscribed {
+                // Marked gone even if UNSUBSCRIBE fails: messages for it then find no local
+                // subscriber and are dropped, and the next subscriber subscribes again
+                // (idempotent in Redis).
+                *subscribed = false;
+                let unsubscribed = self.cluster.unsubscribe(&self.redis_channel(channel)).await;
+                if let Err(e) = unsubscribed {
+                    tracing::debug!(target: "wsgate::cluster", error = %e, channel, "unsubscribe failed");
+                }
+                Ok(())
+            } else {
+                Ok(())
+            }
+        };
+        drop(gate);
+        self.forget(channel);
+        result
+    }
+
+    /// After a reconnection: every channel with local subscribers subscribed again, every
+    /// other one left (both idempotent in Redis, so racing the client library's own
+    /// resubscription is harmless).
+    pub async fn resubscribe(&self) -> Result<(), ClusterError> {
+        let mut channels = self.local.channels();
+        channels.extend(self.gates().keys().cloned());
+        channels.sort_unstable();
+        channels.dedup();
+        futures_util::stream::iter(channels)
+            .map(|channel| async move { self.settle(&channel, true).await })
+            .buffer_unordered(RESUBSCRIBE_IN_FLIGHT)
+            .try_collect()
+            .await
     }
 }
 
@@ -89,19 +132,11 @@ impl Broker for ClusterBroker {
             }
             let conn = sub.conn;
             self.local.add(channel, sub);
-            let mut live = self.live.lock().await;
-            if live.contains(channel) {
-                return Ok(());
-            }
-            match self.cluster.subscribe(&self.redis_channel(channel)).await {
-                Ok(()) => {
-                    live.insert(channel.to_owned());
-                    Ok(())
-                }
+            match self.settle(channel, false).await {
+                Ok(()) => Ok(()),
                 Err(e) => {
-                    drop(live);
                     tracing::warn!(target: "wsgate::cluster", error = %e, channel, "subscribe failed");
-                    self.local.remove(channel, conn);
+                    self.unsubscribe(channel, conn);
                     Err(BrokerError::Unavailable)
                 }
             }
@@ -113,7 +148,10 @@ impl Broker for ClusterBroker {
             && let Some(me) = self.me.upgrade()
         {
             let channel = channel.to_owned();
-            tokio::spawn(async move { me.leave_if_empty(channel).await });
+            tokio::spawn(async move {
+                // Errors are logged inside; a stale subscription only costs dropped messages.
+                let _ = me.settle(&channel, false).await;
+            });
         }
     }
 

@@ -118,6 +118,25 @@ impl Server {
         self.logs.lock().unwrap().clone()
     }
 
+    /// The logs once `needle` has appeared `times` times (bounded by [`WAIT`]). The server
+    /// writes logs through a buffered non-blocking writer, so a line may reach stderr a moment
+    /// after the event: wait for the line that would carry a secret before asserting it does
+    /// not, or the check passes on a log not yet written.
+    pub async fn logs_once(&self, needle: &str, times: usize) -> String {
+        let started = std::time::Instant::now();
+        loop {
+            let logs = self.logs();
+            if logs.matches(needle).count() >= times {
+                return logs;
+            }
+            assert!(
+                started.elapsed() < WAIT,
+                "{times}× {needle:?} never logged:\n{logs}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    }
+
     /// Sends SIGTERM and returns the exit status (bounded wait).
     pub async fn terminate(mut self) -> std::process::ExitStatus {
         let pid = self.child.id().expect("pid");
