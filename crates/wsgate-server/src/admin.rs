@@ -198,17 +198,8 @@ async fn disconnect(
     let mut revoked = Vec::new();
     if req.revoke {
         revoked = revocations_for(&target, &closed, admin.leeway_secs);
-        let store = admin.store.clone();
-        let to_store = revoked.clone();
-        let stored = tokio::task::spawn_blocking(move || {
-            to_store.iter().try_for_each(|r| store.add_revocation(r))
-        })
-        .await;
-        if !matches!(stored, Ok(Ok(()))) {
+        if !keep_revocations(&admin.revocations, &admin.store, &revoked).await {
             tracing::error!(target: "wsgate::admin", "could not persist a revocation; it holds until restart");
-        }
-        for r in &revoked {
-            admin.revocations.add(r.clone());
         }
     }
     tracing::info!(target: "wsgate::admin", target = ?target, closed = closed.len(), revoked = revoked.len(), "disconnect");
@@ -224,6 +215,29 @@ async fn disconnect(
         });
     }
     Ok(Json(json!({"closed": closed.len(), "revoked": revoked.len()})).into_response())
+}
+
+/// Enforces revocations at once (the in-memory copy every handshake checks) and persists them
+/// in the node's store off the event loop, so a restart forgets none. False when persisting
+/// failed: they then hold in memory only.
+pub async fn keep_revocations(
+    revocations: &Revocations,
+    store: &Arc<Store>,
+    revoked: &[Revoked],
+) -> bool {
+    if revoked.is_empty() {
+        return true;
+    }
+    for r in revoked {
+        revocations.add(r.clone());
+    }
+    let store = store.clone();
+    let to_store = revoked.to_vec();
+    let stored = tokio::task::spawn_blocking(move || {
+        to_store.iter().try_for_each(|r| store.add_revocation(r))
+    })
+    .await;
+    matches!(stored, Ok(Ok(())))
 }
 
 /// The close a disconnect sends: 4003, saying whether the token was revoked.
@@ -242,16 +256,13 @@ pub fn disconnect_order(revoke: bool) -> CloseOrder {
 /// [`revocations_of`]), and the subject (tokens issued until now) when asked by `sub`.
 fn revocations_for(target: &Target, closed: &[wsgate::Identity], leeway: u64) -> Vec<Revoked> {
     let now = wsgate::verify::now_unix();
-    let until =
-        |exp: Option<u64>| exp.map_or(now + SUBJECT_REVOCATION_SECS, |e| e.saturating_add(leeway));
     let mut out = revocations_of(closed, leeway);
     if let Target::Sub(sub) = target {
-        let longest = closed
+        // As long as the longest-lived closed token, and never shorter than the default.
+        let longest = out
             .iter()
-            .map(|id| until(id.expires_at()))
-            .max()
-            .unwrap_or(now + SUBJECT_REVOCATION_SECS)
-            .max(now + SUBJECT_REVOCATION_SECS);
+            .map(Revoked::until)
+            .fold(now + SUBJECT_REVOCATION_SECS, u64::max);
         out.push(Revoked::Subject {
             sub: sub.clone(),
             at: now,

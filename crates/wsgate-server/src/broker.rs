@@ -78,12 +78,13 @@ impl MemoryBroker {
         delivered
     }
 
-    /// Adds a subscriber; true if it is the channel's first here.
-    pub fn add(&self, channel: &str, sub: Subscriber) -> bool {
+    /// Adds a subscriber.
+    pub fn add(&self, channel: &str, sub: Subscriber) {
         let mut channels = self.channels.write().unwrap_or_else(|p| p.into_inner());
-        let subs = channels.entry(channel.to_owned()).or_default();
-        subs.insert(sub.conn, sub);
-        subs.len() == 1
+        channels
+            .entry(channel.to_owned())
+            .or_default()
+            .insert(sub.conn, sub);
     }
 
     /// Removes a subscriber; true if the channel has none left here.

@@ -141,9 +141,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 println!("endpoint: {} ({})", ep.path, ep.kind.as_str());
             }
             println!("store: {}", cfg.storage.path.display());
-            if let Some(c) = &cfg.cluster
-                && let Some(url) = &c.redis_url
-            {
+            if let Some((url, c)) = cfg.cluster_mode() {
                 println!(
                     "cluster: redis at {} (key prefix {:?})",
                     crate::cluster::describe(url),

@@ -310,6 +310,12 @@ impl EndpointConfig {
 pub const RESERVED_PATHS: [&str; 4] = ["/healthz", "/readyz", "/metrics", "/api"];
 
 impl Config {
+    /// Cluster mode's settings, when `cluster.redis_url` is set.
+    pub fn cluster_mode(&self) -> Option<(&str, &ClusterConfig)> {
+        let c = self.cluster.as_ref()?;
+        Some((c.redis_url.as_deref()?, c))
+    }
+
     /// `explicit` if given (it must exist), else `./wsgate.toml` if present, else defaults.
     pub fn load(explicit: Option<&Path>) -> Result<(Config, Origin), ConfigError> {
         let path = match explicit {

@@ -86,9 +86,7 @@ impl Services {
         let mut broker: Arc<dyn Broker> = Arc::new(MemoryBroker::new());
         let mut tickets: Arc<dyn TicketStore> = Arc::new(Tickets::new(ticket_ttl));
         let mut cluster_parts = None;
-        if let Some(c) = &cfg.cluster
-            && let Some(url) = &c.redis_url
-        {
+        if let Some((url, c)) = cfg.cluster_mode() {
             let (cluster, pushes) = Cluster::new(url, &c.key_prefix)
                 .map_err(|e| anyhow::anyhow!("cluster.redis_url: {e}"))?;
             let cluster_broker = ClusterBroker::new(cluster.clone());

@@ -42,7 +42,7 @@ pub fn create(
     let mut secret = [0u8; 32];
     aws_lc_rs::rand::fill(&mut id).map_err(|_| store.error("no randomness"))?;
     aws_lc_rs::rand::fill(&mut secret).map_err(|_| store.error("no randomness"))?;
-    let id = wsgate_hex(&id);
+    let id = wsgate::identity::hex(&id);
     let secret = URL_SAFE_NO_PAD.encode(secret);
     let hash = digest(&store.key_pepper()?, &secret);
     let now = now_unix();
@@ -71,10 +71,6 @@ fn digest(pepper: &[u8], secret: &str) -> Vec<u8> {
     )
     .as_ref()
     .to_vec()
-}
-
-fn wsgate_hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// `wsk_<id>_<secret>` → (id, secret).

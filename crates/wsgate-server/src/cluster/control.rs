@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use wsgate::{CloseOrder, Revoked, Target};
 
 use super::{Cluster, ClusterError, Parts};
-use crate::admin::{disconnect_order, revocations_of};
+use crate::admin::{disconnect_order, keep_revocations, revocations_of};
 
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "lowercase")]
@@ -126,19 +126,7 @@ pub async fn handle(cluster: &Cluster, parts: &Parts, payload: &str) {
 
 /// Adds revocations to the local copy and the node's own store.
 async fn keep(parts: &Parts, revoked: &[Revoked]) {
-    if revoked.is_empty() {
-        return;
-    }
-    for r in revoked {
-        parts.revocations.add(r.clone());
-    }
-    let store = parts.store.clone();
-    let to_store = revoked.to_vec();
-    let stored = tokio::task::spawn_blocking(move || {
-        to_store.iter().try_for_each(|r| store.add_revocation(r))
-    })
-    .await;
-    if !matches!(stored, Ok(Ok(()))) {
+    if !keep_revocations(&parts.revocations, &parts.store, revoked).await {
         tracing::error!(target: "wsgate::cluster", "could not persist a revocation; it holds in memory and in Redis");
     }
 }

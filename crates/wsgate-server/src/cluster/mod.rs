@@ -112,7 +112,7 @@ impl Cluster {
         let conn = ConnectionManager::new_lazy_with_config(client(url)?, config)?;
         let mut id = [0u8; 8];
         getrandom::fill(&mut id).map_err(|_| ClusterError::Unavailable)?;
-        let node = id.iter().map(|b| format!("{b:02x}")).collect();
+        let node = wsgate::identity::hex(&id);
         Ok((
             Arc::new(Self {
                 conn,
@@ -145,11 +145,7 @@ impl Cluster {
 
     /// Runs one command, bounded by [`OP_TIMEOUT`].
     pub async fn query<T: FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, ClusterError> {
-        let mut conn = self.conn.clone();
-        match tokio::time::timeout(OP_TIMEOUT, cmd.query_async(&mut conn)).await {
-            Ok(r) => Ok(r?),
-            Err(_) => Err(ClusterError::Timeout),
-        }
+        bounded(cmd.query_async(&mut self.conn.clone())).await
     }
 
     /// Runs a Lua script, bounded by [`OP_TIMEOUT`].
@@ -157,11 +153,7 @@ impl Cluster {
         &self,
         script: &redis::ScriptInvocation<'_>,
     ) -> Result<T, ClusterError> {
-        let mut conn = self.conn.clone();
-        match tokio::time::timeout(OP_TIMEOUT, script.invoke_async(&mut conn)).await {
-            Ok(r) => Ok(r?),
-            Err(_) => Err(ClusterError::Timeout),
-        }
+        bounded(script.invoke_async(&mut self.conn.clone())).await
     }
 
     /// Like [`query`](Self::query), but refused at once while the node knows Redis is down.
@@ -173,19 +165,11 @@ impl Cluster {
     }
 
     async fn subscribe(&self, channel: &str) -> Result<(), ClusterError> {
-        let mut conn = self.conn.clone();
-        match tokio::time::timeout(OP_TIMEOUT, conn.subscribe(channel)).await {
-            Ok(r) => Ok(r?),
-            Err(_) => Err(ClusterError::Timeout),
-        }
+        bounded(self.conn.clone().subscribe(channel)).await
     }
 
     async fn unsubscribe(&self, channel: &str) -> Result<(), ClusterError> {
-        let mut conn = self.conn.clone();
-        match tokio::time::timeout(OP_TIMEOUT, conn.unsubscribe(channel)).await {
-            Ok(r) => Ok(r?),
-            Err(_) => Err(ClusterError::Timeout),
-        }
+        bounded(self.conn.clone().unsubscribe(channel)).await
     }
 
     /// Stores revocations under their own expiry, so Redis forgets them when the tokens would
@@ -214,11 +198,7 @@ impl Cluster {
         if pipe.cmd_iter().next().is_none() {
             return Ok(());
         }
-        let mut conn = self.conn.clone();
-        match tokio::time::timeout(OP_TIMEOUT, pipe.query_async::<()>(&mut conn)).await {
-            Ok(r) => Ok(r?),
-            Err(_) => Err(ClusterError::Timeout),
-        }
+        bounded(pipe.query_async::<()>(&mut self.conn.clone())).await
     }
 
     /// Every revocation Redis holds for this deployment.
@@ -258,6 +238,16 @@ impl Cluster {
             }
             cursor = next;
         }
+    }
+}
+
+/// Waits for a Redis call at most [`OP_TIMEOUT`]: no caller hangs on an unresponsive Redis.
+async fn bounded<T>(
+    call: impl std::future::Future<Output = redis::RedisResult<T>>,
+) -> Result<T, ClusterError> {
+    match tokio::time::timeout(OP_TIMEOUT, call).await {
+        Ok(r) => Ok(r?),
+        Err(_) => Err(ClusterError::Timeout),
     }
 }
 

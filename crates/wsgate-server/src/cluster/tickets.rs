@@ -24,8 +24,8 @@ impl RedisTickets {
     }
 
     fn key(&self, digest: &[u8; 32]) -> String {
-        let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
-        self.cluster.key(&["ticket:", &hex])
+        self.cluster
+            .key(&["ticket:", &wsgate::identity::hex(digest)])
     }
 }
 
