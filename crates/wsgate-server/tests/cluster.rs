@@ -327,7 +327,7 @@ async fn key_prefix_separates_deployments_on_one_redis() {
 
 #[tokio::test]
 async fn disconnect_and_revocation_reach_every_node() {
-    let redis = Redis::start();
+    let mut redis = Redis::start();
     let (a, b) = (node(&redis, "").await, node(&redis, "").await);
     let alice = tok("alice");
     let mut alice_a = join(&a, &alice).await;
@@ -360,10 +360,21 @@ async fn disconnect_and_revocation_reach_every_node() {
     assert_eq!(expect_close(&mut alice_b).await, (4003, "revoked".into()));
     // ...and her token is refused on every node, including one started afterwards.
     assert_invalid(&b.url("/echo"), &alice).await;
-    let c = node(&redis, "").await;
+    let c_dir = tempfile::tempdir().expect("tempdir");
+    let c_storage = format!(
+        "[storage]\npath = \"{}\"\n",
+        c_dir.path().join("c.db").display()
+    );
+    let c = node(&redis, &c_storage).await;
     assert_invalid(&c.url("/echo"), &alice).await;
     // Others are untouched.
     bearer(&c.url("/echo"), &tok("dave")).await;
+    // What the late node learned from Redis is in its own store too: restarted while Redis
+    // is down, it still refuses her.
+    drop(c);
+    redis.kill();
+    let c = node(&redis, &c_storage).await;
+    assert_invalid(&c.url("/echo"), &alice).await;
 }
 
 #[tokio::test]

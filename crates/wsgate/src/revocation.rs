@@ -12,7 +12,7 @@ use crate::identity::Verified;
 use crate::verify::now_unix;
 
 /// One revocation, as stored (and, in cluster mode, as shared through Redis).
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(untagged)]
 pub enum Revoked {
     /// A token by id, until `until` (unix seconds; its `exp`).

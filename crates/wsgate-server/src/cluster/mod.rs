@@ -22,6 +22,7 @@ pub mod control;
 pub mod counts;
 pub mod tickets;
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -364,15 +365,13 @@ async fn resync(cluster: &Cluster, parts: &Parts) -> Result<usize, ClusterError>
     // Redis may have lost what it held (a restart without persistence), and this node may
     // hold revocations made while it was cut off: take what Redis has, give it (and the
     // other nodes) what it lacks.
-    let theirs = cluster.load_revocations().await?;
-    let missing: Vec<Revoked> = parts
-        .revocations
-        .entries()
-        .into_iter()
-        .filter(|r| !theirs.contains(r))
-        .collect();
-    for r in theirs {
-        parts.revocations.add(r);
+    let theirs: HashSet<Revoked> = cluster.load_revocations().await?.into_iter().collect();
+    let mine: HashSet<Revoked> = parts.revocations.entries().into_iter().collect();
+    let missing: Vec<Revoked> = mine.difference(&theirs).cloned().collect();
+    // New to this node: enforced and persisted, so a restart during a later outage keeps them.
+    let new: Vec<Revoked> = theirs.difference(&mine).cloned().collect();
+    if !crate::admin::keep_revocations(&parts.revocations, &parts.store, &new).await {
+        tracing::error!(target: "wsgate::cluster", "could not persist revocations from Redis; they hold in memory");
     }
     control::share_revocations(cluster, missing).await?;
     counts::resync(cluster, &parts.registry).await?;
