@@ -11,7 +11,7 @@ use std::sync::Arc;
 use axum::Json;
 use axum::Router;
 use axum::extract::{Request, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{StatusCode, header, request::Parts};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use serde::Deserialize;
@@ -54,6 +54,9 @@ pub fn router(admin: Admin) -> Router {
 /// in exactly one place, `into_response`.
 #[derive(Debug, thiserror::Error)]
 enum AdminError {
+    /// Too many failures from this address (wrong admin keys count too).
+    #[error(transparent)]
+    Refused(wsgate::AuthError),
     #[error("admin key required")]
     MissingKey,
     #[error("wrong admin key")]
@@ -73,6 +76,7 @@ enum AdminError {
 impl IntoResponse for AdminError {
     fn into_response(self) -> Response {
         let (status, code) = match self {
+            Self::Refused(e) => return e.into_response(),
             Self::MissingKey => (StatusCode::UNAUTHORIZED, "missing_token"),
             Self::WrongKey => (StatusCode::FORBIDDEN, "forbidden"),
             Self::Disabled => (StatusCode::FORBIDDEN, "admin_disabled"),
@@ -118,23 +122,49 @@ async fn issue_ticket(State(admin): State<Admin>, req: Request) -> Response {
     }
 }
 
-/// Checks `Authorization: Bearer <admin key>` in constant time.
-fn check_admin(admin: &Admin, headers: &HeaderMap) -> Result<(), AdminError> {
+/// Checks `Authorization: Bearer <admin key>` in constant time. The admin key is a
+/// credential like any other: a wrong or missing one counts as an auth failure of the
+/// caller's address (429 past the limit) and is logged — never the key itself.
+fn check_admin(admin: &Admin, parts: &Parts) -> Result<(), AdminError> {
+    let auth = &admin.ticket_auth;
+    let ctx = auth.context(parts);
+    auth.check_failures(&ctx).map_err(AdminError::Refused)?;
     let key = admin.key.as_ref().ok_or(AdminError::Disabled)?;
-    let given = headers
+    let given = parts
+        .headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| {
             v.split_once(' ')
                 .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
                 .map(|(_, k)| k.trim())
-        })
-        .ok_or(AdminError::MissingKey)?;
-    if bool::from(given.as_bytes().ct_eq(key.as_ref())) {
-        Ok(())
-    } else {
-        Err(AdminError::WrongKey)
-    }
+        });
+    let refused = match given {
+        None => AdminError::MissingKey,
+        Some(given) if bool::from(given.as_bytes().ct_eq(key.as_ref())) => return Ok(()),
+        Some(_) => AdminError::WrongKey,
+    };
+    auth.record_failure(&ctx);
+    metrics::counter!("wsgate_admin_refused_total", "reason" => if matches!(refused, AdminError::MissingKey) { "missing_key" } else { "wrong_key" }).increment(1);
+    tracing::warn!(
+        target: "wsgate::admin",
+        path = parts.uri.path(),
+        remote = %ctx.remote_addr.map(|a| a.to_string()).unwrap_or_else(|| "-".into()),
+        reason = %refused,
+        "admin call refused"
+    );
+    Err(refused)
+}
+
+/// Largest admin request body: a channel name and a message (the socket limit is 64 KiB).
+const MAX_BODY: usize = 1024 * 1024;
+
+/// The body, read only after the caller proved it holds the admin key; its time is bounded
+/// by the connection's handshake deadline.
+async fn read_body(body: axum::body::Body) -> Result<axum::body::Bytes, AdminError> {
+    axum::body::to_bytes(body, MAX_BODY)
+        .await
+        .map_err(|_| AdminError::BadRequest("the body is unreadable or larger than 1 MiB".into()))
 }
 
 #[derive(Deserialize)]
@@ -145,12 +175,10 @@ struct PublishRequest {
 }
 
 /// `POST /api/publish {channel, data}`: a backend speaks on a channel (`"from": null`).
-async fn publish(
-    State(admin): State<Admin>,
-    headers: HeaderMap,
-    body: axum::body::Bytes,
-) -> Result<Response, AdminError> {
-    check_admin(&admin, &headers)?;
+async fn publish(State(admin): State<Admin>, req: Request) -> Result<Response, AdminError> {
+    let (parts, body) = req.into_parts();
+    check_admin(&admin, &parts)?;
+    let body = read_body(body).await?;
     let req: PublishRequest = serde_json::from_slice(&body)
         .map_err(|e| AdminError::BadRequest(format!("invalid body: {e}")))?;
     if !wsgate::permissions::valid_channel(&req.channel) {
@@ -177,12 +205,10 @@ struct DisconnectRequest {
     revoke: bool,
 }
 
-async fn disconnect(
-    State(admin): State<Admin>,
-    headers: HeaderMap,
-    body: axum::body::Bytes,
-) -> Result<Response, AdminError> {
-    check_admin(&admin, &headers)?;
+async fn disconnect(State(admin): State<Admin>, req: Request) -> Result<Response, AdminError> {
+    let (parts, body) = req.into_parts();
+    check_admin(&admin, &parts)?;
+    let body = read_body(body).await?;
     let req: DisconnectRequest = serde_json::from_slice(&body)
         .map_err(|e| AdminError::BadRequest(format!("invalid body: {e}")))?;
     let target = match (req.sub, req.session) {
@@ -276,8 +302,11 @@ fn revocations_for(target: &Target, closed: &[wsgate::Identity], leeway: u64) ->
 /// when it has no `jti` to name it by.
 pub fn revocations_of(closed: &[wsgate::Identity], leeway: u64) -> Vec<Revoked> {
     let now = wsgate::verify::now_unix();
-    let until =
-        |exp: Option<u64>| exp.map_or(now + SUBJECT_REVOCATION_SECS, |e| e.saturating_add(leeway));
+    let until = |exp: Option<u64>| {
+        exp.map_or(now + SUBJECT_REVOCATION_SECS, |e| {
+            e.saturating_add(leeway).min(wsgate::verify::MAX_UNIX_TIME)
+        })
+    };
     let mut out = Vec::new();
     for id in closed {
         match id.jti() {

@@ -74,6 +74,9 @@ impl Minting {
     }
 }
 
+/// Shortest HMAC secret accepted without a warning: the size of the SHA-256 output.
+pub const MIN_HMAC_SECRET: usize = 32;
+
 pub struct BuiltAuth {
     pub chain: VerifierChain,
     /// Human-readable lines for `check-config` and the start-up log.
@@ -230,7 +233,22 @@ async fn build_jwt(
     let mut minting = None;
     if let Some((bytes, key, what)) = secret {
         v = v.with_secret(&bytes).map_err(|e| err(key, e.to_string()))?;
-        keys.push(what);
+        // RFC 7518 §3.2: an HS256 key shorter than the hash can be brute-forced offline from
+        // any one token. Refusing it would break existing deployments at upgrade; say it at
+        // every start and in check-config instead.
+        if bytes.len() < MIN_HMAC_SECRET {
+            tracing::warn!(
+                target: "wsgate::auth",
+                "{key}: the HMAC secret is {} bytes; anyone holding one token can guess a secret this short offline. Use at least {MIN_HMAC_SECRET} random bytes (e.g. `openssl rand -hex 32`)",
+                bytes.len()
+            );
+            keys.push(format!(
+                "{what} (WEAK: {} bytes, use at least {MIN_HMAC_SECRET})",
+                bytes.len()
+            ));
+        } else {
+            keys.push(what);
+        }
         minting = hmac_alg.map(|algorithm| Minting {
             secret: bytes,
             algorithm,

@@ -126,6 +126,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::CheckConfig => {
             let (cfg, origin) = Config::load(cli.config.as_deref())?;
             let built = auth::build(&cfg, &origin, SecretStore::DryRun).await?;
+            gateway::admin_key(&cfg)?;
             println!("{origin}: ok");
             println!("listen: {}", cfg.listen);
             let sources: Vec<_> = cfg.auth.sources.iter().map(|s| s.as_str()).collect();
@@ -221,7 +222,9 @@ async fn mint(cfg: &Config, origin: &Origin, args: &TokenArgs) -> anyhow::Result
         .context("signing the token")
 }
 
-/// `90s`, `15m`, `1h`, `7d`, or plain seconds.
+const MAX_DURATION_SECS: u64 = 36_500 * 86_400;
+
+/// `90s`, `15m`, `1h`, `7d`, or plain seconds (at most 100 years).
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     let (num, unit) = s
@@ -240,6 +243,11 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     if secs == 0 {
         return Err("a duration must be greater than zero".into());
     }
+    // Added to "now" to make an expiry: anything longer is a typo, and near u64::MAX it
+    // would wrap into an already-expired credential.
+    if secs > MAX_DURATION_SECS {
+        return Err(format!("`{s}` is longer than 100 years (36500d)"));
+    }
     Ok(Duration::from_secs(secs))
 }
 
@@ -254,7 +262,18 @@ mod tests {
         assert_eq!(parse_duration("15m"), Ok(Duration::from_secs(900)));
         assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
         assert_eq!(parse_duration("30d"), Ok(Duration::from_secs(2_592_000)));
-        for bad in ["", "h", "1w", "0", "-1h", "1.5h"] {
+        assert!(parse_duration("36500d").is_ok());
+        for bad in [
+            "",
+            "h",
+            "1w",
+            "0",
+            "-1h",
+            "1.5h",
+            "36501d",
+            "18446744073709551615",
+            "18446744073709551615d",
+        ] {
             assert!(parse_duration(bad).is_err(), "{bad}");
         }
     }

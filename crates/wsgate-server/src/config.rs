@@ -53,6 +53,8 @@ impl ConfigError {
 pub struct Config {
     pub listen: String,
     pub demo: bool,
+    /// Load balancers whose `X-Forwarded-For` is believed (SPEC §15): CIDRs or addresses.
+    pub trusted_proxies: Vec<String>,
     pub auth: AuthConfig,
     pub storage: StorageConfig,
     pub tickets: TicketsConfig,
@@ -67,6 +69,7 @@ impl Default for Config {
         Self {
             listen: "127.0.0.1:8080".into(),
             demo: false,
+            trusted_proxies: Vec::new(),
             auth: AuthConfig::default(),
             storage: StorageConfig::default(),
             tickets: TicketsConfig::default(),
@@ -90,6 +93,8 @@ pub struct AuthConfig {
     pub allowed_origins: Vec<String>,
     pub reject: RejectMode,
     pub message_timeout_ms: u64,
+    /// Seconds before a session's deadline at which `expiring` is sent (SPEC §13); 0 = off.
+    pub expiry_warning_secs: u64,
     pub proxy_url: Option<String>,
     pub proxy_timeout_ms: u64,
     #[serde(rename = "static")]
@@ -106,6 +111,7 @@ impl Default for AuthConfig {
             allowed_origins: Vec::new(),
             reject: RejectMode::Http,
             message_timeout_ms: 5000,
+            expiry_warning_secs: 30,
             proxy_url: None,
             proxy_timeout_ms: 2000,
             static_tokens: None,
@@ -288,6 +294,19 @@ pub struct EndpointConfig {
     pub sources: Option<Vec<SourceKind>>,
     #[serde(default)]
     pub upstream: Option<String>,
+    /// Proxy: TCP connect + TLS + upstream handshake, in ms (SPEC §12).
+    #[serde(default = "upstream_timeout_ms")]
+    pub upstream_timeout_ms: u64,
+    /// Proxy: PEM roots for a `wss://` upstream (default: the system's).
+    #[serde(default)]
+    pub upstream_ca_file: Option<PathBuf>,
+    /// Proxy: take `refresh` frames in-band and send `expiring` (default false).
+    #[serde(default)]
+    pub refresh_frames: bool,
+}
+
+fn upstream_timeout_ms() -> u64 {
+    5000
 }
 
 fn yes() -> bool {
@@ -302,12 +321,20 @@ impl EndpointConfig {
             welcome: true,
             sources: None,
             upstream: None,
+            upstream_timeout_ms: upstream_timeout_ms(),
+            upstream_ca_file: None,
+            refresh_frames: false,
         }
     }
 }
 
 /// Paths the server itself answers; endpoints may not take them.
-pub const RESERVED_PATHS: [&str; 4] = ["/healthz", "/readyz", "/metrics", "/api"];
+pub const RESERVED_PATHS: [&str; 5] = ["/healthz", "/readyz", "/metrics", "/api", "/wsgate.js"];
+
+/// Upper bounds for numbers that become timers: past them a value is a typo, and near
+/// `u64::MAX` it would overflow a deadline.
+const MAX_MS: u64 = 3_600_000;
+const MAX_SECS: u64 = 365 * 24 * 3600;
 
 impl Config {
     /// Cluster mode's settings, when `cluster.redis_url` is set.
@@ -357,6 +384,65 @@ impl Config {
                 format!("`{}` is not an address like 127.0.0.1:8080", self.listen),
             );
         }
+        for (i, p) in self.trusted_proxies.iter().enumerate() {
+            if let Err(e) = p.parse::<wsgate::IpNet>() {
+                return err(&format!("trusted_proxies[{i}]"), e);
+            }
+        }
+        for (key, value, min, max) in [
+            (
+                "auth.message_timeout_ms",
+                self.auth.message_timeout_ms,
+                1,
+                MAX_MS,
+            ),
+            (
+                "auth.proxy_timeout_ms",
+                self.auth.proxy_timeout_ms,
+                1,
+                MAX_MS,
+            ),
+            (
+                "auth.expiry_warning_secs",
+                self.auth.expiry_warning_secs,
+                0,
+                MAX_SECS,
+            ),
+            ("tickets.ttl_secs", self.tickets.ttl_secs, 1, 3600),
+            (
+                "limits.handshake_timeout_ms",
+                self.limits.handshake_timeout_ms,
+                1,
+                MAX_MS,
+            ),
+            (
+                "limits.idle_timeout_secs",
+                self.limits.idle_timeout_secs,
+                0,
+                MAX_SECS,
+            ),
+            (
+                "limits.max_message_bytes",
+                self.limits.max_message_bytes as u64,
+                128,
+                64 * 1024 * 1024,
+            ),
+        ] {
+            if !(min..=max).contains(&value) {
+                return err(
+                    key,
+                    format!("must be between {min} and {max} (got {value})"),
+                );
+            }
+        }
+        if let Some(jwt) = &self.auth.jwt
+            && jwt.leeway_secs > MAX_SECS
+        {
+            return err(
+                "auth.jwt.leeway_secs",
+                format!("must be at most {MAX_SECS}"),
+            );
+        }
         check_sources("auth.sources", &self.auth.sources, &self.auth, origin)?;
         if self.auth.query_param.is_empty() {
             return err("auth.query_param", "must not be empty".into());
@@ -371,9 +457,6 @@ impl Config {
                     format!("`{o}` is not an origin like https://app.example"),
                 );
             }
-        }
-        if self.auth.message_timeout_ms == 0 {
-            return err("auth.message_timeout_ms", "must be greater than 0".into());
         }
         if let Some(url) = &self.auth.proxy_url
             && !(url.starts_with("http://") || url.starts_with("https://"))
@@ -395,9 +478,6 @@ impl Config {
             {
                 return err("auth.jwt.jwks_url", e.to_string());
             }
-        }
-        if self.limits.max_message_bytes < 128 {
-            return err("limits.max_message_bytes", "must be at least 128".into());
         }
         if let Some(c) = &self.cluster {
             if let Some(url) = &c.redis_url
@@ -424,10 +504,13 @@ impl Config {
         let mut seen = Vec::new();
         for (i, ep) in self.endpoints.iter().enumerate() {
             let key = |k: &str| format!("endpoints[{i}].{k}");
-            if !ep.path.starts_with('/') || ep.path.contains(['?', '#', '*', '{', '}', ' ']) {
+            if !is_plain_path(&ep.path) {
                 return err(
                     &key("path"),
-                    format!("`{}` is not a plain path like /ws", ep.path),
+                    format!(
+                        "`{}` is not a plain path like /ws (letters, digits, - . _ ~ and / only)",
+                        ep.path
+                    ),
                 );
             }
             if RESERVED_PATHS
@@ -478,9 +561,37 @@ impl Config {
                 }
                 _ => {}
             }
+            if !(1..=MAX_MS).contains(&ep.upstream_timeout_ms) {
+                return err(
+                    &key("upstream_timeout_ms"),
+                    format!("must be between 1 and {MAX_MS}"),
+                );
+            }
+            if ep.kind != EndpointKind::Proxy
+                && (ep.upstream_ca_file.is_some() || ep.refresh_frames)
+            {
+                return err(
+                    &key(if ep.refresh_frames {
+                        "refresh_frames"
+                    } else {
+                        "upstream_ca_file"
+                    }),
+                    "only proxy endpoints take this key".into(),
+                );
+            }
         }
         Ok(())
     }
+}
+
+/// A path axum can route as a literal: `/`, then segments of unreserved characters. Route
+/// syntax (`:x`, `{x}`, `*x`) and anything needing escapes are refused here, not at start.
+fn is_plain_path(path: &str) -> bool {
+    path.starts_with('/')
+        && !path.contains("//")
+        && path
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-._~/".contains(&b))
 }
 
 fn check_sources(
@@ -648,6 +759,23 @@ kind = "echo"
                 "[[endpoints]]\npath = \"/p\"\nkind = \"proxy\"",
                 "endpoints[0].upstream",
             ),
+            (
+                "[[endpoints]]\npath = \"/:x\"\nkind = \"echo\"",
+                "endpoints[0].path",
+            ),
+            (
+                "[tickets]\nttl_secs = 9223372036854775807",
+                "tickets.ttl_secs",
+            ),
+            (
+                "[limits]\nhandshake_timeout_ms = 0",
+                "limits.handshake_timeout_ms",
+            ),
+            (
+                "[limits]\nidle_timeout_secs = 18446744073709551615",
+                "limits.idle_timeout_secs",
+            ),
+            ("trusted_proxies = [\"10.0.0.0/33\"]", "trusted_proxies[0]"),
         ] {
             let e = parse(text).unwrap_err().to_string();
             assert!(e.contains(key), "{text:?} gave {e}");

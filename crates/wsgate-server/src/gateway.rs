@@ -52,6 +52,9 @@ pub struct Services {
     pub revocations: Arc<Revocations>,
     pub tickets: Arc<dyn TicketStore>,
     pub admin_key: Option<Arc<[u8]>>,
+    /// Refused handshakes (and wrong admin keys) per address; `None` when
+    /// `limits.auth_failures_per_min = 0` turns the limit off.
+    pub failures: Option<Arc<FailureLimiter>>,
     pub shutdown: CancellationToken,
     pub tracker: TaskTracker,
     /// Renders `/metrics`; `None` when no recorder could be installed (tests of the router).
@@ -76,10 +79,9 @@ impl Services {
         for r in store.revocations()? {
             revocations.add(r);
         }
-        let admin_key = std::env::var(&cfg.admin.api_key_env)
-            .ok()
-            .filter(|k| !k.is_empty())
-            .map(|k| Arc::from(k.into_bytes()));
+        let admin_key = admin_key(cfg)?.map(|k| Arc::from(k.into_bytes()));
+        let failures = (cfg.limits.auth_failures_per_min > 0)
+            .then(|| Arc::new(FailureLimiter::new(cfg.limits.auth_failures_per_min)));
         let per_user = cfg.limits.max_connections_per_user;
         let mut registry = Registry::new((per_user > 0).then_some(per_user as usize));
         let ticket_ttl = Duration::from_secs(cfg.tickets.ttl_secs);
@@ -108,11 +110,40 @@ impl Services {
             revocations,
             tickets,
             admin_key,
+            failures,
             shutdown: CancellationToken::new(),
             tracker: TaskTracker::new(),
             prometheus: None,
             api_keys: Arc::new(ApiKeyVerifier::new(store.clone())?),
         })
+    }
+}
+
+/// Shortest admin key accepted: a guessable key would hand out every admin power. Keys
+/// shorter than [`GOOD_ADMIN_KEY_LEN`] are accepted with a warning.
+pub const MIN_ADMIN_KEY_LEN: usize = 8;
+pub const GOOD_ADMIN_KEY_LEN: usize = 16;
+
+/// The admin key from the variable `admin.api_key_env` names: `None` when unset or empty (the
+/// admin API is then disabled), an error when too short to be a secret.
+pub fn admin_key(cfg: &Config) -> anyhow::Result<Option<String>> {
+    let var = &cfg.admin.api_key_env;
+    match std::env::var(var) {
+        Ok(k) if k.is_empty() => Ok(None),
+        Ok(k) if k.len() < MIN_ADMIN_KEY_LEN => anyhow::bail!(
+            "admin.api_key_env: ${var} holds a {}-character admin key; use at least {MIN_ADMIN_KEY_LEN} random characters (e.g. `openssl rand -hex 32`)",
+            k.len()
+        ),
+        Ok(k) => {
+            if k.len() < GOOD_ADMIN_KEY_LEN {
+                tracing::warn!(
+                    "admin.api_key_env: ${var} holds a {}-character admin key; use at least {GOOD_ADMIN_KEY_LEN} random characters",
+                    k.len()
+                );
+            }
+            Ok(Some(k))
+        }
+        Err(_) => Ok(None),
     }
 }
 
@@ -127,8 +158,14 @@ pub fn base_authenticator(cfg: &Config, s: &Services) -> Authenticator {
     // API keys before the rest: a backend proxy verifier would otherwise claim `wsk_` tokens.
     chain.prepend(s.api_keys.clone());
     chain.push(Arc::new(TicketVerifier(s.tickets.clone())));
-    Authenticator::new(chain)
+    let trusted = wsgate::TrustedProxies::new(
+        cfg.trusted_proxies
+            .iter()
+            .filter_map(|p| p.parse::<wsgate::IpNet>().ok()), // checked by Config::check
+    );
+    let auth = Authenticator::new(chain)
         .sources(sources)
+        .trusted_proxies(trusted)
         .reject(a.reject)
         .message_timeout(Duration::from_millis(a.message_timeout_ms))
         .leeway(s.built.leeway)
@@ -136,11 +173,12 @@ pub fn base_authenticator(cfg: &Config, s: &Services) -> Authenticator {
             max_message_bytes: cfg.limits.max_message_bytes,
             ..SocketSettings::default()
         })
-        .failure_limiter(Arc::new(FailureLimiter::new(
-            cfg.limits.auth_failures_per_min,
-        )))
         .registry(s.registry.clone())
-        .revocations(s.revocations.clone())
+        .revocations(s.revocations.clone());
+    match &s.failures {
+        Some(f) => auth.failure_limiter(f.clone()),
+        None => auth,
+    }
 }
 
 /// Every route of the server.
@@ -267,6 +305,19 @@ fn install_metrics() -> anyhow::Result<PrometheusHandle> {
     Ok(handle)
 }
 
+/// Drops revocations whose tokens have expired anyway, once a minute, so the table holds
+/// only what can still be presented.
+async fn prune_revocations(revocations: Arc<Revocations>) {
+    let mut every = tokio::time::interval(Duration::from_secs(60));
+    loop {
+        every.tick().await;
+        let dropped = revocations.prune();
+        if dropped > 0 {
+            tracing::debug!(dropped, "expired revocations dropped");
+        }
+    }
+}
+
 /// Runs the server until SIGTERM/SIGINT; returns after every socket is closed.
 pub async fn serve(cfg: Config, origin: Origin) -> anyhow::Result<()> {
     let store = Arc::new(Store::open(&cfg.storage.path)?);
@@ -316,7 +367,7 @@ pub async fn serve(cfg: Config, origin: Origin) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {addr}"))?;
     let local = listener.local_addr()?;
-    let handshake_timeout = Duration::from_millis(cfg.limits.handshake_timeout_ms.max(1));
+    let handshake_timeout = Duration::from_millis(cfg.limits.handshake_timeout_ms);
     // Small frames (welcome, pings, chat messages) must not wait for Nagle's algorithm.
     let listener = HandshakeDeadline::new(listener, handshake_timeout).tap_io(|io| {
         if let Err(e) = io.stream().set_nodelay(true) {
@@ -334,6 +385,7 @@ pub async fn serve(cfg: Config, origin: Origin) -> anyhow::Result<()> {
         services.registry.clone(),
     ));
     tokio::spawn(shutdown::on_signal(shutdown.clone()));
+    tokio::spawn(prune_revocations(services.revocations.clone()));
     axum::serve(
         listener,
         app.into_make_service_with_connect_info::<SocketAddr>(),

@@ -1,11 +1,21 @@
-//! The handshake deadline (`limits.handshake_timeout_ms`).
+//! The handshake deadline (`limits.handshake_timeout_ms`), for the whole life of a connection
+//! that is not (yet) a WebSocket.
 //!
-//! `axum::serve` gives hyper no timer, so a client that sends half a request line and then
-//! waits would hold its socket (and a task) forever. [`HandshakeDeadline`] wraps the TCP
-//! listener; each accepted stream must get the server to answer — a 101, a 401, anything —
-//! within the deadline, or its next read fails and hyper drops it. The first byte the server
-//! writes disarms the timer and frees it, so an upgraded socket carries no extra state beyond
-//! an empty `Option`. Other connections are unaffected: the deadline is per stream.
+//! `axum::serve` gives hyper no timer, so without this a client could hold a socket (and a
+//! task, and a file descriptor) for ever: by sending half a request line, by never reading
+//! the answer, or — after one complete request — by keeping the connection alive and sending
+//! nothing, or half of a second request. [`HandshakeDeadline`] wraps the TCP listener; every
+//! accepted stream lives under one rule: **the server must be making progress within the
+//! deadline**. Concretely, a deadline is armed
+//! - at accept, and again each time the server writes part of an answer that is not a `101`
+//!   (so the next request on a kept-alive connection, and the reading of a slow answer, are
+//!   bounded too);
+//! - and disarmed while a complete `GET` head is being answered (an upgrade waits for its
+//!   verifier or its upstream, each bounded by their own timeouts), or for good once the
+//!   server wrote `101 Switching Protocols`: from then on the session's own rules apply, and
+//!   the timer is freed so an idle WebSocket carries no extra state beyond an empty `Option`.
+//!
+//! When it fires, the next read or write fails and hyper drops the connection.
 
 use std::io;
 use std::pin::Pin;
@@ -15,7 +25,7 @@ use std::time::Duration;
 use axum::serve::Listener;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::time::Sleep;
+use tokio::time::{Instant, Sleep};
 
 pub struct HandshakeDeadline {
     inner: TcpListener,
@@ -36,7 +46,12 @@ impl Listener for HandshakeDeadline {
         let (stream, addr) = Listener::accept(&mut self.inner).await;
         let io = DeadlineIo {
             inner: stream,
-            deadline: Some(Box::pin(tokio::time::sleep(self.timeout))),
+            timer: Some(Box::new(Timer {
+                timeout: self.timeout,
+                sleep: Box::pin(tokio::time::sleep(self.timeout)),
+                armed: true,
+                head: HeadScan::default(),
+            })),
         };
         (io, addr)
     }
@@ -46,10 +61,73 @@ impl Listener for HandshakeDeadline {
     }
 }
 
-/// A TCP stream whose reads fail once the deadline passes, until the server first writes.
+/// A TCP stream held to the deadline until it becomes a WebSocket.
 pub struct DeadlineIo {
     inner: TcpStream,
-    deadline: Option<Pin<Box<Sleep>>>,
+    /// `None` once upgraded: nothing left to time.
+    timer: Option<Box<Timer>>,
+}
+
+struct Timer {
+    timeout: Duration,
+    sleep: Pin<Box<Sleep>>,
+    armed: bool,
+    head: HeadScan,
+}
+
+impl Timer {
+    fn rearm(&mut self) {
+        self.armed = true;
+        self.head = HeadScan::default();
+        self.sleep.as_mut().reset(Instant::now() + self.timeout);
+    }
+
+    /// `Err` when the deadline has passed (and registers the waker otherwise).
+    fn check(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
+        if self.armed && self.sleep.as_mut().poll(cx).is_ready() {
+            metrics::counter!("wsgate_handshake_timeouts_total").increment(1);
+            tracing::info!(target: "wsgate::conn", "connection dropped: no complete request or answer within limits.handshake_timeout_ms");
+            return Err(io::Error::new(io::ErrorKind::TimedOut, "handshake timeout"));
+        }
+        Ok(())
+    }
+}
+
+/// Finds the end of a request head (`\r\n\r\n`) in the bytes read, and remembers whether
+/// the request is a `GET` (which has no body to wait for).
+#[derive(Default)]
+struct HeadScan {
+    method: [u8; 4],
+    method_len: u8,
+    /// How much of `\r\n\r\n` the last bytes matched.
+    run: u8,
+}
+
+impl HeadScan {
+    /// `Some(is_get)` when a head ended within `bytes`.
+    fn feed(&mut self, bytes: &[u8]) -> Option<bool> {
+        for &b in bytes {
+            if usize::from(self.method_len) < self.method.len() {
+                if self.method_len == 0 && (b == b'\r' || b == b'\n') {
+                    continue; // RFC 9112 §2.2: empty lines before a request are ignored
+                }
+                self.method[usize::from(self.method_len)] = b;
+                self.method_len += 1;
+            }
+            self.run = match (self.run, b) {
+                (0 | 2, b'\r') => self.run + 1,
+                (1 | 3, b'\n') => self.run + 1,
+                (_, b'\r') => 1,
+                _ => 0,
+            };
+            if self.run == 4 {
+                let get = &self.method == b"GET ";
+                *self = HeadScan::default();
+                return Some(get);
+            }
+        }
+        None
+    }
 }
 
 impl DeadlineIo {
@@ -57,9 +135,13 @@ impl DeadlineIo {
         &self.inner
     }
 
-    fn wrote(&mut self, result: &Poll<io::Result<usize>>) {
-        if matches!(result, Poll::Ready(Ok(n)) if *n > 0) {
-            self.deadline = None;
+    /// The server wrote `data` (the start of it, at least).
+    fn wrote(&mut self, data: &[u8]) {
+        let Some(timer) = &mut self.timer else { return };
+        if data.starts_with(b"HTTP/1.1 101 ") {
+            self.timer = None;
+        } else {
+            timer.rearm();
         }
     }
 }
@@ -70,15 +152,22 @@ impl AsyncRead for DeadlineIo {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        if let Some(d) = &mut self.deadline
-            && d.as_mut().poll(cx).is_ready()
+        let this = &mut *self;
+        let Some(timer) = &mut this.timer else {
+            return Pin::new(&mut this.inner).poll_read(cx, buf);
+        };
+        timer.check(cx)?;
+        let before = buf.filled().len();
+        let r = Pin::new(&mut this.inner).poll_read(cx, buf);
+        if let Poll::Ready(Ok(())) = r
+            && timer.armed
+            && timer.head.feed(&buf.filled()[before..]) == Some(true)
         {
-            return Poll::Ready(Err(io::Error::new(
-                io::ErrorKind::TimedOut,
-                "handshake timeout",
-            )));
+            // A complete GET: its answer may wait for a verifier or an upstream, each
+            // bounded on its own; the deadline resumes with the answer.
+            timer.armed = false;
         }
-        Pin::new(&mut self.inner).poll_read(cx, buf)
+        r
     }
 }
 
@@ -88,8 +177,18 @@ impl AsyncWrite for DeadlineIo {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        let r = Pin::new(&mut self.inner).poll_write(cx, buf);
-        self.wrote(&r);
+        let this = &mut *self;
+        let r = Pin::new(&mut this.inner).poll_write(cx, buf);
+        match &r {
+            Poll::Ready(Ok(n)) if *n > 0 => this.wrote(buf),
+            Poll::Pending => {
+                // A client that does not read our answer is held to the deadline too.
+                if let Some(timer) = &mut this.timer {
+                    timer.check(cx)?;
+                }
+            }
+            _ => {}
+        }
         r
     }
     fn poll_write_vectored(
@@ -97,8 +196,20 @@ impl AsyncWrite for DeadlineIo {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        let r = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
-        self.wrote(&r);
+        let this = &mut *self;
+        let r = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
+        match &r {
+            Poll::Ready(Ok(n)) if *n > 0 => {
+                let first = bufs.iter().find(|b| !b.is_empty()).map_or(&[][..], |b| b);
+                this.wrote(first);
+            }
+            Poll::Pending => {
+                if let Some(timer) = &mut this.timer {
+                    timer.check(cx)?;
+                }
+            }
+            _ => {}
+        }
         r
     }
     fn is_write_vectored(&self) -> bool {
@@ -109,5 +220,27 @@ impl AsyncWrite for DeadlineIo {
     }
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::HeadScan;
+
+    #[test]
+    fn finds_heads_across_reads() {
+        let mut s = HeadScan::default();
+        assert_eq!(s.feed(b"GET /echo HTTP/1.1\r\nHo"), None);
+        assert_eq!(s.feed(b"st: x\r\n\r"), None);
+        assert_eq!(s.feed(b"\n"), Some(true));
+        assert_eq!(
+            s.feed(b"\r\nPOST /api/publish HTTP/1.1\r\n\r\n"),
+            Some(false)
+        );
+        assert_eq!(
+            s.feed(b"GET / HTTP/1.1\r\n\r\r\n"),
+            None,
+            "not a blank line"
+        );
     }
 }

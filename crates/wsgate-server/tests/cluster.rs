@@ -564,3 +564,49 @@ async fn a_node_starts_without_redis_and_joins_when_it_appears() {
     redis.restart();
     eventually("ready once Redis answers", async || readyz(&a).await == 200).await;
 }
+
+#[tokio::test]
+async fn an_absurd_exp_is_revoked_on_every_node_and_survives_a_redis_blip() {
+    let mut redis = Redis::start();
+    let (a, b) = (node(&redis, "").await, node(&redis, "").await);
+    // A backend that answers in nanoseconds: exp = 10^16.
+    let far = hs256(
+        &json!({"sub": "far", "jti": "far-1", "iat": now(), "exp": 10_000_000_000_000_000u64}),
+    );
+    let mut on_a = join(&a, &far).await;
+    let mut on_b = join(&b, &far).await;
+    let (status, body) = post(
+        &a,
+        "/api/disconnect",
+        ADMIN_KEY,
+        json!({"sub": "far", "revoke": true}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(expect_close(&mut on_a).await.0, 4003);
+    assert_eq!(
+        expect_close(&mut on_b).await.0,
+        4003,
+        "the order reached node B"
+    );
+    assert_invalid(&b.url("/echo"), &far).await;
+    // After a Redis blip both nodes resync and become ready again.
+    redis.kill();
+    eventually("not ready while Redis is down", async || {
+        readyz(&a).await == 503 && readyz(&b).await == 503
+    })
+    .await;
+    redis.restart();
+    eventually("ready again after Redis is back", async || {
+        readyz(&a).await == 200 && readyz(&b).await == 200
+    })
+    .await;
+    assert_invalid(&a.url("/echo"), &far).await;
+    let res = reqwest::Client::new()
+        .post(b.http("/api/tickets"))
+        .bearer_auth(tok("carol"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200, "tickets work after the resync");
+}

@@ -149,7 +149,11 @@ async fn half_a_handshake_is_dropped_and_others_are_unaffected() {
 
 #[tokio::test]
 async fn absurd_expiry_is_not_a_crash() {
-    let s = Server::start_with(&config(30, ""), &[("WSGATE_ADMIN_KEY", "k")]).await;
+    let s = Server::start_with(
+        &config(30, ""),
+        &[("WSGATE_ADMIN_KEY", "session-admin-key")],
+    )
+    .await;
     let mut ws = bearer(
         &s.url("/echo"),
         &hs256(&json!({"sub":"far","jti":"far-1","exp": u64::MAX})),
@@ -161,7 +165,7 @@ async fn absurd_expiry_is_not_a_crash() {
     // Revoking it computes "until exp + leeway" without overflowing either.
     let res = reqwest::Client::new()
         .post(s.http("/api/disconnect"))
-        .bearer_auth("k")
+        .bearer_auth("session-admin-key")
         .json(&json!({"sub":"far","revoke":true}))
         .send()
         .await

@@ -15,6 +15,7 @@ use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::http::{header, request::Parts};
 use serde::Deserialize;
 
+use crate::forwarded::TrustedProxies;
 use crate::identity::{Identity, Verified};
 use crate::limits::FailureLimiter;
 use crate::registry::Registry;
@@ -89,6 +90,7 @@ pub struct Authenticator {
     failures: Option<Arc<FailureLimiter>>,
     registry: Option<Arc<Registry>>,
     revocations: Option<Arc<Revocations>>,
+    trusted_proxies: Arc<TrustedProxies>,
 }
 
 impl Authenticator {
@@ -105,6 +107,7 @@ impl Authenticator {
             failures: None,
             registry: None,
             revocations: None,
+            trusted_proxies: Arc::default(),
         }
     }
     pub fn sources(mut self, sources: Sources) -> Self {
@@ -144,6 +147,11 @@ impl Authenticator {
         self.revocations = Some(r);
         self
     }
+    /// Load balancers whose `X-Forwarded-For` names the client (limits, logs, verifiers).
+    pub fn trusted_proxies(mut self, t: TrustedProxies) -> Self {
+        self.trusted_proxies = Arc::new(t);
+        self
+    }
     pub fn registry_ref(&self) -> Option<&Arc<Registry>> {
         self.registry.as_ref()
     }
@@ -166,7 +174,7 @@ impl Authenticator {
 
     /// Authenticates an upgrade request, logging the outcome and counting failures.
     pub async fn authenticate(&self, parts: &Parts) -> Result<Handshake, AuthError> {
-        let ctx = context(parts);
+        let ctx = self.context(parts);
         let path = parts.uri.path();
         match self.decide(parts, &ctx).await {
             Ok(Handshake::Authenticated(id)) => {
@@ -190,18 +198,14 @@ impl Authenticator {
         parts: &Parts,
         ctx: &VerifyContext,
     ) -> Result<Handshake, (AuthError, Option<SourceKind>)> {
-        if let (Some(limiter), Some(addr)) = (&self.failures, ctx.remote_addr) {
-            limiter.check(addr.ip()).map_err(|e| (e, None))?;
-        }
+        self.check_failures(ctx).map_err(|e| (e, None))?;
         self.sources
             .check_origin(&parts.headers)
             .map_err(|e| (e, None))?;
-        // The only refusal `find` makes is a cookie without an allowed Origin.
-        match self
-            .sources
-            .find(parts)
-            .map_err(|e| (e, Some(SourceKind::Cookie)))?
-        {
+        match self.sources.find(parts).map_err(|e| {
+            let source = matches!(e, AuthError::CookieOrigin).then_some(SourceKind::Cookie);
+            (e, source)
+        })? {
             Some(cred) => self
                 .verify(&cred, ctx)
                 .await
@@ -215,11 +219,9 @@ impl Authenticator {
     /// Authenticates an ordinary HTTP request (e.g. `POST /api/tickets`) with the same sources
     /// and verifiers, without taking a connection slot. Refusals are logged and counted.
     pub async fn authenticate_request(&self, parts: &Parts) -> Result<Identity, AuthError> {
-        let ctx = context(parts);
+        let ctx = self.context(parts);
         let result = async {
-            if let (Some(limiter), Some(addr)) = (&self.failures, ctx.remote_addr) {
-                limiter.check(addr.ip())?;
-            }
+            self.check_failures(&ctx)?;
             self.sources.check_origin(&parts.headers)?;
             let cred = self.sources.find(parts)?.ok_or(AuthError::Missing)?;
             let (verified, by) = self.verify_credential(&cred, &ctx).await?;
@@ -266,12 +268,26 @@ impl Authenticator {
         Ok(Identity::with_slot(verified, cred.source(), by, slot))
     }
 
+    /// `Err(RateLimited)` (429) while the caller's address has used up its failures.
+    pub fn check_failures(&self, ctx: &VerifyContext) -> Result<(), AuthError> {
+        match (&self.failures, ctx.remote_addr) {
+            (Some(limiter), Some(addr)) => limiter.check(addr.ip()),
+            _ => Ok(()),
+        }
+    }
+
+    /// Counts one failure against the caller's address (also for credentials checked
+    /// elsewhere, such as the admin key).
+    pub fn record_failure(&self, ctx: &VerifyContext) {
+        if let (Some(limiter), Some(addr)) = (&self.failures, ctx.remote_addr) {
+            limiter.record(addr.ip());
+        }
+    }
+
     /// Logs a refusal and counts it against the address when the client is to blame.
     fn refused(&self, path: &str, ctx: &VerifyContext, source: Option<SourceKind>, e: &AuthError) {
-        if let (Some(limiter), Some(addr), true) =
-            (&self.failures, ctx.remote_addr, e.is_client_failure())
-        {
-            limiter.record(addr.ip());
+        if e.is_client_failure() {
+            self.record_failure(ctx);
         }
         crate::metrics::refused(source, e);
         tracing::warn!(
@@ -317,18 +333,26 @@ impl Authenticator {
     }
 }
 
-fn context(parts: &Parts) -> VerifyContext {
-    VerifyContext {
-        remote_addr: parts
-            .extensions
-            .get::<ConnectInfo<SocketAddr>>()
-            .map(|c| c.0),
-        origin: parts
-            .headers
-            .get(header::ORIGIN)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned),
+impl Authenticator {
+    /// What verifiers and limits know of the request: the client's address (behind trusted
+    /// proxies, the one they name) and its `Origin`.
+    pub fn context(&self, parts: &Parts) -> VerifyContext {
+        VerifyContext {
+            remote_addr: parts
+                .extensions
+                .get::<ConnectInfo<SocketAddr>>()
+                .map(|c| self.trusted_proxies.client(c.0, &parts.headers)),
+            origin: origin(parts),
+        }
     }
+}
+
+fn origin(parts: &Parts) -> Option<String> {
+    parts
+        .headers
+        .get(header::ORIGIN)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
 }
 
 /// Reads frames until the first data frame; `Err(None)` when the socket ended first.

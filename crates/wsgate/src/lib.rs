@@ -17,6 +17,7 @@
 
 pub mod authenticator;
 pub mod extract;
+pub mod forwarded;
 pub mod identity;
 pub mod limits;
 pub mod metrics;
@@ -32,6 +33,7 @@ pub mod verify;
 
 pub use authenticator::{Authenticator, Handshake, SocketSettings};
 pub use extract::WsAuth;
+pub use forwarded::{IpNet, TrustedProxies};
 pub use identity::{Claims, Identity, Verified};
 pub use limits::FailureLimiter;
 pub use registry::{CloseOrder, Registry, SharedCounts, Target};

@@ -1,40 +1,53 @@
 //! Limits that protect the gateway itself: how often one address may fail to authenticate.
 //!
 //! Kept exact (a sliding minute of timestamps per address) rather than approximated, so
-//! `Retry-After` tells a client precisely when it may try again.
+//! `Retry-After` tells a client precisely when it may try again. Everything here is bounded
+//! and O(1) per request, because its input is whatever addresses an attacker can send from:
+//! - IPv6 addresses count per `/64` (one customer's allocation; free to vary within it);
+//! - at most [`MAX_TRACKED`] addresses are tracked, each with at most `per_min` times;
+//! - idle addresses leave through an expiry queue (one entry per address), never a scan.
 
 use std::collections::{HashMap, VecDeque};
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv6Addr};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use crate::reject::AuthError;
 
 const WINDOW: Duration = Duration::from_secs(60);
-/// Past this many tracked addresses, idle ones are swept on the next failure.
-const SWEEP_AT: usize = 10_000;
+/// Most addresses tracked at once; past it the longest-idle one is forgotten first.
+pub const MAX_TRACKED: usize = 65_536;
 
 /// Refused handshakes per remote IP in a sliding minute; past the limit, 429.
 #[derive(Debug)]
 pub struct FailureLimiter {
     per_min: usize,
-    failures: Mutex<HashMap<IpAddr, VecDeque<Instant>>>,
+    table: Mutex<Table>,
+}
+
+#[derive(Debug, Default)]
+struct Table {
+    times: HashMap<IpAddr, VecDeque<Instant>>,
+    /// Each tracked address once, with the time of the failure it was queued for, in that
+    /// order: the front is the first candidate for removal. An address that failed again is
+    /// moved lazily (re-queued with its newest failure when it reaches the front).
+    queue: VecDeque<(IpAddr, Instant)>,
 }
 
 impl FailureLimiter {
+    /// `per_min` failures per address per sliding minute (at least 1).
     pub fn new(per_min: u32) -> Self {
         Self {
             per_min: per_min.max(1) as usize,
-            failures: Mutex::new(HashMap::new()),
+            table: Mutex::default(),
         }
     }
 
     /// `Err(RateLimited)` while `ip` has used up its failures for the current window.
     pub fn check(&self, ip: IpAddr) -> Result<(), AuthError> {
-        let Ok(mut map) = self.failures.lock() else {
-            return Ok(());
-        };
-        let Some(times) = map.get_mut(&ip) else {
+        let key = bucket(ip);
+        let mut table = self.table.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(times) = table.times.get_mut(&key) else {
             return Ok(());
         };
         let now = Instant::now();
@@ -48,29 +61,96 @@ impl FailureLimiter {
             .map(|t| WINDOW.saturating_sub(now.duration_since(*t)))
             .unwrap_or_default();
         Err(AuthError::RateLimited {
-            retry_after_secs: wait.as_secs() + u64::from(wait.subsec_nanos() > 0),
+            retry_after_secs: (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1),
         })
     }
 
     /// Counts one refused handshake against `ip`.
     pub fn record(&self, ip: IpAddr) {
-        let Ok(mut map) = self.failures.lock() else {
-            return;
-        };
+        let key = bucket(ip);
         let now = Instant::now();
-        if map.len() >= SWEEP_AT {
-            map.retain(|_, times| {
-                prune(times, now);
-                !times.is_empty()
-            });
+        let mut table = self.table.lock().unwrap_or_else(|p| p.into_inner());
+        table.expire(now, 2);
+        if !table.times.contains_key(&key) {
+            while table.times.len() >= MAX_TRACKED {
+                table.evict_oldest();
+            }
+            table.queue.push_back((key, now));
         }
-        let times = map.entry(ip).or_default();
+        let times = table.times.entry(key).or_default();
         prune(times, now);
         times.push_back(now);
         // Only the newest `per_min` matter to the decision.
         while times.len() > self.per_min {
             times.pop_front();
         }
+    }
+
+    /// Addresses tracked now (for tests and metrics).
+    pub fn tracked(&self) -> usize {
+        self.table
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .times
+            .len()
+    }
+}
+
+impl Table {
+    /// Looks at up to `budget` addresses at the front of the queue: forgets those with no
+    /// failure left in the window, re-queues those that failed again since they were queued,
+    /// and stops at the first that is really the oldest. Constant work per call.
+    fn expire(&mut self, now: Instant, budget: usize) {
+        for _ in 0..budget {
+            let Some(&(key, queued)) = self.queue.front() else {
+                return;
+            };
+            let Some(times) = self.times.get_mut(&key) else {
+                self.queue.pop_front(); // not reachable: keys leave the map and queue together
+                continue;
+            };
+            prune(times, now);
+            match times.back().copied() {
+                None => {
+                    self.times.remove(&key);
+                    self.queue.pop_front();
+                }
+                Some(newest) if newest > queued => {
+                    self.queue.pop_front();
+                    self.queue.push_back((key, newest));
+                }
+                Some(_) => return,
+            }
+        }
+    }
+
+    /// Forgets the address whose newest failure is the oldest of all (amortized O(1): each
+    /// address is re-queued at most once per failure it recorded).
+    fn evict_oldest(&mut self) {
+        while let Some((key, queued)) = self.queue.pop_front() {
+            match self.times.get(&key).and_then(|t| t.back().copied()) {
+                Some(newest) if newest > queued => self.queue.push_back((key, newest)),
+                _ => {
+                    self.times.remove(&key);
+                    return;
+                }
+            }
+        }
+        self.times.clear(); // not reachable: every key is queued once
+    }
+}
+
+/// What failures are counted under: the address, or an IPv6 address's `/64`.
+fn bucket(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let s = v6.segments();
+                IpAddr::V6(Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+            }
+        },
+        v4 => v4,
     }
 }
 
@@ -103,5 +183,34 @@ mod tests {
             other => panic!("expected RateLimited, got {other:?}"),
         }
         assert!(l.check(b).is_ok());
+    }
+
+    #[test]
+    fn ipv6_counts_per_slash_64() {
+        let l = FailureLimiter::new(2);
+        l.record("2001:db8:1:2::1".parse().unwrap());
+        l.record("2001:db8:1:2:ffff::9".parse().unwrap());
+        assert!(l.check("2001:db8:1:2::77".parse().unwrap()).is_err());
+        assert!(l.check("2001:db8:1:3::1".parse().unwrap()).is_ok());
+        assert_eq!(l.tracked(), 1);
+    }
+
+    #[test]
+    fn the_table_is_bounded() {
+        let l = FailureLimiter::new(5);
+        for i in 0..(MAX_TRACKED as u32 + 1000) {
+            l.record(IpAddr::V4(i.into()));
+        }
+        assert_eq!(l.tracked(), MAX_TRACKED);
+        // The newest are still counted; the oldest were forgotten first.
+        let newest = IpAddr::V4((MAX_TRACKED as u32 + 999).into());
+        assert!(l.table.lock().unwrap().times.contains_key(&newest));
+        assert!(
+            !l.table
+                .lock()
+                .unwrap()
+                .times
+                .contains_key(&IpAddr::V4(0.into()))
+        );
     }
 }

@@ -39,6 +39,8 @@ pub(crate) fn ended(close_code: Option<u16>, msgs_in: u64, msgs_out: u64) {
         None => "peer",
         Some(1000) => "1000",
         Some(1001) => "1001",
+        Some(1002) => "1002",
+        Some(1007) => "1007",
         Some(1008) => "1008",
         Some(1009) => "1009",
         Some(1011) => "1011",

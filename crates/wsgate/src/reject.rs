@@ -50,6 +50,13 @@ pub enum AuthError {
     Unavailable(&'static str),
     #[error("no auth message arrived in time")]
     MessageTimeout,
+    /// The request is ambiguous (two `Authorization` or `Origin` headers, two credentials of
+    /// one source): which one would a proxy in front of us have checked? Refused with 400.
+    #[error("ambiguous request: {0}")]
+    Ambiguous(&'static str),
+    /// Too many outstanding tickets for this subject.
+    #[error("too many outstanding tickets; use or let expire the ones issued")]
+    TooManyTickets { retry_after_secs: u64 },
 }
 
 impl AuthError {
@@ -64,6 +71,8 @@ impl AuthError {
             Self::RateLimited { .. } => "rate_limited",
             Self::Unavailable(_) => "auth_unavailable",
             Self::MessageTimeout => "auth_timeout",
+            Self::Ambiguous(_) => "ambiguous_request",
+            Self::TooManyTickets { .. } => "too_many_tickets",
         }
     }
 
@@ -73,15 +82,19 @@ impl AuthError {
             Self::ForeignOrigin | Self::CookieOrigin | Self::TooManyConnections => {
                 StatusCode::FORBIDDEN
             }
-            Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::RateLimited { .. } | Self::TooManyTickets { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Ambiguous(_) => StatusCode::BAD_REQUEST,
         }
     }
 
     /// Whether this refusal counts against the remote address's failure budget. Refusals the
     /// client cannot be blamed for (our backend down, the limit itself) do not.
     pub fn is_client_failure(&self) -> bool {
-        !matches!(self, Self::RateLimited { .. } | Self::Unavailable(_))
+        !matches!(
+            self,
+            Self::RateLimited { .. } | Self::Unavailable(_) | Self::TooManyTickets { .. }
+        )
     }
 
     /// The frame that ends a socket in [`RejectMode::Close`] (and a failed `message` auth).
@@ -117,7 +130,7 @@ impl IntoResponse for AuthError {
                     HeaderValue::from_static(r#"Bearer error="invalid_token""#),
                 );
             }
-            Self::RateLimited { retry_after_secs } => {
+            Self::RateLimited { retry_after_secs } | Self::TooManyTickets { retry_after_secs } => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
             }
             _ => {}

@@ -241,10 +241,12 @@ impl Session {
                 }
                 // Pings are answered by tungstenite; a Close is answered when we poll again.
                 Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Close(_))) => {}
-                Some(Err(e)) if is_too_big(&e) => {
-                    return self.end(close_code::SIZE, "message too big").await;
-                }
-                Some(Err(_)) | None => return None,
+                // A peer that broke the protocol is told why before the connection ends.
+                Some(Err(e)) => match violation(&e) {
+                    Some((code, reason)) => return self.end(code, reason).await,
+                    None => return None,
+                },
+                None => return None,
             }
         }
     }
@@ -460,16 +462,32 @@ async fn until(deadline: &mut Option<Pin<Box<Sleep>>>) {
     }
 }
 
-fn is_too_big(e: &axum::Error) -> bool {
+/// The close a read error deserves: `1009` for a message over the limit, `1002` for a
+/// protocol violation (reserved opcode or bits, unmasked or fragmented control frame …),
+/// `1007` for a text message that is not UTF-8. `None` when the connection itself failed.
+pub fn violation(e: &axum::Error) -> Option<(u16, &'static str)> {
     use std::error::Error as _;
     let mut source: Option<&(dyn std::error::Error + 'static)> = e.source();
     while let Some(s) = source {
-        if let Some(tungstenite::Error::Capacity(_)) = s.downcast_ref::<tungstenite::Error>() {
-            return true;
+        match s.downcast_ref::<tungstenite::Error>() {
+            Some(tungstenite::Error::Capacity(_)) => {
+                return Some((close_code::SIZE, "message too big"));
+            }
+            // A peer that vanished without a close frame is gone, not in violation.
+            Some(tungstenite::Error::Protocol(
+                tungstenite::error::ProtocolError::ResetWithoutClosingHandshake,
+            )) => return None,
+            Some(tungstenite::Error::Protocol(_)) => {
+                return Some((close_code::PROTOCOL, "protocol error"));
+            }
+            Some(tungstenite::Error::Utf8(_)) => {
+                return Some((close_code::INVALID, "invalid UTF-8"));
+            }
+            Some(_) => return None,
+            None => source = s.source(),
         }
-        source = s.source();
     }
-    false
+    None
 }
 
 async fn close_inner(socket: &mut WebSocket, frame: CloseFrame) {

@@ -182,8 +182,19 @@ impl Sources {
         self.order.contains(&SourceKind::Message)
     }
 
-    /// Refuses a foreign `Origin` before anything else is looked at.
+    /// Refuses a foreign `Origin` before anything else is looked at, and a request that
+    /// names two origins or two `Authorization` values (which one would a proxy in front of
+    /// us have checked?).
     pub fn check_origin(&self, headers: &HeaderMap) -> Result<(), AuthError> {
+        for name in [header::ORIGIN, header::AUTHORIZATION] {
+            if headers.get_all(&name).iter().nth(1).is_some() {
+                return Err(AuthError::Ambiguous(if name == header::ORIGIN {
+                    "two Origin headers"
+                } else {
+                    "two Authorization headers"
+                }));
+            }
+        }
         match origin(headers) {
             Some(o) if !self.allowed_origins.is_empty() && !self.origin_allowed(o) => {
                 Err(AuthError::ForeignOrigin)
@@ -193,16 +204,17 @@ impl Sources {
     }
 
     /// The first handshake place (in order) that carries a credential. `Ok(None)` means
-    /// none did; a cookie without an allowed `Origin` is an error, not a fall-through.
+    /// none did; a cookie without an allowed `Origin` is an error, not a fall-through, and so
+    /// is a place that carries two credentials (`Ambiguous`, 400).
     pub fn find(&self, parts: &Parts) -> Result<Option<Credential>, AuthError> {
         for &kind in &self.order {
             let token = match kind {
                 SourceKind::Bearer => bearer(&parts.headers),
-                SourceKind::Query => query_value(parts.uri.query(), &self.query_param),
-                SourceKind::Ticket => query_value(parts.uri.query(), TICKET_PARAM),
-                SourceKind::Subprotocol => subprotocol(&parts.headers),
+                SourceKind::Query => query_value(parts.uri.query(), &self.query_param)?,
+                SourceKind::Ticket => query_value(parts.uri.query(), TICKET_PARAM)?,
+                SourceKind::Subprotocol => subprotocol(&parts.headers)?,
                 SourceKind::Cookie => {
-                    let found = cookie(&parts.headers, &self.cookie_name);
+                    let found = cookie(&parts.headers, &self.cookie_name)?;
                     if found.is_some() {
                         self.check_cookie_origin(&parts.headers)?;
                     }
@@ -215,6 +227,15 @@ impl Sources {
             }
         }
         Ok(None)
+    }
+
+    /// The query parameter that carries a token (`auth.query_param`).
+    pub fn query_param_name(&self) -> &str {
+        &self.query_param
+    }
+    /// The cookie that carries a token (`auth.cookie_name`).
+    pub fn cookie_name_ref(&self) -> &str {
+        &self.cookie_name
     }
 
     /// Cross-site WebSocket hijacking: a browser attaches cookies to a WebSocket opened by
@@ -266,31 +287,53 @@ fn bearer(headers: &HeaderMap) -> Option<String> {
     Some(token.to_owned())
 }
 
-fn query_value(query: Option<&str>, name: &str) -> Option<String> {
-    form_urlencoded::parse(query?.as_bytes())
-        .find(|(k, _)| k == name)
-        .map(|(_, v)| v.into_owned())
+/// At most one of something, or `Ambiguous`.
+fn at_most_one<T>(
+    mut items: impl Iterator<Item = T>,
+    what: &'static str,
+) -> Result<Option<T>, AuthError> {
+    let first = items.next();
+    match items.next() {
+        Some(_) => Err(AuthError::Ambiguous(what)),
+        None => Ok(first),
+    }
 }
 
-fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(header_str)
-        .flat_map(|h| h.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(k, _)| k.trim() == name)
-        .map(|(_, v)| v.trim().trim_matches('"').to_owned())
+fn query_value(query: Option<&str>, name: &str) -> Result<Option<String>, AuthError> {
+    let Some(query) = query else { return Ok(None) };
+    at_most_one(
+        form_urlencoded::parse(query.as_bytes())
+            .filter(|(k, _)| k == name)
+            .map(|(_, v)| v.into_owned()),
+        "a credential parameter appears twice",
+    )
 }
 
-fn subprotocol(headers: &HeaderMap) -> Option<String> {
-    headers
-        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
-        .iter()
-        .filter_map(header_str)
-        .flat_map(|h| h.split(','))
-        .find_map(|p| p.trim().strip_prefix(SUBPROTOCOL_TOKEN_PREFIX))
-        .map(str::to_owned)
+fn cookie(headers: &HeaderMap, name: &str) -> Result<Option<String>, AuthError> {
+    at_most_one(
+        headers
+            .get_all(header::COOKIE)
+            .iter()
+            .filter_map(header_str)
+            .flat_map(|h| h.split(';'))
+            .filter_map(|pair| pair.trim().split_once('='))
+            .filter(|(k, _)| k.trim() == name)
+            .map(|(_, v)| v.trim().trim_matches('"').to_owned()),
+        "the credential cookie appears twice",
+    )
+}
+
+fn subprotocol(headers: &HeaderMap) -> Result<Option<String>, AuthError> {
+    at_most_one(
+        headers
+            .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+            .iter()
+            .filter_map(header_str)
+            .flat_map(|h| h.split(','))
+            .filter_map(|p| p.trim().strip_prefix(SUBPROTOCOL_TOKEN_PREFIX))
+            .map(str::to_owned),
+        "two wsgate.bearer subprotocol entries",
+    )
 }
 
 #[cfg(test)]
@@ -391,6 +434,51 @@ mod tests {
         ));
         assert!(s.check_origin(&parts("/", &[]).headers).is_ok());
         assert!(Sources::default().check_origin(&p.headers).is_ok());
+    }
+
+    #[test]
+    fn two_credentials_in_one_place_are_ambiguous() {
+        let s = all();
+        for p in [
+            parts("/?token=a&token=b", &[]),
+            parts("/?ticket=a&ticket=b", &[]),
+            parts(
+                "/",
+                &[("sec-websocket-protocol", "wsgate.bearer.a, wsgate.bearer.b")],
+            ),
+            parts(
+                "/",
+                &[
+                    ("cookie", "wsgate_session=a; wsgate_session=b"),
+                    ("origin", "http://app.example"),
+                ],
+            ),
+        ] {
+            assert!(
+                matches!(s.find(&p), Err(AuthError::Ambiguous(_))),
+                "{:?}",
+                p.uri
+            );
+        }
+        let two = parts(
+            "/",
+            &[("authorization", "Bearer a"), ("authorization", "Bearer b")],
+        );
+        assert!(matches!(
+            s.check_origin(&two.headers),
+            Err(AuthError::Ambiguous(_))
+        ));
+        let two = parts(
+            "/",
+            &[
+                ("origin", "http://app.example"),
+                ("origin", "http://x.example"),
+            ],
+        );
+        assert!(matches!(
+            s.check_origin(&two.headers),
+            Err(AuthError::Ambiguous(_))
+        ));
     }
 
     #[test]

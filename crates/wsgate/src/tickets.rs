@@ -8,7 +8,7 @@
 //! lock is the redemption, so two racing handshakes cannot both win); the server's cluster
 //! mode keeps them in Redis so any node can redeem what another issued.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -23,10 +23,11 @@ use crate::reject::AuthError;
 use crate::source::{Credential, SourceKind};
 use crate::verify::{Verifier, VerifyContext, VerifyError, VerifyFuture};
 
-/// Outstanding tickets beyond which expired ones are swept before issuing more.
-const SWEEP_AT: usize = 10_000;
-/// Hard cap on outstanding tickets: a client looping on `POST /api/tickets` cannot grow memory.
-const MAX_OUTSTANDING: usize = 1_000_000;
+/// Outstanding tickets one subject may hold: a page needs one per connection attempt, a
+/// client looping on `POST /api/tickets` gets 429 instead of growing the server.
+pub const MAX_PER_SUBJECT: u32 = 100;
+/// Hard cap on outstanding tickets of all subjects together.
+const MAX_OUTSTANDING: usize = 200_000;
 const PREFIX: &str = "wst_";
 
 pub type TicketFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, AuthError>> + Send + 'a>>;
@@ -57,10 +58,43 @@ pub fn digest(ticket: &str) -> [u8; 32] {
     Sha256::digest(ticket.as_bytes()).into()
 }
 
+/// Tickets kept in this process. Every operation is O(1): tickets expire through a queue in
+/// issue order (the TTL is the same for all, so that is expiry order), never by a scan.
 #[derive(Debug)]
 pub struct Tickets {
     ttl: Duration,
-    inner: Mutex<HashMap<[u8; 32], (Verified, Instant)>>,
+    inner: Mutex<Inner>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    live: HashMap<[u8; 32], (Verified, Instant)>,
+    /// Every ticket issued and not yet past its expiry, redeemed or not, oldest first.
+    queue: VecDeque<([u8; 32], Instant)>,
+    per_subject: HashMap<String, u32>,
+}
+
+impl Inner {
+    fn remove(&mut self, key: &[u8; 32]) -> Option<(Verified, Instant)> {
+        let (verified, expires) = self.live.remove(key)?;
+        if let Some(n) = self.per_subject.get_mut(&verified.sub) {
+            *n -= 1;
+            if *n == 0 {
+                self.per_subject.remove(&verified.sub);
+            }
+        }
+        Some((verified, expires))
+    }
+
+    fn expire(&mut self, now: Instant) {
+        while let Some(&(key, expires)) = self.queue.front() {
+            if expires > now {
+                break;
+            }
+            self.queue.pop_front();
+            self.remove(&key);
+        }
+    }
 }
 
 impl Tickets {
@@ -76,17 +110,26 @@ impl Tickets {
     }
 
     /// Issues a ticket that redeems to `verified` (the identity of the credential that asked).
+    /// `TooManyTickets` (429) past [`MAX_PER_SUBJECT`] outstanding for this subject.
     pub fn issue(&self, verified: Verified) -> Result<String, AuthError> {
         let (ticket, key) = new_ticket()?;
         let now = Instant::now();
-        let mut map = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        if map.len() >= SWEEP_AT {
-            map.retain(|_, (_, exp)| *exp > now);
+        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        inner.expire(now);
+        let held = inner.per_subject.get(&verified.sub).copied().unwrap_or(0);
+        if held >= MAX_PER_SUBJECT {
+            let oldest_left = self.ttl.as_secs().max(1);
+            return Err(AuthError::TooManyTickets {
+                retry_after_secs: oldest_left,
+            });
         }
-        if map.len() >= MAX_OUTSTANDING {
+        if inner.queue.len() >= MAX_OUTSTANDING {
             return Err(AuthError::Unavailable("too many outstanding tickets"));
         }
-        map.insert(key, (verified, now + self.ttl));
+        let expires = now.checked_add(self.ttl).unwrap_or(now);
+        *inner.per_subject.entry(verified.sub.clone()).or_default() += 1;
+        inner.live.insert(key, (verified, expires));
+        inner.queue.push_back((key, expires));
         Ok(ticket)
     }
 
@@ -99,6 +142,16 @@ impl Tickets {
             .unwrap_or_else(|p| p.into_inner())
             .remove(&key)?;
         (expires > Instant::now()).then_some(verified)
+    }
+
+    /// Tickets issued and neither redeemed nor expired (expired ones may linger until the
+    /// next issue).
+    pub fn outstanding(&self) -> usize {
+        self.inner
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .live
+            .len()
     }
 }
 
@@ -154,5 +207,34 @@ mod tests {
         let short = Tickets::new(Duration::ZERO);
         let ticket = short.issue(v).unwrap();
         assert_eq!(short.redeem(&ticket), None);
+    }
+
+    #[test]
+    fn outstanding_tickets_are_capped_per_subject() {
+        let t = Tickets::new(Duration::from_secs(30));
+        let who = |sub: &str| Verified {
+            sub: sub.into(),
+            ..Verified::default()
+        };
+        let mut held = Vec::new();
+        for _ in 0..MAX_PER_SUBJECT {
+            held.push(t.issue(who("a")).unwrap());
+        }
+        assert!(matches!(
+            t.issue(who("a")),
+            Err(AuthError::TooManyTickets { .. })
+        ));
+        assert!(t.issue(who("b")).is_ok(), "other subjects are not affected");
+        assert!(t.redeem(&held[0]).is_some());
+        assert!(
+            t.issue(who("a")).is_ok(),
+            "a redeemed ticket frees its place"
+        );
+        // Expired tickets free theirs too.
+        let short = Tickets::new(Duration::ZERO);
+        for _ in 0..(MAX_PER_SUBJECT + 5) {
+            short.issue(who("a")).unwrap();
+        }
+        assert!(short.outstanding() <= 1);
     }
 }

@@ -47,7 +47,9 @@ pub async fn announce_disconnect(
         Target::Session(s) => (None, Some(s.clone())),
         Target::Credential(_) => return Ok(()), // API keys: each node sweeps its own store
     };
-    cluster.store_revocations(revoked).await?;
+    // The order goes out even if storing failed: the sockets on other nodes must close now,
+    // and every node keeps what it is told in its own copy and store.
+    let stored = cluster.store_revocations(revoked).await;
     publish(
         cluster,
         &Message::Disconnect {
@@ -58,7 +60,8 @@ pub async fn announce_disconnect(
             revoked: revoked.to_vec(),
         },
     )
-    .await
+    .await?;
+    stored
 }
 
 /// Stores revocations in Redis and tells every node about them.
@@ -69,9 +72,10 @@ pub async fn share_revocations(
     if revoked.is_empty() {
         return Ok(());
     }
-    cluster.store_revocations(&revoked).await?;
+    let stored = cluster.store_revocations(&revoked).await;
     let node = cluster.node().to_owned();
-    publish(cluster, &Message::Revoked { node, revoked }).await
+    publish(cluster, &Message::Revoked { node, revoked }).await?;
+    stored
 }
 
 async fn publish(cluster: &Cluster, message: &Message) -> Result<(), ClusterError> {

@@ -188,7 +188,8 @@ impl Cluster {
                 .arg(key)
                 .arg(value)
                 .arg("EXAT")
-                .arg(r.until())
+                // Redis refuses expiries past ~2^63 ms; no revocation needs to outlive 9999.
+                .arg(r.until().min(wsgate::verify::MAX_UNIX_TIME))
                 .ignore();
         }
         self.exec(&pipe).await

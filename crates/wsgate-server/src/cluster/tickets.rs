@@ -7,20 +7,32 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use wsgate::tickets::{TicketFuture, digest, new_ticket};
+use wsgate::tickets::{MAX_PER_SUBJECT, TicketFuture, digest, new_ticket};
 use wsgate::{AuthError, TicketStore, Verified};
 
 use super::Cluster;
+
+/// Counts a subject's tickets issued within the TTL (the per-subject cap, cluster-wide).
+const COUNT: &str = r"
+local n = redis.call('INCR', KEYS[1])
+if n == 1 then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
+return n
+";
 
 #[derive(Debug)]
 pub struct RedisTickets {
     cluster: Arc<Cluster>,
     ttl: Duration,
+    count: redis::Script,
 }
 
 impl RedisTickets {
     pub fn new(cluster: Arc<Cluster>, ttl: Duration) -> Self {
-        Self { cluster, ttl }
+        Self {
+            cluster,
+            ttl,
+            count: redis::Script::new(COUNT),
+        }
     }
 
     fn key(&self, digest: &[u8; 32]) -> String {
@@ -38,6 +50,23 @@ impl TicketStore for RedisTickets {
 
     fn issue(&self, verified: Verified) -> TicketFuture<'_, String> {
         Box::pin(async move {
+            // At most MAX_PER_SUBJECT tickets per subject per TTL, counted across nodes
+            // (issued, not outstanding: a redeemed ticket is not given back, so the window is
+            // the TTL itself).
+            let counter = self
+                .cluster
+                .key(&["tickets:", &wsgate::identity::hex(&digest(&verified.sub))]);
+            if !self.cluster.is_up() {
+                return Err(UNAVAILABLE);
+            }
+            let mut call = self.count.key(counter);
+            call.arg(self.ttl.as_secs().max(1));
+            let issued: u32 = self.cluster.invoke(&call).await.map_err(|_| UNAVAILABLE)?;
+            if issued > MAX_PER_SUBJECT {
+                return Err(AuthError::TooManyTickets {
+                    retry_after_secs: self.ttl.as_secs().max(1),
+                });
+            }
             let (ticket, key) = new_ticket()?;
             let value = serde_json::to_string(&verified).map_err(|_| UNAVAILABLE)?;
             let set: Option<String> = self

@@ -21,7 +21,7 @@ use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, PublicKeyUse};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation, decode, decode_header};
 use serde_json::Value;
 
-use super::{Verifier, VerifyContext, VerifyError, VerifyFuture};
+use super::{Verifier, VerifyContext, VerifyError, VerifyFuture, now_unix, numeric_date};
 use crate::identity::{Claims, Verified};
 use crate::source::Credential;
 use serde_json::value::RawValue;
@@ -273,7 +273,21 @@ fn check(token: &str, key: &DecodingKey, validation: &Validation) -> Result<Veri
             _ => "malformed token",
         })
     })?;
-    verified_from_claims(data.claims)
+    // RFC 7515 §4.1.11: an extension we were told is critical and do not understand (we
+    // understand none) makes the token invalid.
+    if data.header.crit.is_some() {
+        return Err(VerifyError::Invalid("unsupported critical header"));
+    }
+    let verified = verified_from_claims(data.claims)?;
+    // A token "issued" in the future would slip past a subject revocation ("every token
+    // issued until now"), so it is refused like a token not yet valid.
+    if verified
+        .issued_at
+        .is_some_and(|iat| iat > now_unix().saturating_add(validation.leeway))
+    {
+        return Err(VerifyError::Invalid("token issued in the future"));
+    }
+    Ok(verified)
 }
 
 /// Reads the claims wsgate uses out of a JWT payload, keeping the payload itself as raw JSON.
@@ -311,8 +325,8 @@ pub(crate) fn verified_from_claims(raw: Box<RawValue>) -> Result<Verified, Verif
     };
     Ok(Verified {
         sub,
-        expires_at: known.exp.as_ref().and_then(Value::as_u64),
-        issued_at: known.iat.as_ref().and_then(Value::as_u64),
+        expires_at: known.exp.as_ref().and_then(numeric_date),
+        issued_at: known.iat.as_ref().and_then(numeric_date),
         jti: known
             .jti
             .as_ref()

@@ -79,6 +79,24 @@ pub trait Verifier: Send + Sync + 'static {
     -> VerifyFuture<'a>;
 }
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn numeric_dates_are_floored_and_clamped() {
+        assert_eq!(numeric_date(&json!(5)), Some(5));
+        assert_eq!(numeric_date(&json!(5.9)), Some(5));
+        assert_eq!(numeric_date(&json!(-3)), Some(0));
+        assert_eq!(numeric_date(&json!(-3.5)), Some(0));
+        assert_eq!(numeric_date(&json!(1e16)), Some(10_000_000_000_000_000));
+        assert_eq!(numeric_date(&json!(1e300)), Some(u64::MAX));
+        assert_eq!(numeric_date(&json!("5")), None);
+        assert_eq!(numeric_date(&json!(null)), None);
+    }
+}
+
 /// Verifiers asked in order; the first that recognizes a credential decides.
 #[derive(Clone, Default)]
 pub struct VerifierChain {
@@ -134,6 +152,26 @@ impl std::fmt::Debug for VerifierChain {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_list().entries(self.names()).finish()
     }
+}
+
+/// The latest time wsgate hands to another system (9999-12-31T23:59:59Z). A credential keeps
+/// its own `exp` (the welcome frame shows it as sent), but where a time meets a store, Redis
+/// or a timer it is capped to this, so an absurd `exp` (10^16, a backend answering in
+/// nanoseconds) behaves like a large one everywhere.
+pub const MAX_UNIX_TIME: u64 = 253_402_300_799;
+
+/// An RFC 7519 NumericDate (`exp`, `nbf`, `iat`, a backend's `expires_at`) as whole seconds:
+/// fractional values are floored (a fractional `exp` ends at the second before, never
+/// after), negative ones are 0, larger than `u64` saturate. `None` for a non-number.
+pub fn numeric_date(v: &serde_json::Value) -> Option<u64> {
+    let n = v.as_number()?;
+    let secs = match (n.as_u64(), n.as_i64(), n.as_f64()) {
+        (Some(u), _, _) => u,
+        (None, Some(_negative), _) => 0,
+        (None, None, Some(f)) if f.is_finite() => f.max(0.0).floor() as u64, // `as` saturates
+        _ => return None,
+    };
+    Some(secs)
 }
 
 /// Seconds since the Unix epoch.

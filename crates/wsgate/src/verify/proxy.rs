@@ -94,7 +94,7 @@ fn parse_answer(body: &[u8]) -> Result<Verified, VerifyError> {
     struct Answer {
         sub: String,
         #[serde(default)]
-        expires_at: Option<u64>,
+        expires_at: Option<Value>,
     }
     let claims: Value = serde_json::from_slice(body)
         .map_err(|_| VerifyError::Unavailable("auth backend answered with invalid JSON"))?;
@@ -107,7 +107,7 @@ fn parse_answer(body: &[u8]) -> Result<Verified, VerifyError> {
     }
     Ok(Verified {
         sub: answer.sub,
-        expires_at: answer.expires_at,
+        expires_at: answer.expires_at.as_ref().and_then(super::numeric_date),
         channels: strings(claims.get("channels")),
         publish: strings(claims.get("publish")),
         claims: Claims::from_value(claims),
@@ -134,6 +134,14 @@ mod tests {
         assert_eq!((v.sub.as_str(), v.expires_at), ("a", Some(5)));
         assert_eq!(v.channels, ["x"]);
         assert!(parse_answer(br#"{"expires_at":5}"#).is_err());
+        let v = parse_answer(br#"{"sub":"a","expires_at":7.9}"#).unwrap();
+        assert_eq!(v.expires_at, Some(7), "fractional NumericDate");
+        let v = parse_answer(br#"{"sub":"a","expires_at":1e16}"#).unwrap();
+        assert_eq!(
+            v.expires_at,
+            Some(10_000_000_000_000_000),
+            "absurd but usable"
+        );
         assert!(parse_answer(b"nope").is_err());
     }
 }
