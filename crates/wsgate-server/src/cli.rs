@@ -21,7 +21,7 @@ use crate::store::Store;
     name = "wsgate",
     version,
     about = "Authentication for WebSockets: a gateway that verifies every connection before the upgrade and for its whole life",
-    after_help = "Endpoint kinds: `echo` (authenticated echo) and `pubsub` (channels) work today; `proxy` answers 501 until it lands.\n\
+    after_help = "Endpoint kinds: `echo` (authenticated echo), `pubsub` (channels) and `proxy` (forward to an upstream ws:// or wss:// server, which gets X-Wsgate-Sub/-Session/-Claims and never a credential).\n\
                   Several nodes: set [cluster] redis_url (and key_prefix) in the config; every node then shares channels, disconnects, revocations, tickets and per-user limits through Redis.\n\
                   Logs go to stderr; set WSGATE_LOG (e.g. `debug`, `wsgate=debug`) to change the level."
 )]

@@ -309,6 +309,38 @@ fn upstream_timeout_ms() -> u64 {
     5000
 }
 
+impl EndpointConfig {
+    /// A proxy endpoint's upstream, ready to connect (reads `upstream_ca_file`); `Ok(None)`
+    /// for other kinds. `check` calls it, so `check-config` refuses what `serve` could not use.
+    pub fn upstream(&self) -> Result<Option<wsgate::relay::Upstream>, (&'static str, String)> {
+        let Some(url) = self
+            .upstream
+            .as_deref()
+            .filter(|_| self.kind == EndpointKind::Proxy)
+        else {
+            return Ok(None);
+        };
+        let timeout = std::time::Duration::from_millis(self.upstream_timeout_ms);
+        let upstream =
+            wsgate::relay::Upstream::new(url, timeout).map_err(|e| ("upstream", e.to_string()))?;
+        match &self.upstream_ca_file {
+            None => Ok(Some(upstream)),
+            Some(path) => {
+                let pem = std::fs::read(path).map_err(|e| {
+                    (
+                        "upstream_ca_file",
+                        format!("cannot read {}: {e}", path.display()),
+                    )
+                })?;
+                upstream
+                    .with_ca_pem(&pem)
+                    .map(Some)
+                    .map_err(|e| ("upstream_ca_file", format!("{}: {e}", path.display())))
+            }
+        }
+    }
+}
+
 fn yes() -> bool {
     true
 }
@@ -560,6 +592,9 @@ impl Config {
                     );
                 }
                 _ => {}
+            }
+            if let Err((k, problem)) = ep.upstream() {
+                return err(&key(k), problem);
             }
             if !(1..=MAX_MS).contains(&ep.upstream_timeout_ms) {
                 return err(

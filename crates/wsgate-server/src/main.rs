@@ -1,21 +1,9 @@
-//! `wsgate`: a thin shell over the library — parse the command line, set up logging, run.
-
-mod admin;
-mod auth;
-mod broker;
-mod cli;
-mod cluster;
-mod config;
-mod demo;
-mod endpoints;
-mod gateway;
-mod keys;
-mod listener;
-mod shutdown;
-mod store;
+//! `wsgate`: a thin shell over the server library — parse the command line, set up logging,
+//! run.
 
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
+use wsgate_server::cli;
 
 fn main() -> std::process::ExitCode {
     let cli = cli::Cli::parse();

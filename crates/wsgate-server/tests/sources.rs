@@ -317,18 +317,6 @@ kind = "echo"
 }
 
 #[tokio::test]
-async fn proxy_endpoint_says_not_yet() {
-    let s = Server::start("[auth.jwt]\nsecret_env = \"WSGATE_TEST_SECRET\"\n[[endpoints]]\npath = \"/app\"\nkind = \"proxy\"\nupstream = \"ws://127.0.0.1:9/ws\"\n").await;
-    let r = refused(
-        &s.url("/app"),
-        &[("authorization", &format!("Bearer {}", hs256(&claims("p"))))],
-    )
-    .await;
-    assert_eq!(r.status, 501);
-    assert_eq!(r.body["error"], "not_implemented");
-}
-
-#[tokio::test]
 async fn healthz_answers() {
     let s = Server::start(HS256_CONFIG).await;
     let mut conn = tokio::net::TcpStream::connect(s.addr).await.unwrap();

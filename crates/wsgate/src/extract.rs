@@ -41,6 +41,8 @@ pub struct WsAuth {
     auth: Arc<Authenticator>,
     path: String,
     state: State,
+    /// The subprotocol to answer, when not the default (`wsgate.v1` if offered).
+    protocol: Option<Option<String>>,
 }
 
 enum State {
@@ -69,6 +71,7 @@ where
             auth,
             path: parts.uri.path().to_owned(),
             state,
+            protocol: None,
         })
     }
 }
@@ -86,14 +89,24 @@ impl WsAuth {
         &self.auth
     }
 
+    /// Answers the client with `protocol` (it must be one the client offered) instead of
+    /// the default `wsgate.v1`; `None` answers none. The proxy answers the upstream's choice.
+    pub fn subprotocol(mut self, protocol: Option<String>) -> Self {
+        self.protocol = Some(protocol);
+        self
+    }
+
     /// Applies the socket settings and upgrades; `f` runs only for an authenticated socket.
     /// A deferred refusal closes with 1008; a `message` source is awaited first.
-    pub fn on_upgrade<F, Fut>(self, ws: WebSocketUpgrade, f: F) -> Response
+    pub fn on_upgrade<F, Fut>(mut self, ws: WebSocketUpgrade, f: F) -> Response
     where
         F: FnOnce(WebSocket, Identity) -> Fut + Send + 'static,
         Fut: Future<Output = ()> + Send + 'static,
     {
-        let ws = self.auth.socket().apply(ws);
+        let mut ws = self.auth.socket().apply(ws);
+        if let Some(protocol) = self.protocol.take() {
+            ws = ws.protocols(protocol);
+        }
         ws.on_upgrade(move |socket| match self.state {
             // The common case runs the caller's future as is: no wrapper state per socket.
             State::Ready(id) => Either::Left(f(socket, id)),

@@ -25,6 +25,8 @@ pub mod outbox;
 pub mod permissions;
 pub mod registry;
 pub mod reject;
+#[cfg(feature = "relay")]
+pub mod relay;
 pub mod revocation;
 pub mod session;
 pub mod source;
@@ -37,7 +39,7 @@ pub use forwarded::{IpNet, TrustedProxies};
 pub use identity::{Claims, Identity, Verified};
 pub use limits::FailureLimiter;
 pub use registry::{CloseOrder, Registry, SharedCounts, Target};
-pub use reject::{AuthError, RejectMode};
+pub use reject::{AuthError, GatewayError, RejectMode};
 pub use revocation::{Revocations, Revoked};
 pub use session::{Incoming, Session, SessionOptions};
 pub use source::{Credential, SourceKind, Sources};

@@ -13,6 +13,10 @@ pub const VERIFY_SECONDS: &str = "wsgate_verify_seconds";
 pub const CONNECTIONS_OPEN: &str = "wsgate_connections_open";
 pub const CLOSES: &str = "wsgate_closes_total";
 pub const MESSAGES: &str = "wsgate_messages_total";
+pub const UPSTREAM_CONNECT_SECONDS: &str = "wsgate_upstream_connect_seconds";
+pub const UPSTREAM_FAILURES: &str = "wsgate_upstream_failures_total";
+pub const PROXIED: &str = "wsgate_proxied_connections_total";
+pub const PROXIED_FRAMES: &str = "wsgate_proxied_frames_total";
 
 pub(crate) fn accepted(source: SourceKind) {
     metrics::counter!(HANDSHAKES, "outcome" => "accepted", "source" => source.as_str())
@@ -43,6 +47,7 @@ pub(crate) fn ended(close_code: Option<u16>, msgs_in: u64, msgs_out: u64) {
         Some(1007) => "1007",
         Some(1008) => "1008",
         Some(1009) => "1009",
+        Some(1014) => "1014",
         Some(1011) => "1011",
         Some(4001) => "4001",
         Some(4003) => "4003",
@@ -60,4 +65,21 @@ pub(crate) fn messages(msgs_in: u64, msgs_out: u64) {
     if msgs_out > 0 {
         metrics::counter!(MESSAGES, "direction" => "out").increment(msgs_out);
     }
+}
+
+#[cfg(feature = "relay")]
+pub(crate) fn upstream_connect(took: Duration, failed: Option<&crate::reject::GatewayError>) {
+    match failed {
+        None => {
+            metrics::counter!(PROXIED).increment(1);
+            metrics::histogram!(UPSTREAM_CONNECT_SECONDS).record(took.as_secs_f64());
+        }
+        Some(e) => metrics::counter!(UPSTREAM_FAILURES, "reason" => e.code()).increment(1),
+    }
+}
+
+#[cfg(feature = "relay")]
+pub(crate) fn proxied_frames(to_upstream: u64, to_client: u64) {
+    metrics::counter!(PROXIED_FRAMES, "direction" => "to_upstream").increment(to_upstream);
+    metrics::counter!(PROXIED_FRAMES, "direction" => "to_client").increment(to_client);
 }

@@ -28,6 +28,50 @@ pub mod codes {
     pub const TOKEN_EXPIRED: u16 = 4001;
     pub const REVOKED: u16 = 4003;
     pub const RATE_LIMITED: u16 = 4029;
+    /// RFC 6455 §7.4.1 "Bad Gateway": the upstream failed or went away (proxy endpoints).
+    pub const BAD_GATEWAY: u16 = 1014;
+}
+
+/// Why a proxied connection could not reach its upstream (SPEC §12): `502 bad_gateway`
+/// or `504 gateway_timeout` before the upgrade, close `1014` after it (`reject = "close"`,
+/// the `message` source).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum GatewayError {
+    #[error("{0}")]
+    Unreachable(&'static str),
+    #[error("the upstream did not complete its handshake in time")]
+    Timeout,
+}
+
+impl GatewayError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Unreachable(_) => "bad_gateway",
+            Self::Timeout => "gateway_timeout",
+        }
+    }
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::Unreachable(_) => StatusCode::BAD_GATEWAY,
+            Self::Timeout => StatusCode::GATEWAY_TIMEOUT,
+        }
+    }
+    pub fn close_frame(&self) -> CloseFrame {
+        CloseFrame {
+            code: codes::BAD_GATEWAY,
+            reason: self.code().into(),
+        }
+    }
+}
+
+impl IntoResponse for GatewayError {
+    fn into_response(self) -> Response {
+        let body = Body {
+            error: self.code(),
+            message: self.to_string(),
+        };
+        (self.status(), Json(body)).into_response()
+    }
 }
 
 /// Why a connection was refused.

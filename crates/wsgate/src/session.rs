@@ -429,6 +429,242 @@ impl Reply {
     }
 }
 
+/// What ended a relay, and so how each side is closed.
+#[cfg(feature = "relay")]
+enum RelayEnd {
+    /// The session (or a limit) ended it: both sides get this code.
+    Both(u16, &'static str),
+    /// The client sent a close frame: the upstream gets it as is.
+    ClientClosed(Option<CloseFrame>),
+    /// The upstream sent a close frame: the client gets it as is.
+    UpstreamClosed(Option<CloseFrame>),
+    /// The client's connection is gone: the upstream gets 1001.
+    ClientLost,
+    /// The upstream's connection is gone without a close frame: the client gets 1014.
+    UpstreamLost,
+}
+
+#[cfg(feature = "relay")]
+impl Session {
+    /// Forwards frames between this socket and an upstream until either side or the session
+    /// ends (SPEC §12): text, binary, ping and pong both ways, unchanged and in order; close
+    /// frames passed through with their code and reason; the session's own endings (expiry
+    /// 4001, revocation 4003, shutdown 1001, limits) close both sides with the same code.
+    /// With `refresh_frames`, a client `refresh` frame is taken here and never forwarded.
+    ///
+    /// Backpressure: one frame is in flight at a time, so a side that does not read stops
+    /// the reading of the other (memory stays bounded by the socket buffers), and a blocked
+    /// write still yields to the session's endings.
+    pub async fn relay(mut self, upstream: crate::relay::Connected, refresh_frames: bool) {
+        use crate::relay::convert;
+        use futures_util::{SinkExt, StreamExt};
+        use tokio_tungstenite::tungstenite::Message as UpMessage;
+
+        let mut up = upstream.socket;
+        let (mut to_upstream, mut to_client) = (0u64, 0u64);
+        let end = loop {
+            let event = tokio::select! {
+                biased;
+                _ = self.shutdown.as_mut() => Err((close_code::AWAY, "server shutting down")),
+                o = ordered(&mut self.registration) => Err((o.code, o.reason)),
+                _ = until(&mut self.timer) => Ok(None),
+                m = up.next() => Ok(Some(Err(m))),
+                m = self.socket.recv() => Ok(Some(Ok(m))),
+            };
+            let msg = match event {
+                Err((code, reason)) => break RelayEnd::Both(code, reason),
+                Ok(None) => match self.tick().await {
+                    Some((code, reason)) => break RelayEnd::Both(code, reason),
+                    None => continue,
+                },
+                Ok(Some(Err(from_upstream))) => match from_upstream {
+                    Some(Ok(UpMessage::Close(f))) => {
+                        break RelayEnd::UpstreamClosed(convert::to_client_close(f));
+                    }
+                    Some(Ok(m)) => {
+                        let Some(m) = convert::to_client(m) else {
+                            continue;
+                        };
+                        to_client += 1;
+                        let send = self.socket.send(m);
+                        match bounded(
+                            send,
+                            &mut self.shutdown,
+                            &mut self.registration,
+                            self.expires,
+                        )
+                        .await
+                        {
+                            Ok(true) => continue,
+                            Ok(false) => break RelayEnd::ClientLost,
+                            Err((code, reason)) => break RelayEnd::Both(code, reason),
+                        }
+                    }
+                    Some(Err(_)) | None => break RelayEnd::UpstreamLost,
+                },
+                Ok(Some(Ok(from_client))) => from_client,
+            };
+            match msg {
+                Some(Ok(Message::Close(f))) => break RelayEnd::ClientClosed(f),
+                Some(Ok(m)) => {
+                    let data = matches!(m, Message::Text(_) | Message::Binary(_));
+                    if data && self.over_rate(Instant::now()) {
+                        break RelayEnd::Both(codes::RATE_LIMITED, "rate limited");
+                    }
+                    if let Message::Text(t) = &m
+                        && refresh_frames
+                        && is_refresh(t)
+                    {
+                        let t = t.clone();
+                        Box::pin(self.refresh(&t)).await;
+                        self.refreshed = false;
+                        continue;
+                    }
+                    to_upstream += 1;
+                    let send = up.send(convert::to_upstream(m));
+                    match bounded(
+                        send,
+                        &mut self.shutdown,
+                        &mut self.registration,
+                        self.expires,
+                    )
+                    .await
+                    {
+                        Ok(true) => {}
+                        Ok(false) => break RelayEnd::UpstreamLost,
+                        Err((code, reason)) => break RelayEnd::Both(code, reason),
+                    }
+                }
+                Some(Err(e)) => match violation(&e) {
+                    Some((code, reason)) => break RelayEnd::Both(code, reason),
+                    None => break RelayEnd::ClientLost,
+                },
+                None => break RelayEnd::ClientLost,
+            }
+        };
+        let code = match &end {
+            RelayEnd::Both(code, _) => Some(*code),
+            RelayEnd::ClientClosed(f) | RelayEnd::UpstreamClosed(f) => {
+                Some(f.as_ref().map_or(close_code::STATUS, |f| f.code))
+            }
+            RelayEnd::ClientLost => None,
+            RelayEnd::UpstreamLost => Some(codes::BAD_GATEWAY),
+        };
+        tracing::info!(
+            target: "wsgate::conn",
+            sub = self.identity.sub(),
+            session = self.identity.session(),
+            to_upstream,
+            to_client,
+            close = code.map_or_else(|| "client gone".to_owned(), |c| c.to_string()),
+            "proxied connection ended"
+        );
+        crate::metrics::proxied_frames(to_upstream, to_client);
+        (self.msgs_in, self.msgs_out) = (to_upstream, to_client);
+        match end {
+            RelayEnd::Both(code, reason) => {
+                let frame = UpCloseFrame {
+                    code: code.into(),
+                    reason: reason.into(),
+                };
+                tokio::join!(
+                    self.close_in_place(code, reason),
+                    close_upstream(&mut up, Some(frame))
+                );
+            }
+            RelayEnd::ClientClosed(f) => {
+                self.closed_with = code;
+                let client = async {
+                    // tungstenite answered the client's close; read until the end of it.
+                    let _ = tokio::time::timeout(CLOSE_WAIT, async {
+                        while let Some(Ok(_)) = self.socket.recv().await {}
+                    })
+                    .await;
+                };
+                tokio::join!(
+                    client,
+                    close_upstream(&mut up, convert::to_upstream_close(f))
+                );
+            }
+            RelayEnd::UpstreamClosed(f) => {
+                self.closed_with = code;
+                let upstream = async {
+                    let _ = tokio::time::timeout(CLOSE_WAIT, async {
+                        while let Some(Ok(_)) = up.next().await {}
+                    })
+                    .await;
+                };
+                let client = async {
+                    match f {
+                        Some(f) => close_inner(&mut self.socket, f).await,
+                        None => {
+                            if self.socket.send(Message::Close(None)).await.is_ok() {
+                                let _ = tokio::time::timeout(CLOSE_WAIT, async {
+                                    while let Some(Ok(_)) = self.socket.recv().await {}
+                                })
+                                .await;
+                            }
+                        }
+                    }
+                };
+                tokio::join!(client, upstream);
+            }
+            RelayEnd::ClientLost => {
+                let frame = UpCloseFrame {
+                    code: close_code::AWAY.into(),
+                    reason: "client gone".into(),
+                };
+                close_upstream(&mut up, Some(frame)).await;
+            }
+            RelayEnd::UpstreamLost => {
+                self.close_in_place(codes::BAD_GATEWAY, "upstream gone")
+                    .await;
+            }
+        }
+    }
+}
+
+#[cfg(feature = "relay")]
+use tokio_tungstenite::tungstenite::protocol::CloseFrame as UpCloseFrame;
+
+/// Sends the upstream a close frame and waits (bounded) for its answer.
+#[cfg(feature = "relay")]
+async fn close_upstream(up: &mut crate::relay::UpstreamSocket, frame: Option<UpCloseFrame>) {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message as UpMessage;
+    if up.send(UpMessage::Close(frame)).await.is_err() {
+        return;
+    }
+    let _ = tokio::time::timeout(CLOSE_WAIT, async {
+        while let Some(Ok(_)) = up.next().await {}
+    })
+    .await;
+}
+
+/// A write to one side of a relay that still yields to the session's endings: `Ok(sent)`,
+/// or `Err` with the close code when the session ended while the peer was not reading.
+#[cfg(feature = "relay")]
+async fn bounded<E>(
+    send: impl std::future::Future<Output = Result<(), E>>,
+    shutdown: &mut Pin<Box<WaitForCancellationFutureOwned>>,
+    registration: &mut Option<Registration>,
+    expires: Option<Instant>,
+) -> Result<bool, (u16, &'static str)> {
+    let expiry = async {
+        match expires {
+            Some(at) => tokio::time::sleep_until(at).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        biased;
+        _ = shutdown.as_mut() => Err((close_code::AWAY, "server shutting down")),
+        o = ordered(registration) => Err((o.code, o.reason)),
+        _ = expiry => Err((codes::TOKEN_EXPIRED, "token expired")),
+        sent = send => Ok(sent.is_ok()),
+    }
+}
+
 /// Cheap pre-filter so ordinary traffic is never JSON-parsed here.
 fn is_refresh(text: &str) -> bool {
     #[derive(Deserialize)]

@@ -15,7 +15,7 @@ use crate::broker::Broker;
 use crate::config::{EndpointConfig, EndpointKind};
 
 pub mod echo;
-pub mod not_yet;
+pub mod proxy;
 pub mod pubsub;
 
 /// Shared state of one endpoint.
@@ -38,6 +38,17 @@ pub fn router(cfg: &EndpointConfig, ep: Endpoint) -> Router {
     match cfg.kind {
         EndpointKind::Echo => echo::router(&cfg.path, ep),
         EndpointKind::Pubsub => pubsub::router(&cfg.path, ep),
-        EndpointKind::Proxy => not_yet::router(&cfg.path, cfg.kind),
+        EndpointKind::Proxy => match cfg.upstream() {
+            Ok(Some(upstream)) => proxy::router(
+                &cfg.path,
+                proxy::Proxy {
+                    ep,
+                    upstream: Arc::new(upstream),
+                    refresh_frames: cfg.refresh_frames,
+                },
+            ),
+            // Not reachable: Config::check refused such an endpoint before the server started.
+            _ => Router::new(),
+        },
     }
 }

@@ -81,6 +81,68 @@ async fn run(mut conn: Conn) {
     }
 }
 
+/// A client frame that parsed: what it asks for.
+#[derive(Debug, PartialEq)]
+pub enum Command {
+    Ping,
+    Subscribe(String),
+    Unsubscribe(String),
+    Publish(String, Option<Value>),
+}
+
+/// Why a frame is answered with an `error` frame (the stable `code`, a fixed message, the
+/// channel it named).
+#[derive(Debug, PartialEq)]
+pub struct Refusal {
+    pub code: &'static str,
+    pub message: &'static str,
+    pub channel: Option<String>,
+}
+
+impl Refusal {
+    fn new(code: &'static str, message: &'static str) -> Self {
+        Self {
+            code,
+            message,
+            channel: None,
+        }
+    }
+}
+
+/// Reads one client text frame: its `id` (repeated in the answer, whatever happens) and the
+/// command, or why it is refused. Pure, so the fuzzers drive it directly.
+pub fn parse(text: &str) -> (Option<Value>, Result<Command, Refusal>) {
+    let req: Request = match serde_json::from_str(text) {
+        Ok(r) => r,
+        Err(_) => {
+            let why = "frames are JSON objects with a \"type\"";
+            return (None, Err(Refusal::new("bad_json", why)));
+        }
+    };
+    let Some(kind) = req.r#type else {
+        let why = "\"type\" is required";
+        return (req.id, Err(Refusal::new("missing_field", why)));
+    };
+    let command = match kind.as_str() {
+        "ping" => Ok(Command::Ping),
+        "subscribe" | "unsubscribe" | "publish" => match req.channel {
+            None => Err(Refusal::new("missing_field", "\"channel\" is required")),
+            Some(channel) if !valid_channel(&channel) => Err(Refusal {
+                code: "invalid_channel",
+                message: "channel names are 1-200 printable characters without spaces",
+                channel: Some(channel),
+            }),
+            Some(channel) => Ok(match kind.as_str() {
+                "subscribe" => Command::Subscribe(channel),
+                "unsubscribe" => Command::Unsubscribe(channel),
+                _ => Command::Publish(channel, req.data),
+            }),
+        },
+        _ => Err(Refusal::new("unknown_type", "unknown frame type")),
+    };
+    (req.id, command)
+}
+
 #[derive(Deserialize)]
 struct Request {
     r#type: Option<String>,
@@ -109,51 +171,14 @@ impl Conn {
     }
 
     async fn handle(&mut self, text: &str) {
-        let req: Request = match serde_json::from_str(text) {
-            Ok(r) => r,
-            Err(_) => {
-                return self
-                    .error(
-                        None,
-                        "bad_json",
-                        "frames are JSON objects with a \"type\"",
-                        None,
-                    )
-                    .await;
-            }
-        };
-        let id = req.id;
-        let Some(kind) = req.r#type else {
-            return self
-                .error(id, "missing_field", "\"type\" is required", None)
-                .await;
-        };
-        match kind.as_str() {
-            "ping" => self.reply(json!({"type": "pong"}), id).await,
-            "subscribe" | "unsubscribe" | "publish" => {
-                let Some(channel) = req.channel else {
-                    return self
-                        .error(id, "missing_field", "\"channel\" is required", None)
-                        .await;
-                };
-                if !valid_channel(&channel) {
-                    return self
-                        .error(
-                            id,
-                            "invalid_channel",
-                            "channel names are 1-200 printable characters without spaces",
-                            Some(&channel),
-                        )
-                        .await;
-                }
-                match kind.as_str() {
-                    "subscribe" => self.subscribe(channel, id).await,
-                    "unsubscribe" => self.unsubscribe(channel, id).await,
-                    _ => self.publish(channel, req.data, id).await,
-                }
-            }
-            _ => {
-                self.error(id, "unknown_type", "unknown frame type", None)
+        let (id, command) = parse(text);
+        match command {
+            Ok(Command::Ping) => self.reply(json!({"type": "pong"}), id).await,
+            Ok(Command::Subscribe(channel)) => self.subscribe(channel, id).await,
+            Ok(Command::Unsubscribe(channel)) => self.unsubscribe(channel, id).await,
+            Ok(Command::Publish(channel, data)) => self.publish(channel, data, id).await,
+            Err(r) => {
+                self.error(id, r.code, r.message, r.channel.as_deref())
                     .await
             }
         }

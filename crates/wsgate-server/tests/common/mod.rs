@@ -2,6 +2,8 @@
 //! Every wait is bounded, so a broken server fails a test instead of hanging it.
 #![allow(dead_code)]
 
+pub mod upstream;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -112,6 +114,11 @@ impl Server {
 
     pub fn http(&self, path: &str) -> String {
         format!("http://{}{}", self.addr, path)
+    }
+
+    /// The server process's id (to read its memory from /proc).
+    pub fn pid(&self) -> u32 {
+        self.child.id().expect("running")
     }
 
     pub fn logs(&self) -> String {

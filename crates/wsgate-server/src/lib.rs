@@ -1,0 +1,17 @@
+//! The `wsgate` server: the library's pieces turned into a gateway configured by one TOML
+//! file. A library so the binary stays a thin shell (`main.rs`) and so the config and frame
+//! parsers can be driven by the fuzzers in `fuzz/`; its API is the binary's, not a stable one.
+
+pub mod admin;
+pub mod auth;
+pub mod broker;
+pub mod cli;
+pub mod cluster;
+pub mod config;
+pub mod demo;
+pub mod endpoints;
+pub mod gateway;
+pub mod keys;
+pub mod listener;
+pub mod shutdown;
+pub mod store;

@@ -1,0 +1,600 @@
+//! The `proxy` endpoint (SPEC §12) against real upstream servers: what the upstream
+//! receives, subprotocols, frames both ways, upstream failures, closes passed through, the
+//! session's endings on both sides, backpressure and `wss://` with a private CA.
+
+mod common;
+
+use std::time::Duration;
+
+use base64::Engine;
+use common::upstream::{Seen, Upstream};
+use common::*;
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+
+const ADMIN_KEY: &str = "proxy-admin-key-0123456789";
+
+fn config(upstream: &str, auth_extra: &str, endpoint_extra: &str) -> String {
+    format!(
+        r#"
+[auth]
+sources = ["bearer", "subprotocol", "ticket", "query", "cookie"]
+allowed_origins = ["http://app.example"]
+{auth_extra}
+[auth.jwt]
+secret_env = "WSGATE_TEST_SECRET"
+leeway_secs = 0
+[limits]
+max_message_bytes = 1024
+[[endpoints]]
+path = "/app"
+kind = "proxy"
+upstream = "{upstream}"
+{endpoint_extra}
+"#
+    )
+}
+
+async fn start(upstream: &str, auth_extra: &str, endpoint_extra: &str) -> Server {
+    Server::start_with(
+        &config(upstream, auth_extra, endpoint_extra),
+        &[("WSGATE_ADMIN_KEY", ADMIN_KEY)],
+    )
+    .await
+}
+
+fn header<'a>(headers: &'a [(String, String)], name: &str) -> Vec<&'a str> {
+    headers
+        .iter()
+        .filter(|(k, _)| k.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.as_str())
+        .collect()
+}
+
+#[tokio::test]
+async fn the_upstream_gets_the_identity_and_never_the_credential() {
+    let mut up = Upstream::start(None).await;
+    let s = start(&up.url("/ws?v=1"), "", "").await;
+    let token = hs256(&json!({"sub":"alice","exp":now()+600,"role":"admin"}));
+    let mut ws = connect_ok(
+        &s.url(&format!("/app?room=a%20b&token={token}&x")),
+        &[
+            ("x-wsgate-sub", "mallory"),
+            ("x-wsgate-claims", "forged"),
+            ("x-forwarded-for", "198.51.100.7"),
+            ("origin", "http://app.example"),
+            ("user-agent", "proxy-test/1"),
+            ("accept-language", "fr-CH"),
+            (
+                "cookie",
+                "theme=dark; wsgate_session=cookie-secret; lang=fr",
+            ),
+            ("sec-websocket-protocol", "wsgate.v1, chat.v2"),
+        ],
+    )
+    .await;
+    let (uri, h) = up.request().await;
+    assert_eq!(uri, "/ws?v=1&room=a%20b&x");
+    assert_eq!(header(&h, "x-wsgate-sub"), ["alice"]);
+    assert_eq!(header(&h, "x-wsgate-session").len(), 1);
+    assert_eq!(header(&h, "x-wsgate-session")[0].len(), 32);
+    let claims = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(header(&h, "x-wsgate-claims")[0])
+        .unwrap();
+    let claims: Value = serde_json::from_slice(&claims).unwrap();
+    assert_eq!(
+        (claims["sub"].as_str(), claims["role"].as_str()),
+        (Some("alice"), Some("admin"))
+    );
+    assert_eq!(header(&h, "x-forwarded-for"), ["198.51.100.7, 127.0.0.1"]);
+    assert_eq!(header(&h, "x-forwarded-proto"), ["http"]);
+    assert_eq!(header(&h, "origin"), ["http://app.example"]);
+    assert_eq!(header(&h, "user-agent"), ["proxy-test/1"]);
+    assert_eq!(header(&h, "accept-language"), ["fr-CH"]);
+    assert_eq!(header(&h, "cookie"), ["theme=dark; lang=fr"]);
+    assert_eq!(header(&h, "sec-websocket-protocol"), ["chat.v2"]);
+    let everything = format!("{uri} {h:?}");
+    for secret in [token.as_str(), "cookie-secret", "mallory", "forged"] {
+        assert!(
+            !everything.contains(secret),
+            "{secret} reached the upstream"
+        );
+    }
+    assert!(header(&h, "authorization").is_empty());
+    // The credential also never reaches the upstream from the other sources.
+    let bearer_ws = connect_ok(
+        &s.url("/app"),
+        &[(
+            "sec-websocket-protocol",
+            &format!("wsgate.v1, wsgate.bearer.{token}"),
+        )],
+    )
+    .await;
+    let (_, h) = up.request().await;
+    assert!(!format!("{h:?}").contains(&token));
+    assert!(header(&h, "sec-websocket-protocol").is_empty());
+    // Nor a ticket.
+    let res = reqwest::Client::new()
+        .post(s.http("/api/tickets"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    let ticket = res.json::<Value>().await.unwrap()["ticket"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let ticket_ws = connect_ok(&s.url(&format!("/app?ticket={ticket}&room=b")), &[]).await;
+    let (uri, h) = up.request().await;
+    assert_eq!(uri, "/ws?v=1&room=b");
+    assert_eq!(header(&h, "x-wsgate-sub"), ["alice"]);
+    drop((bearer_ws, ticket_ws, ws.close(None).await));
+}
+
+#[tokio::test]
+async fn a_refused_client_never_reaches_the_upstream() {
+    let mut up = Upstream::start(None).await;
+    let s = start(&up.url("/ws"), "", "").await;
+    let r = refused(&s.url("/app"), &[]).await;
+    assert_eq!(r.status, 401);
+    assert_invalid(&s.url("/app"), "not-a-token").await;
+    let mut ws = bearer(&s.url("/app"), &hs256(&claims("bob"))).await;
+    // The first thing the upstream ever saw is bob's handshake.
+    let (_, h) = up.request().await;
+    assert_eq!(header(&h, "x-wsgate-sub"), ["bob"]);
+    ws.close(None).await.unwrap();
+}
+
+/// The subprotocol the client is answered (read raw: a library client would refuse a 101
+/// that selects none of the protocols it offered, which is the answer to test).
+async fn negotiated(s: &Server, offered: Option<&str>) -> Option<String> {
+    let extra = offered.map_or(String::new(), |o| {
+        format!("Sec-WebSocket-Protocol: {o}\r\n")
+    });
+    let raw = RawClient::connect_with(s, "/app", &hs256(&claims("p")), &extra).await;
+    raw.head.lines().find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.eq_ignore_ascii_case("sec-websocket-protocol")
+            .then(|| v.trim().to_owned())
+    })
+}
+
+#[tokio::test]
+async fn the_client_gets_the_upstreams_subprotocol_or_wsgate_v1() {
+    let up = Upstream::start(Some("chat.v2")).await;
+    let s = start(&up.url("/ws"), "", "").await;
+    assert_eq!(
+        negotiated(&s, Some("wsgate.v1, chat.v2")).await.as_deref(),
+        Some("chat.v2")
+    );
+    assert_eq!(
+        negotiated(&s, Some("chat.v2")).await.as_deref(),
+        Some("chat.v2")
+    );
+    assert_eq!(
+        negotiated(&s, Some("wsgate.v1, other")).await.as_deref(),
+        Some("wsgate.v1")
+    );
+    assert_eq!(negotiated(&s, Some("other")).await, None);
+    assert_eq!(negotiated(&s, None).await, None);
+}
+
+#[tokio::test]
+async fn frames_pass_both_ways_unchanged() {
+    let mut up = Upstream::start(None).await;
+    let s = start(&up.url("/ws"), "", "").await;
+    let mut ws = bearer(&s.url("/app"), &hs256(&claims("f"))).await;
+    up.request().await;
+    send_text(&mut ws, "hello").await;
+    assert_eq!(
+        next_text(&mut ws).await,
+        "hello",
+        "no welcome: the upstream speaks first"
+    );
+    ws.send(Message::Binary(vec![0u8, 1, 2, 255].into()))
+        .await
+        .unwrap();
+    match tokio::time::timeout(WAIT, ws.next()).await {
+        Ok(Some(Ok(Message::Binary(b)))) => assert_eq!(&b[..], [0, 1, 2, 255]),
+        other => panic!("expected binary, got {other:?}"),
+    }
+    // A ping from the upstream reaches the client; the client's pong reaches the upstream.
+    send_text(&mut ws, "ping:are-you-there").await;
+    loop {
+        match tokio::time::timeout(WAIT, ws.next()).await {
+            Ok(Some(Ok(Message::Ping(p)))) => {
+                assert_eq!(&p[..], b"are-you-there");
+                break;
+            }
+            Ok(Some(Ok(_))) => continue,
+            other => panic!("expected the upstream's ping, got {other:?}"),
+        }
+    }
+    // (the client library answers the ping with a pong by itself)
+    let mut got_pong = false;
+    for _ in 0..6 {
+        if let Seen::Frame("pong", p) = up.next().await {
+            assert_eq!(p, "are-you-there");
+            got_pong = true;
+            break;
+        }
+    }
+    assert!(got_pong);
+    // A refresh frame is not wsgate's business here (refresh_frames = false): forwarded.
+    let refresh = json!({"type":"refresh","token":"x"}).to_string();
+    send_text(&mut ws, &refresh).await;
+    assert_eq!(next_text(&mut ws).await, refresh);
+}
+
+#[tokio::test]
+async fn an_unusable_upstream_is_502_or_504() {
+    // Refusing: an HTTP server that answers 403 to the upgrade.
+    let refusing = http_backend(
+        axum::Router::new().fallback(|| async { (axum::http::StatusCode::FORBIDDEN, "no") }),
+    )
+    .await;
+    let s = start(&format!("ws://{refusing}/ws"), "", "").await;
+    let r = refused(
+        &s.url("/app"),
+        &[("authorization", &format!("Bearer {}", hs256(&claims("a"))))],
+    )
+    .await;
+    assert_eq!(
+        (r.status, r.body["error"].as_str()),
+        (502, Some("bad_gateway"))
+    );
+    // Down: nothing listens.
+    let down = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let s = start(&format!("ws://{down}/ws"), "", "").await;
+    let r = refused(
+        &s.url("/app"),
+        &[("authorization", &format!("Bearer {}", hs256(&claims("a"))))],
+    )
+    .await;
+    assert_eq!(
+        (r.status, r.body["error"].as_str()),
+        (502, Some("bad_gateway"))
+    );
+    // Silent: accepts TCP, never answers.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let silent_addr = silent.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((tcp, _)) = silent.accept().await {
+            held.push(tcp);
+        }
+    });
+    let s = start(
+        &format!("ws://{silent_addr}/ws"),
+        "",
+        "upstream_timeout_ms = 500",
+    )
+    .await;
+    let started = std::time::Instant::now();
+    let r = refused(
+        &s.url("/app"),
+        &[("authorization", &format!("Bearer {}", hs256(&claims("a"))))],
+    )
+    .await;
+    assert_eq!(
+        (r.status, r.body["error"].as_str()),
+        (504, Some("gateway_timeout"))
+    );
+    assert!(started.elapsed() < Duration::from_secs(3));
+    // reject = "close": accepted, then 1014.
+    let s = start(&format!("ws://{down}/ws"), "reject = \"close\"", "").await;
+    let mut raw = RawClient::connect(&s, "/app", &hs256(&claims("a"))).await;
+    assert_eq!(raw.close_code().await, 1014);
+    s.logs_once("upstream unavailable", 1).await;
+}
+
+/// A hand-made WebSocket client: tungstenite, as a client, refuses close code 1014 (a
+/// protocol error to it; browsers and most libraries accept it), so the tests that expect
+/// 1014 read the close frame themselves.
+struct RawClient {
+    tcp: tokio::net::TcpStream,
+    buf: Vec<u8>,
+    /// The server's answer head.
+    head: String,
+}
+
+impl RawClient {
+    async fn connect(s: &Server, path: &str, token: &str) -> RawClient {
+        Self::connect_with(s, path, token, "").await
+    }
+
+    async fn connect_with(s: &Server, path: &str, token: &str, extra_headers: &str) -> RawClient {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut tcp = tokio::net::TcpStream::connect(s.addr).await.unwrap();
+        let head = format!(
+            "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nAuthorization: Bearer {token}\r\n{extra_headers}\r\n"
+        );
+        tcp.write_all(head.as_bytes()).await.unwrap();
+        let mut buf = Vec::new();
+        let end = loop {
+            if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break i + 4;
+            }
+            let mut chunk = [0u8; 1024];
+            let n = tokio::time::timeout(WAIT, tcp.read(&mut chunk))
+                .await
+                .unwrap()
+                .unwrap();
+            assert!(n > 0, "closed during the handshake");
+            buf.extend_from_slice(&chunk[..n]);
+        };
+        assert!(
+            buf.starts_with(b"HTTP/1.1 101"),
+            "{}",
+            String::from_utf8_lossy(&buf)
+        );
+        let rest = buf.split_off(end);
+        RawClient {
+            tcp,
+            buf: rest,
+            head: String::from_utf8_lossy(&buf).into_owned(),
+        }
+    }
+
+    /// Sends one masked text frame (payload < 126 bytes).
+    async fn send_text(&mut self, text: &str) {
+        use tokio::io::AsyncWriteExt;
+        let mut frame = vec![0x81, 0x80 | text.len() as u8, 0, 0, 0, 0];
+        frame.extend_from_slice(text.as_bytes());
+        self.tcp.write_all(&frame).await.unwrap();
+    }
+
+    /// Skips frames until a close frame; its code.
+    async fn close_code(&mut self) -> u16 {
+        use tokio::io::AsyncReadExt;
+        loop {
+            if self.buf.len() >= 2 {
+                let len = usize::from(self.buf[1] & 0x7f);
+                assert!(len < 126, "long frames are not expected here");
+                if self.buf.len() >= 2 + len {
+                    let frame: Vec<u8> = self.buf.drain(..2 + len).collect();
+                    if frame[0] & 0x0f == 0x8 {
+                        return u16::from_be_bytes([frame[2], frame[3]]);
+                    }
+                    continue;
+                }
+            }
+            let mut chunk = [0u8; 1024];
+            let n = tokio::time::timeout(WAIT, self.tcp.read(&mut chunk))
+                .await
+                .expect("a close frame in time")
+                .unwrap();
+            assert!(n > 0, "the connection ended without a close frame");
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+}
+
+#[tokio::test]
+async fn close_frames_pass_through_both_ways() {
+    let mut up = Upstream::start(None).await;
+    let s = start(&up.url("/ws"), "", "").await;
+    // Client → upstream.
+    let mut ws = bearer(&s.url("/app"), &hs256(&claims("c"))).await;
+    up.request().await;
+    ws.send(Message::Close(Some(CloseFrame {
+        code: CloseCode::from(4321),
+        reason: "bye now".into(),
+    })))
+    .await
+    .unwrap();
+    assert_eq!(up.closed().await, Some((4321, "bye now".into())));
+    // Upstream → client.
+    let mut ws = bearer(&s.url("/app"), &hs256(&claims("c"))).await;
+    up.request().await;
+    send_text(&mut ws, "close:4400:upstream says no").await;
+    assert_eq!(
+        expect_close(&mut ws).await,
+        (4400, "upstream says no".into())
+    );
+}
+
+#[tokio::test]
+async fn a_lost_side_is_reported_to_the_other() {
+    let mut up = Upstream::start(None).await;
+    let s = start(&up.url("/ws"), "", "").await;
+    // The upstream's TCP connection dies: the client gets 1014.
+    let mut raw = RawClient::connect(&s, "/app", &hs256(&claims("l"))).await;
+    up.request().await;
+    raw.send_text("die").await;
+    assert_eq!(raw.close_code().await, 1014);
+    // The client's dies: the upstream gets 1001.
+    let ws = bearer(&s.url("/app"), &hs256(&claims("l"))).await;
+    up.request().await;
+    drop(ws);
+    loop {
+        match up.next().await {
+            Seen::Closed(c) => {
+                assert_eq!(c.map(|c| c.0), Some(1001));
+                break;
+            }
+            _ => continue,
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_session_ends_both_sides_with_the_same_code() {
+    let mut up = Upstream::start(None).await;
+    let s = start(&up.url("/ws"), "", "").await;
+    // Expiry: 4001 on both sides.
+    let mut ws = bearer(&s.url("/app"), &hs256(&json!({"sub":"e","exp":now()+2}))).await;
+    up.request().await;
+    assert_eq!(expect_close(&mut ws).await.0, 4001);
+    assert_eq!(up.closed().await.map(|c| c.0), Some(4001));
+    // Admin disconnect: 4003 on both sides.
+    let mut ws = bearer(&s.url("/app"), &hs256(&claims("d"))).await;
+    up.request().await;
+    let res = reqwest::Client::new()
+        .post(s.http("/api/disconnect"))
+        .bearer_auth(ADMIN_KEY)
+        .json(&json!({"sub":"d","revoke":true}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(expect_close(&mut ws).await.0, 4003);
+    assert_eq!(up.closed().await.map(|c| c.0), Some(4003));
+    // Oversized client message: 1009 to the client, the upstream closed too.
+    let mut ws = bearer(&s.url("/app"), &hs256(&claims("big"))).await;
+    up.request().await;
+    send_text(&mut ws, &"x".repeat(4096)).await;
+    assert_eq!(expect_close(&mut ws).await.0, 1009);
+    assert_eq!(up.closed().await.map(|c| c.0), Some(1009));
+    // SIGTERM: 1001 on both sides, and a clean exit.
+    let mut ws = bearer(&s.url("/app"), &hs256(&claims("t"))).await;
+    up.request().await;
+    let exit = tokio::spawn(s.terminate());
+    assert_eq!(expect_close(&mut ws).await.0, 1001);
+    assert_eq!(up.closed().await.map(|c| c.0), Some(1001));
+    assert!(exit.await.unwrap().success());
+}
+
+#[tokio::test]
+async fn refresh_frames_are_taken_in_band_when_enabled() {
+    let mut up = Upstream::start(None).await;
+    let s = start(&up.url("/ws"), "", "refresh_frames = true").await;
+    let mut ws = bearer(&s.url("/app"), &hs256(&json!({"sub":"r","exp":now()+2}))).await;
+    up.request().await;
+    let exp = now() + 600;
+    let refresh = json!({"type":"refresh","id":1,"token": hs256(&json!({"sub":"r","exp":exp}))});
+    send_text(&mut ws, &refresh.to_string()).await;
+    assert_eq!(
+        next_json(&mut ws).await,
+        json!({"type":"refreshed","id":1,"expires_at":exp})
+    );
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    send_text(&mut ws, "after the old expiry").await;
+    assert_eq!(next_text(&mut ws).await, "after the old expiry");
+    // The upstream saw the data frame, never the refresh.
+    match up.next().await {
+        Seen::Frame("text", t) => assert_eq!(t, "after the old expiry"),
+        other => panic!("{other:?}"),
+    }
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_client_that_does_not_read_stops_the_upstream() {
+    let mut up = Upstream::start(None).await;
+    let s = start(&up.url("/ws"), "", "").await;
+    let mut ws = bearer(&s.url("/app"), &hs256(&claims("slow"))).await;
+    up.request().await;
+    let before = rss_kib(s.pid());
+    // 256 MiB pushed at a client that reads nothing.
+    send_text(&mut ws, "flood:256").await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let during = rss_kib(s.pid());
+    assert!(
+        during < before + 16 * 1024,
+        "the proxy buffered: RSS {before} KiB -> {during} KiB"
+    );
+    // It still serves: the client reads a little and the flood moves on.
+    for _ in 0..8 {
+        match tokio::time::timeout(WAIT, ws.next()).await {
+            Ok(Some(Ok(Message::Binary(b)))) => assert_eq!(b.len(), 64 * 1024),
+            Ok(Some(Ok(_))) => {}
+            other => panic!("{other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_wss_upstream_is_verified_against_the_configured_ca() {
+    let mut up = Upstream::start_tls(None).await;
+    let url = format!("wss://localhost:{}/ws", up.addr.port());
+    let ca = fixture("upstream_ca.pem");
+    let s = start(
+        &url,
+        "",
+        &format!("upstream_ca_file = \"{}\"", ca.display()),
+    )
+    .await;
+    let mut ws = bearer(&s.url("/app"), &hs256(&claims("tls"))).await;
+    let (_, h) = up.request().await;
+    assert_eq!(header(&h, "x-wsgate-sub"), ["tls"]);
+    send_text(&mut ws, "over tls").await;
+    assert_eq!(next_text(&mut ws).await, "over tls");
+    // Without the CA (system roots only) the private certificate is refused: 502.
+    let s = start(&url, "", "").await;
+    let r = refused(
+        &s.url("/app"),
+        &[(
+            "authorization",
+            &format!("Bearer {}", hs256(&claims("tls"))),
+        )],
+    )
+    .await;
+    assert_eq!(r.status, 502);
+}
+
+/// The README's worked example: the seed's FastAPI app with its token check replaced by
+/// `X-Wsgate-Sub` (examples/fastapi/app.py), run by uvicorn, behind wsgate.
+#[tokio::test]
+async fn the_seeds_fastapi_app_behind_wsgate() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let app_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/fastapi");
+    let mut uvicorn = tokio::process::Command::new("python3")
+        .args([
+            "-m",
+            "uvicorn",
+            "app:app",
+            "--host",
+            "127.0.0.1",
+            "--log-level",
+            "warning",
+        ])
+        .args(["--port", &port.to_string()])
+        .current_dir(&app_dir)
+        .kill_on_drop(true)
+        .spawn()
+        .expect("python3 with fastapi and uvicorn (scripts/test installs them)");
+    let started = std::time::Instant::now();
+    while tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .is_err()
+    {
+        assert!(
+            started.elapsed() < WAIT,
+            "uvicorn did not start (pip install -r examples/fastapi/requirements.txt)"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let s = start(&format!("ws://127.0.0.1:{port}/ws"), "", "").await;
+    // Without a credential the app is never reached.
+    assert_eq!(refused(&s.url("/app"), &[]).await.status, 401);
+    let mut ws = bearer(
+        &s.url("/app"),
+        &hs256(&json!({"sub":"alice","exp":now()+2})),
+    )
+    .await;
+    assert_eq!(next_text(&mut ws).await, "Welcome, alice!");
+    send_text(&mut ws, "hello").await;
+    assert_eq!(next_text(&mut ws).await, "hello");
+    // The token expires: wsgate cuts the socket (and the app's side with it).
+    assert_eq!(expect_close(&mut ws).await.0, 4001);
+    let _ = uvicorn.kill().await;
+}

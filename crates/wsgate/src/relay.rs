@@ -1,0 +1,545 @@
+//! Forwarding an authenticated socket to an upstream WebSocket server (SPEC §12).
+//!
+//! Authenticating proxies check a credential once, at the handshake; wsgate keeps the session
+//! rules for the socket's whole life. [`Upstream`] opens the upstream connection for an
+//! authenticated request — passing the verified identity on as `X-Wsgate-*` headers and
+//! never the credential — and [`Session::relay`](crate::Session::relay) then forwards frames
+//! both ways until either side or the session ends, closing both with the same code.
+//!
+//! ```no_run
+//! # use std::sync::Arc;
+//! # use axum::{extract::{ws::WebSocketUpgrade, ConnectInfo}, http::request::Parts, response::{IntoResponse, Response}};
+//! # use wsgate::{WsAuth, Session, SessionOptions, relay::Upstream};
+//! async fn proxied(auth: WsAuth, ws: WebSocketUpgrade, parts: Parts, upstream: Arc<Upstream>) -> Response {
+//!     let Some(identity) = auth.identity() else { return wsgate::AuthError::Missing.into_response() };
+//!     let conn = match upstream.connect(&parts, identity, auth.authenticator().sources_ref()).await {
+//!         Ok(c) => c,
+//!         Err(e) => return e.into_response(), // 502 / 504
+//!     };
+//!     let policy = auth.authenticator().clone();
+//!     auth.subprotocol(conn.client_protocol(&parts.headers))
+//!         .on_upgrade(ws, move |socket, identity| async move {
+//!             let options = SessionOptions { welcome: false, ..Default::default() };
+//!             Session::new(socket, identity, policy, &options).relay(conn, false).await
+//!         })
+//! }
+//! ```
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::ConnectInfo;
+use axum::http::{HeaderMap, HeaderName, HeaderValue, header, request::Parts};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+use crate::identity::Identity;
+use crate::reject::GatewayError;
+use crate::source::{SUBPROTOCOL, SUBPROTOCOL_TOKEN_PREFIX, Sources, TICKET_PARAM};
+
+/// The upstream side of a proxied connection.
+pub type UpstreamSocket = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// The identity headers the upstream receives (and the only `X-Wsgate-*` headers it sees).
+pub const SUB_HEADER: &str = "x-wsgate-sub";
+pub const SESSION_HEADER: &str = "x-wsgate-session";
+pub const CLAIMS_HEADER: &str = "x-wsgate-claims";
+
+/// Client headers passed on as sent.
+const PASSED: [HeaderName; 3] = [header::ORIGIN, header::USER_AGENT, header::ACCEPT_LANGUAGE];
+
+/// Largest upstream message relayed (a client's are held to its own `max_message_bytes`).
+const MAX_UPSTREAM_MESSAGE: usize = 16 * 1024 * 1024;
+
+/// A configured upstream: where, how long to wait, which roots to trust for `wss://`.
+#[derive(Clone)]
+pub struct Upstream {
+    /// `ws://host:port/path?query` as configured.
+    url: String,
+    timeout: Duration,
+    tls: Option<Arc<rustls::ClientConfig>>,
+}
+
+impl std::fmt::Debug for Upstream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Upstream")
+            .field("url", &self.url)
+            .field("timeout", &self.timeout)
+            .finish()
+    }
+}
+
+/// An upstream that cannot be used as configured.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamSetupError {
+    #[error("`{0}` is not a ws:// or wss:// URL with a host")]
+    BadUrl(String),
+    #[error("no usable CA certificate in the PEM ({0})")]
+    BadCa(String),
+    #[error("cannot set up TLS: {0}")]
+    Tls(String),
+}
+
+/// A connected upstream, and the subprotocol it selected.
+pub struct Connected {
+    pub(crate) socket: UpstreamSocket,
+    protocol: Option<String>,
+    started: Instant,
+}
+
+impl Connected {
+    /// The subprotocol the upstream selected, if any.
+    pub fn protocol(&self) -> Option<&str> {
+        self.protocol.as_deref()
+    }
+
+    /// What the client is answered (SPEC §12): the upstream's choice; if none and the client
+    /// offered `wsgate.v1`, `wsgate.v1` (a browser fails a handshake whose offered protocols
+    /// get no answer); otherwise none.
+    pub fn client_protocol(&self, client_headers: &HeaderMap) -> Option<String> {
+        if let Some(p) = &self.protocol {
+            return Some(p.clone());
+        }
+        offered(client_headers)
+            .any(|p| p == SUBPROTOCOL)
+            .then(|| SUBPROTOCOL.to_owned())
+    }
+}
+
+impl Upstream {
+    /// `url` must be `ws://` or `wss://`; `timeout` bounds TCP connect, TLS and the upstream's
+    /// handshake together. `wss://` trusts the system's roots unless [`Self::with_ca_pem`].
+    pub fn new(url: &str, timeout: Duration) -> Result<Self, UpstreamSetupError> {
+        let uri: axum::http::Uri = url
+            .parse()
+            .map_err(|_| UpstreamSetupError::BadUrl(url.to_owned()))?;
+        let tls = match uri.scheme_str() {
+            Some("ws") => None,
+            Some("wss") => Some(Arc::new(tls_config(system_roots())?)),
+            _ => return Err(UpstreamSetupError::BadUrl(url.to_owned())),
+        };
+        if uri.host().is_none_or(str::is_empty) {
+            return Err(UpstreamSetupError::BadUrl(url.to_owned()));
+        }
+        Ok(Self {
+            url: url.to_owned(),
+            timeout,
+            tls,
+        })
+    }
+
+    /// Trusts exactly the CA certificates in `pem` for a `wss://` upstream.
+    pub fn with_ca_pem(mut self, pem: &[u8]) -> Result<Self, UpstreamSetupError> {
+        use rustls_pki_types::CertificateDer;
+        use rustls_pki_types::pem::PemObject;
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in CertificateDer::pem_slice_iter(pem) {
+            let cert = cert.map_err(|e| UpstreamSetupError::BadCa(e.to_string()))?;
+            roots
+                .add(cert)
+                .map_err(|e| UpstreamSetupError::BadCa(e.to_string()))?;
+        }
+        if roots.is_empty() {
+            return Err(UpstreamSetupError::BadCa("no CERTIFICATE block".into()));
+        }
+        self.tls = Some(Arc::new(tls_config(roots)?));
+        Ok(self)
+    }
+
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Opens the upstream connection for an authenticated request: the upstream's URL with
+    /// the client's query parameters (minus credentials), the identity headers, the
+    /// forwarding headers and what the client sent that the upstream may need (SPEC §12).
+    /// Never the credential. TCP connect, TLS and the upstream's `101` share one deadline.
+    pub async fn connect(
+        &self,
+        parts: &Parts,
+        identity: &Identity,
+        sources: &Sources,
+    ) -> Result<Connected, GatewayError> {
+        let started = Instant::now();
+        let result =
+            match tokio::time::timeout(self.timeout, self.open(parts, identity, sources)).await {
+                Err(_) => Err(GatewayError::Timeout),
+                Ok(Err(e)) => Err(e),
+                Ok(Ok((socket, protocol))) => Ok(Connected {
+                    socket,
+                    protocol,
+                    started,
+                }),
+            };
+        crate::metrics::upstream_connect(started.elapsed(), result.as_ref().err());
+        result
+    }
+
+    /// The handshake, done here rather than by tungstenite's client: an upstream may select
+    /// no subprotocol from those the client offered (tungstenite would fail that), and what
+    /// is read is bounded ([`MAX_HEAD`]).
+    async fn open(
+        &self,
+        parts: &Parts,
+        identity: &Identity,
+        sources: &Sources,
+    ) -> Result<(UpstreamSocket, Option<String>), GatewayError> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        const UNREACHABLE: GatewayError = GatewayError::Unreachable("the upstream is unreachable");
+        const REFUSED: GatewayError =
+            GatewayError::Unreachable("the upstream refused the WebSocket handshake");
+
+        let url = with_client_query(&self.url, parts.uri.query(), sources.query_param_name());
+        let uri: axum::http::Uri = url
+            .parse()
+            .map_err(|_| GatewayError::Unreachable("bad upstream URL"))?;
+        let host = uri.host().unwrap_or_default().trim_matches(['[', ']']);
+        let port = uri
+            .port_u16()
+            .unwrap_or(if self.tls.is_some() { 443 } else { 80 });
+        let tcp = TcpStream::connect((host, port))
+            .await
+            .map_err(|_| UNREACHABLE)?;
+        let _ = tcp.set_nodelay(true);
+        let mut stream = match &self.tls {
+            None => MaybeTlsStream::Plain(tcp),
+            Some(tls) => {
+                let name = rustls_pki_types::ServerName::try_from(host.to_owned())
+                    .map_err(|_| GatewayError::Unreachable("bad upstream host name"))?;
+                let tls = tokio_rustls::TlsConnector::from(tls.clone())
+                    .connect(name, tcp)
+                    .await
+                    .map_err(|_| GatewayError::Unreachable("TLS with the upstream failed"))?;
+                MaybeTlsStream::Rustls(tls)
+            }
+        };
+        let key = tokio_tungstenite::tungstenite::handshake::client::generate_key();
+        let head = self.request_head(&uri, &key, parts, identity, sources)?;
+        stream.write_all(&head).await.map_err(|_| UNREACHABLE)?;
+
+        let mut buf = Vec::with_capacity(1024);
+        let (protocol, body_start) = loop {
+            let mut chunk = [0u8; 1024];
+            let n = stream.read(&mut chunk).await.map_err(|_| UNREACHABLE)?;
+            if n == 0 {
+                return Err(REFUSED);
+            }
+            buf.extend_from_slice(&chunk[..n]);
+            let mut headers = [httparse::EMPTY_HEADER; 64];
+            let mut res = httparse::Response::new(&mut headers);
+            match res.parse(&buf) {
+                Ok(httparse::Status::Complete(len)) => {
+                    break (check_answer(&res, &key)?, len);
+                }
+                Ok(httparse::Status::Partial) if buf.len() < MAX_HEAD => continue,
+                _ => return Err(REFUSED),
+            }
+        };
+        let config = WebSocketConfig::default()
+            .read_buffer_size(2 * 1024)
+            .write_buffer_size(8 * 1024)
+            .max_write_buffer_size(1024 * 1024 + MAX_UPSTREAM_MESSAGE)
+            .max_message_size(Some(MAX_UPSTREAM_MESSAGE))
+            .max_frame_size(Some(MAX_UPSTREAM_MESSAGE));
+        let socket = WebSocketStream::from_partially_read(
+            stream,
+            buf.split_off(body_start),
+            tokio_tungstenite::tungstenite::protocol::Role::Client,
+            Some(config),
+        )
+        .await;
+        Ok((socket, protocol))
+    }
+
+    fn request_head(
+        &self,
+        uri: &axum::http::Uri,
+        key: &str,
+        parts: &Parts,
+        identity: &Identity,
+        sources: &Sources,
+    ) -> Result<Vec<u8>, GatewayError> {
+        let mut h = HeaderMap::new();
+        let claims = serde_json::to_vec(identity.claims()).unwrap_or_else(|_| b"null".to_vec());
+        let identity_headers = [
+            (
+                SUB_HEADER,
+                HeaderValue::from_bytes(identity.sub().as_bytes()),
+            ),
+            (SESSION_HEADER, HeaderValue::from_str(identity.session())),
+            (
+                CLAIMS_HEADER,
+                HeaderValue::from_str(&URL_SAFE_NO_PAD.encode(claims)),
+            ),
+        ];
+        for (name, value) in identity_headers {
+            let value = value.map_err(|_| GatewayError::Unreachable("identity not sendable"))?;
+            h.insert(name, value);
+        }
+        for name in PASSED {
+            for v in parts.headers.get_all(&name) {
+                h.append(name.clone(), v.clone());
+            }
+        }
+        if let Some(xff) = forwarded_for(parts) {
+            h.insert("x-forwarded-for", xff);
+        }
+        h.insert("x-forwarded-proto", HeaderValue::from_static("http"));
+        if let Some(cookies) = other_cookies(&parts.headers, sources.cookie_name_ref()) {
+            h.insert(header::COOKIE, cookies);
+        }
+        let protocols: Vec<&str> = offered(&parts.headers)
+            .filter(|p| *p != SUBPROTOCOL && !p.starts_with(SUBPROTOCOL_TOKEN_PREFIX))
+            .collect();
+        if !protocols.is_empty()
+            && let Ok(v) = HeaderValue::from_str(&protocols.join(", "))
+        {
+            h.insert(header::SEC_WEBSOCKET_PROTOCOL, v);
+        }
+        let target = uri.path_and_query().map_or("/", |p| p.as_str());
+        let authority = uri.authority().map_or("", |a| a.as_str());
+        let mut head = format!(
+            "GET {target} HTTP/1.1\r\nHost: {authority}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: {key}\r\n"
+        )
+        .into_bytes();
+        for (name, value) in &h {
+            head.extend_from_slice(name.as_str().as_bytes());
+            head.extend_from_slice(b": ");
+            head.extend_from_slice(value.as_bytes());
+            head.extend_from_slice(b"\r\n");
+        }
+        head.extend_from_slice(b"\r\n");
+        Ok(head)
+    }
+}
+
+/// Largest upstream answer head read.
+const MAX_HEAD: usize = 16 * 1024;
+
+/// A `101` that really accepts our handshake; its selected subprotocol.
+fn check_answer(
+    res: &httparse::Response<'_, '_>,
+    key: &str,
+) -> Result<Option<String>, GatewayError> {
+    const REFUSED: GatewayError =
+        GatewayError::Unreachable("the upstream refused the WebSocket handshake");
+    if res.code != Some(101) {
+        return Err(REFUSED);
+    }
+    let get = |name: &str| {
+        res.headers
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case(name))
+            .and_then(|h| std::str::from_utf8(h.value).ok())
+            .map(str::trim)
+    };
+    let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
+    if get("sec-websocket-accept") != Some(accept.as_str())
+        || !get("upgrade").is_some_and(|u| u.eq_ignore_ascii_case("websocket"))
+    {
+        return Err(REFUSED);
+    }
+    Ok(get("sec-websocket-protocol")
+        .filter(|p| !p.is_empty())
+        .map(str::to_owned))
+}
+
+impl Connected {
+    /// How long the upstream took to connect and answer `101`.
+    pub fn connect_time(&self) -> Duration {
+        self.started.elapsed()
+    }
+}
+
+/// The subprotocols a client offered, in order.
+fn offered(headers: &HeaderMap) -> impl Iterator<Item = &str> {
+    headers
+        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+}
+
+/// The upstream URL followed by the client's query parameters, minus the credential ones
+/// (`auth.query_param` and `ticket`), kept as sent (encoding included).
+fn with_client_query(upstream: &str, client_query: Option<&str>, token_param: &str) -> String {
+    let kept: Vec<&str> = client_query
+        .unwrap_or_default()
+        .split('&')
+        .filter(|pair| !pair.is_empty())
+        .filter(|pair| {
+            let name = pair.split('=').next().unwrap_or_default();
+            let name: String = form_urlencoded::parse(name.as_bytes())
+                .next()
+                .map(|(k, _)| k.into_owned())
+                .unwrap_or_default();
+            name != token_param && name != TICKET_PARAM
+        })
+        .collect();
+    if kept.is_empty() {
+        return upstream.to_owned();
+    }
+    let sep = if upstream.contains('?') { "&" } else { "?" };
+    format!("{upstream}{sep}{}", kept.join("&"))
+}
+
+/// `X-Forwarded-For`: what the client sent, with the client's own address appended.
+fn forwarded_for(parts: &Parts) -> Option<HeaderValue> {
+    let peer = parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip().to_string());
+    let mut list: Vec<String> = parts
+        .headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|v| v.trim().to_owned())
+        .filter(|v| !v.is_empty())
+        .collect();
+    list.extend(peer);
+    if list.is_empty() {
+        return None;
+    }
+    HeaderValue::from_str(&list.join(", ")).ok()
+}
+
+/// The client's cookies without the one that carries the credential.
+fn other_cookies(headers: &HeaderMap, auth_cookie: &str) -> Option<HeaderValue> {
+    let kept: Vec<&str> = headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .map(str::trim)
+        .filter(|pair| !pair.is_empty())
+        .filter(|pair| pair.split('=').next().map(str::trim) != Some(auth_cookie))
+        .collect();
+    if kept.is_empty() {
+        return None;
+    }
+    HeaderValue::from_str(&kept.join("; ")).ok()
+}
+
+fn system_roots() -> rustls::RootCertStore {
+    let mut roots = rustls::RootCertStore::empty();
+    // Unreadable system certificates leave an empty store: wss:// then fails per connection
+    // with 502, which names the problem, instead of refusing to start.
+    for cert in rustls_native_certs::load_native_certs().certs {
+        let _ = roots.add(cert);
+    }
+    roots
+}
+
+fn tls_config(roots: rustls::RootCertStore) -> Result<rustls::ClientConfig, UpstreamSetupError> {
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| UpstreamSetupError::Tls(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth())
+}
+
+/// Frame conversions between the client side (axum) and the upstream side (tungstenite):
+/// payloads are shared `Bytes`, never copied; text is re-checked as UTF-8 (it already is).
+pub(crate) mod convert {
+    use axum::extract::ws::{CloseFrame, Message, Utf8Bytes};
+    use tokio_tungstenite::tungstenite::protocol::CloseFrame as UpCloseFrame;
+    use tokio_tungstenite::tungstenite::{Bytes, Message as UpMessage, Utf8Bytes as UpUtf8};
+
+    fn up_text(t: Utf8Bytes) -> UpUtf8 {
+        UpUtf8::try_from(Bytes::from(t)).unwrap_or_default()
+    }
+    fn client_text(t: UpUtf8) -> Utf8Bytes {
+        Utf8Bytes::try_from(Bytes::from(t)).unwrap_or_default()
+    }
+
+    pub fn to_upstream_close(f: Option<CloseFrame>) -> Option<UpCloseFrame> {
+        f.map(|f| UpCloseFrame {
+            code: f.code.into(),
+            reason: up_text(f.reason),
+        })
+    }
+
+    pub fn to_client_close(f: Option<UpCloseFrame>) -> Option<CloseFrame> {
+        f.map(|f| CloseFrame {
+            code: f.code.into(),
+            reason: client_text(f.reason),
+        })
+    }
+
+    /// A client frame for the upstream (`Close` is handled by the relay, not here).
+    pub fn to_upstream(m: Message) -> UpMessage {
+        match m {
+            Message::Text(t) => UpMessage::Text(up_text(t)),
+            Message::Binary(b) => UpMessage::Binary(b),
+            Message::Ping(b) => UpMessage::Ping(b),
+            Message::Pong(b) => UpMessage::Pong(b),
+            Message::Close(f) => UpMessage::Close(to_upstream_close(f)),
+        }
+    }
+
+    /// An upstream frame for the client; `None` for raw frames (never produced by reads).
+    pub fn to_client(m: UpMessage) -> Option<Message> {
+        Some(match m {
+            UpMessage::Text(t) => Message::Text(client_text(t)),
+            UpMessage::Binary(b) => Message::Binary(b),
+            UpMessage::Ping(b) => Message::Ping(b),
+            UpMessage::Pong(b) => Message::Pong(b),
+            UpMessage::Close(f) => Message::Close(to_client_close(f)),
+            UpMessage::Frame(_) => return None,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credential_parameters_never_reach_the_upstream() {
+        let u = "ws://up/ws?a=1";
+        assert_eq!(with_client_query(u, None, "token"), u);
+        assert_eq!(
+            with_client_query(u, Some("token=s3cret&room=x%20y&ticket=t&b"), "token"),
+            "ws://up/ws?a=1&room=x%20y&b"
+        );
+        assert_eq!(
+            with_client_query("ws://up/ws", Some("access_token=s&x=1"), "access_token"),
+            "ws://up/ws?x=1"
+        );
+        assert_eq!(
+            with_client_query("ws://up/ws", Some("%74oken=s"), "token"),
+            "ws://up/ws",
+            "an encoded name is still the credential"
+        );
+    }
+
+    #[test]
+    fn the_auth_cookie_is_dropped() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::COOKIE,
+            HeaderValue::from_static("a=1; wsgate_session=s3cret; b=2"),
+        );
+        assert_eq!(other_cookies(&h, "wsgate_session").unwrap(), "a=1; b=2");
+        h.insert(header::COOKIE, HeaderValue::from_static("wsgate_session=x"));
+        assert!(other_cookies(&h, "wsgate_session").is_none());
+    }
+
+    #[test]
+    fn urls_are_checked() {
+        assert!(Upstream::new("ws://127.0.0.1:9/ws", Duration::from_secs(1)).is_ok());
+        assert!(Upstream::new("wss://up.example/ws", Duration::from_secs(1)).is_ok());
+        for bad in ["http://x/", "ws://", "x", "wss:///p"] {
+            assert!(Upstream::new(bad, Duration::from_secs(1)).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,106 @@
+//! The fuzz targets' bodies, one function each, shared by `fuzz_targets/*.rs` (libFuzzer on
+//! nightly) and the corpus replay test on stable
+//! (`crates/wsgate-server/tests/fuzz_corpora.rs`), so a crash once found fails CI for good.
+//! Each feeds arbitrary bytes to a parser a client or an operator reaches; the property is
+//! the absence of panics (and of hangs: libFuzzer's timeout).
+#![allow(dead_code)]
+
+use std::future::Future;
+use std::sync::OnceLock;
+use std::task::{Context, Poll, Waker};
+
+use axum::http::Request;
+use wsgate::{SourceKind, Sources, TrustedProxies};
+
+/// Polls a future that needs no I/O (local-key JWT checks) to completion.
+fn ready<F: Future>(f: F) -> Option<F::Output> {
+    let mut f = std::pin::pin!(f);
+    match f.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
+        Poll::Ready(v) => Some(v),
+        Poll::Pending => None,
+    }
+}
+
+/// A request head: the first line is the URI, each further line `name: value`. Every
+/// source, the origin checks and `X-Forwarded-For` behind a trusted proxy read it.
+pub fn sources(data: &[u8]) {
+    let text = String::from_utf8_lossy(data);
+    let mut lines = text.split('\n');
+    let mut req = Request::builder().uri(lines.next().unwrap_or("/"));
+    for line in lines {
+        if let Some((k, v)) = line.split_once(':') {
+            req = req.header(k.trim(), v.trim());
+        }
+    }
+    let Ok(req) = req.body(()) else { return };
+    let (parts, _) = req.into_parts();
+    static SOURCES: OnceLock<Sources> = OnceLock::new();
+    let sources = SOURCES
+        .get_or_init(|| Sources::new(SourceKind::ALL).allowed_origins(["https://app.example"]));
+    let _ = sources.check_origin(&parts.headers);
+    let _ = sources.find(&parts);
+    static TRUSTED: OnceLock<TrustedProxies> = OnceLock::new();
+    let trusted = TRUSTED.get_or_init(|| {
+        TrustedProxies::new(["10.0.0.0/8", "::1", "fd00::/8"].map(|n| n.parse().expect("net")))
+    });
+    let _ = trusted.client(([10, 1, 2, 3], 4000).into(), &parts.headers);
+    let _ = text.parse::<wsgate::IpNet>();
+}
+
+const SECRET: &[u8] = b"fuzz-secret-that-is-long-enough-for-hs256";
+
+/// A token as sent, and the same bytes signed as a JWT payload, so the claim policy (times,
+/// `sub`, `crit`, audiences) is reached past the signature check.
+pub fn jwt(data: &[u8]) {
+    static VERIFIER: OnceLock<wsgate::verify::JwtVerifier> = OnceLock::new();
+    let v = VERIFIER.get_or_init(|| {
+        wsgate::install_crypto();
+        let cfg = wsgate::verify::JwtConfig {
+            audience: vec!["wsgate".into()],
+            ..Default::default()
+        };
+        wsgate::verify::JwtVerifier::new(cfg)
+            .and_then(|v| v.with_secret(SECRET))
+            .expect("verifier")
+    });
+    let text = String::from_utf8_lossy(data);
+    let _ = ready(v.verify_token(&text));
+    // The bytes as claims (and, split at the first NUL, a header of our own choosing).
+    let (header, claims) = match data.iter().position(|&b| b == 0) {
+        Some(i) => (&data[..i], &data[i + 1..]),
+        None => (&b"{\"alg\":\"HS256\"}"[..], data),
+    };
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let signing_input = format!("{}.{}", b64.encode(header), b64.encode(claims));
+    let key = jsonwebtoken::EncodingKey::from_secret(SECRET);
+    if let Ok(sig) = jsonwebtoken::crypto::sign(
+        signing_input.as_bytes(),
+        &key,
+        jsonwebtoken::Algorithm::HS256,
+    ) {
+        let _ = ready(v.verify_token(&format!("{signing_input}.{sig}")));
+    }
+}
+
+/// A config file: TOML parsing, the error's key and line, every value check.
+pub fn config(data: &[u8]) {
+    let text = String::from_utf8_lossy(data);
+    let origin = wsgate_server::config::Origin::File("fuzz.toml".into());
+    if let Err(e) = wsgate_server::config::Config::parse(&text, &origin) {
+        let _ = e.to_string();
+    }
+}
+
+/// A client frame on a pubsub endpoint: parsing, channel rules, permission patterns.
+pub fn pubsub_frames(data: &[u8]) {
+    use wsgate_server::endpoints::pubsub::{Command, parse};
+    let text = String::from_utf8_lossy(data);
+    let (_, command) = parse(&text);
+    let patterns = ["chat:*".to_owned(), "user:{sub}".to_owned(), "*".to_owned()];
+    if let Ok(Command::Subscribe(c) | Command::Unsubscribe(c) | Command::Publish(c, _)) = command {
+        for p in &patterns {
+            let _ = wsgate::permissions::allowed(std::slice::from_ref(p), "al{sub}ice", &c);
+        }
+    }
+}
