@@ -191,6 +191,8 @@ pub fn router(cfg: &Config, s: &Services) -> Router {
         idle_timeout: (limits.idle_timeout_secs > 0)
             .then(|| Duration::from_secs(limits.idle_timeout_secs)),
         messages_per_sec: (limits.messages_per_sec > 0).then_some(limits.messages_per_sec),
+        expiry_warning: (cfg.auth.expiry_warning_secs > 0)
+            .then(|| Duration::from_secs(cfg.auth.expiry_warning_secs)),
     };
     // A ticket cannot buy a ticket, and an HTTP request has no first message.
     let ticket_sources: Vec<SourceKind> = cfg
@@ -266,6 +268,10 @@ pub fn router(cfg: &Config, s: &Services) -> Router {
             auth: Arc::new(auth),
             session: SessionOptions {
                 welcome: ep.welcome,
+                // `expiring` goes with the welcome (SPEC §13); proxies decide by refresh_frames.
+                expiry_warning: session
+                    .expiry_warning
+                    .filter(|_| ep.welcome || ep.kind == crate::config::EndpointKind::Proxy),
                 ..session.clone()
             },
             tracker: s.tracker.clone(),

@@ -173,3 +173,55 @@ async fn absurd_expiry_is_not_a_crash() {
     assert_eq!(res.status(), 200);
     assert_eq!(expect_close(&mut ws).await.0, 4003);
 }
+
+#[tokio::test]
+async fn expiring_is_sent_once_per_deadline_and_a_refresh_keeps_the_socket() {
+    let s = Server::start(&config(0, "")).await;
+    // Already within the warning (default 30 s): `expiring` right after the welcome.
+    let exp = now() + 3;
+    let mut ws = bearer(&s.url("/echo"), &hs256(&json!({"sub":"w","exp":exp}))).await;
+    assert_eq!(next_json(&mut ws).await["type"], "welcome");
+    let warned: serde_json::Value = serde_json::from_str(&next_text_all(&mut ws).await).unwrap();
+    assert_eq!(warned, json!({"type":"expiring","expires_at":exp}));
+    // A refresh to a deadline that is also close draws one more, for the new deadline.
+    let exp2 = now() + 10;
+    let refresh = json!({"type":"refresh","token": hs256(&json!({"sub":"w","exp":exp2}))});
+    send_text(&mut ws, &refresh.to_string()).await;
+    assert_eq!(next_json(&mut ws).await["type"], "refreshed");
+    let warned: serde_json::Value = serde_json::from_str(&next_text_all(&mut ws).await).unwrap();
+    assert_eq!(warned, json!({"type":"expiring","expires_at":exp2}));
+    // Nothing more until the socket is used: exactly once per deadline.
+    send_text(&mut ws, "plain").await;
+    assert_eq!(next_text_all(&mut ws).await, "plain");
+    // 0 turns it off.
+    let s = Server::start(
+        "[auth]\nexpiry_warning_secs = 0\n[auth.jwt]\nsecret_env = \"WSGATE_TEST_SECRET\"\nleeway_secs = 0\n[[endpoints]]\npath = \"/echo\"\nkind = \"echo\"\n",
+    )
+    .await;
+    let mut ws = bearer(&s.url("/echo"), &hs256(&json!({"sub":"w","exp":now()+2}))).await;
+    assert_eq!(next_json(&mut ws).await["type"], "welcome");
+    send_text(&mut ws, "x").await;
+    assert_eq!(
+        next_text_all(&mut ws).await,
+        "x",
+        "no expiring when turned off"
+    );
+}
+
+#[tokio::test]
+async fn expiring_comes_warning_secs_before_the_deadline() {
+    let cfg = config(0, "").replace("[auth.jwt]", "[auth]\nexpiry_warning_secs = 2\n[auth.jwt]");
+    let s = Server::start(&cfg).await;
+    let exp = now() + 4;
+    let mut ws = bearer(&s.url("/echo"), &hs256(&json!({"sub":"w","exp":exp}))).await;
+    next_json(&mut ws).await;
+    let started = std::time::Instant::now();
+    let warned: serde_json::Value = serde_json::from_str(&next_text_all(&mut ws).await).unwrap();
+    assert_eq!(warned["type"], "expiring");
+    let waited = started.elapsed();
+    assert!(
+        waited >= std::time::Duration::from_millis(700),
+        "too early: {waited:?}"
+    );
+    assert_eq!(expect_close(&mut ws).await.0, 4001);
+}

@@ -48,6 +48,11 @@ pub struct SessionOptions {
     pub idle_timeout: Option<Duration>,
     /// Data frames a client may send per second; past it the socket closes with 4029.
     pub messages_per_sec: Option<u32>,
+    /// How long before the credential's `exp` the client is sent
+    /// `{"type":"expiring","expires_at":exp}` (once per deadline), so it can refresh in time
+    /// without a clock of its own (SPEC §13). The server turns it off where no `welcome` is
+    /// sent (and on proxies without `refresh_frames`).
+    pub expiry_warning: Option<Duration>,
 }
 
 impl Default for SessionOptions {
@@ -57,6 +62,7 @@ impl Default for SessionOptions {
             shutdown: CancellationToken::new(),
             idle_timeout: None,
             messages_per_sec: None,
+            expiry_warning: Some(Duration::from_secs(30)),
         }
     }
 }
@@ -69,6 +75,9 @@ pub struct Session {
     /// One timer entry per connection, set to the earliest of expiry and the next idle check.
     timer: Option<Pin<Box<Sleep>>>,
     expires: Option<Instant>,
+    /// When to send `expiring` for the current deadline; `None` once sent (or when off).
+    warn_at: Option<Instant>,
+    expiry_warning: Option<Duration>,
     idle: Option<Duration>,
     last_seen: Instant,
     last_ping: Option<Instant>,
@@ -130,6 +139,8 @@ impl Session {
             socket,
             timer: None,
             expires: None,
+            warn_at: None,
+            expiry_warning: options.expiry_warning.filter(|d| !d.is_zero()),
             idle: options.idle_timeout.filter(|d| !d.is_zero()),
             last_seen: now,
             last_ping: None,
@@ -290,15 +301,18 @@ impl Session {
     }
 
     fn set_expiry(&mut self) {
-        self.expires = self.identity.expires_at().map(|exp| {
-            // Saturating and capped: an absurd `exp` from an issuer or a backend must not
-            // overflow `Instant` (a panic) — it just means "not within a decade".
-            let left = exp
-                .saturating_add(self.auth.leeway_duration().as_secs())
-                .saturating_sub(now_unix())
-                .min(MAX_DEADLINE_SECS);
-            Instant::now() + Duration::from_secs(left)
-        });
+        let now = Instant::now();
+        // Saturating and capped: an absurd `exp` from an issuer or a backend must not
+        // overflow `Instant` (a panic) — it just means "not within a decade".
+        let at = |unix: u64| {
+            now + Duration::from_secs(unix.saturating_sub(now_unix()).min(MAX_DEADLINE_SECS))
+        };
+        let exp = self.identity.expires_at();
+        self.expires = exp.map(|exp| at(exp.saturating_add(self.auth.leeway_duration().as_secs())));
+        self.warn_at = match (exp, self.expiry_warning) {
+            (Some(exp), Some(warning)) => Some(at(exp.saturating_sub(warning.as_secs()))),
+            _ => None,
+        };
     }
 
     /// Sets the timer to the earliest of expiry and the next idle check: a ping after half
@@ -309,10 +323,10 @@ impl Session {
         let idle_check = self
             .idle
             .map(|idle| self.last_seen + if pinged { idle } else { idle / 2 });
-        let at = match (self.expires, idle_check) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
+        let at = [self.expires, idle_check, self.warn_at]
+            .into_iter()
+            .flatten()
+            .min();
         match (at, &mut self.timer) {
             (None, _) => self.timer = None,
             (Some(at), Some(t)) => t.as_mut().reset(at),
@@ -325,6 +339,15 @@ impl Session {
         let now = Instant::now();
         if self.expires.is_some_and(|e| e <= now) {
             return Some((codes::TOKEN_EXPIRED, "token expired"));
+        }
+        if self.warn_at.is_some_and(|w| w <= now) {
+            self.warn_at = None;
+            if let Some(exp) = self.identity.expires_at() {
+                let frame = format!(r#"{{"type":"expiring","expires_at":{exp}}}"#);
+                if self.socket.send(Message::text(frame)).await.is_err() {
+                    return Some((close_code::AWAY, "gone"));
+                }
+            }
         }
         if let Some(idle) = self.idle {
             let quiet = now.duration_since(self.last_seen);

@@ -98,6 +98,7 @@ async fn run(
     let options = SessionOptions {
         welcome: false,
         idle_timeout: None,
+        expiry_warning: p.ep.session.expiry_warning.filter(|_| p.refresh_frames),
         ..p.ep.session.clone()
     };
     let session = Session::new(socket, identity, p.ep.auth.clone(), &options);

@@ -226,8 +226,19 @@ pub async fn assert_invalid(url: &str, token: &str) {
     assert_eq!(r.body["error"], "invalid_token");
 }
 
-/// The next text frame (skipping pings), bounded.
+/// The next text frame (skipping pings and `expiring` notices, which short-lived test
+/// tokens draw at once; [`next_text_all`] keeps them), bounded.
 pub async fn next_text(ws: &mut Ws) -> String {
+    loop {
+        let t = next_text_all(ws).await;
+        if !t.starts_with(r#"{"type":"expiring""#) {
+            return t;
+        }
+    }
+}
+
+/// The next text frame, `expiring` notices included (skipping pings), bounded.
+pub async fn next_text_all(ws: &mut Ws) -> String {
     loop {
         match tokio::time::timeout(WAIT, ws.next()).await {
             Ok(Some(Ok(Message::Text(t)))) => return t.to_string(),
@@ -242,10 +253,12 @@ pub async fn next_json(ws: &mut Ws) -> Value {
     serde_json::from_str(&t).unwrap_or_else(|e| panic!("not JSON ({e}): {t}"))
 }
 
-/// Reads until the server's Close frame; returns its code and reason.
+/// Reads until the server's Close frame (skipping pings and `expiring` notices); returns
+/// its code and reason.
 pub async fn expect_close(ws: &mut Ws) -> (u16, String) {
     loop {
         match tokio::time::timeout(WAIT, ws.next()).await {
+            Ok(Some(Ok(Message::Text(t)))) if t.starts_with(r#"{"type":"expiring""#) => continue,
             Ok(Some(Ok(Message::Close(Some(f))))) => {
                 return (u16::from(f.code), f.reason.to_string());
             }
