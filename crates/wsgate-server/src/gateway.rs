@@ -256,7 +256,8 @@ pub fn router(cfg: &Config, s: &Services) -> Router {
                 }
             }),
         )
-        .merge(admin::router(admin));
+        .merge(admin::router(admin))
+        .merge(crate::browser_client::router());
     for ep in &cfg.endpoints {
         let auth = match &ep.sources {
             Some(order) => base

@@ -5,6 +5,7 @@
 pub mod admin;
 pub mod auth;
 pub mod broker;
+pub mod browser_client;
 pub mod cli;
 pub mod cluster;
 pub mod config;

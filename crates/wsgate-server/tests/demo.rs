@@ -36,15 +36,42 @@ async fn demo_page_and_tokens_work_the_browser_way() {
     assert!(page.text().await.unwrap().contains("wsgate demo chat"));
     let script = reqwest::get(s.http("/demo.js")).await.unwrap();
     assert_eq!(script.status(), 200);
-    assert!(script.text().await.unwrap().contains("/api/tickets"));
+    assert!(
+        script
+            .text()
+            .await
+            .unwrap()
+            .contains(r#"from "/wsgate.js""#)
+    );
+    let client = reqwest::get(s.http("/wsgate.js")).await.unwrap();
+    assert_eq!(
+        client.headers()["content-type"],
+        "text/javascript; charset=utf-8"
+    );
+    assert!(
+        client
+            .text()
+            .await
+            .unwrap()
+            .contains("export class WsgateClient")
+    );
 
-    let (status, _) = post_json(
+    for bad in [
+        json!({"name":"bell\u{7}"}),
+        json!({"name": "x".repeat(33)}),
+        json!({"name":"  "}),
+    ] {
+        let (status, _) = post_json(s.http("/api/demo/token"), None, bad.clone()).await;
+        assert_eq!(status, 400, "{bad}");
+    }
+    // Names with spaces and accents are welcome.
+    let (status, body) = post_json(
         s.http("/api/demo/token"),
         None,
-        json!({"name":"no spaces please"}),
+        json!({"name":"José Smith"}),
     )
     .await;
-    assert_eq!(status, 400);
+    assert_eq!(status, 200, "{body}");
     let (status, body) = post_json(s.http("/api/demo/token"), None, json!({"name":"ann"})).await;
     assert_eq!((status, body["expires_in"].as_u64()), (200, Some(120)));
     let token = body["token"].as_str().unwrap().to_owned();

@@ -333,3 +333,26 @@ async fn healthz_answers() {
     assert!(out.ends_with("ok"), "{out}");
     let _: Value = Value::Null;
 }
+
+#[tokio::test]
+async fn every_server_serves_the_browser_client() {
+    let s = Server::start(HS256_CONFIG).await;
+    let res = reqwest::get(s.http("/wsgate.js")).await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(
+        res.headers()["content-type"],
+        "text/javascript; charset=utf-8"
+    );
+    assert_eq!(res.headers()["cache-control"], "public, max-age=300");
+    let etag = res.headers()["etag"].to_str().unwrap().to_owned();
+    let body = res.text().await.unwrap();
+    assert!(body.contains("export class WsgateClient"));
+    assert!(!body.contains("import "), "no dependencies");
+    let again = reqwest::Client::new()
+        .get(s.http("/wsgate.js"))
+        .header("if-none-match", &etag)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), 304);
+}

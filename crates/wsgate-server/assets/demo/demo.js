@@ -1,131 +1,134 @@
-// wsgate demo chat: get a demo token, trade it for a single-use ticket (browsers cannot set
-// Authorization on a WebSocket), connect, join a room, chat, and refresh the token before it
-// expires. Everything the page shows comes from server frames.
-"use strict";
+// wsgate demo chat, on the browser client every wsgate server serves (/wsgate.js): the
+// client gets a demo token, trades it for a single-use ticket (browsers cannot set
+// Authorization on a WebSocket), connects, refreshes the token when the server says
+// `expiring`, and reconnects and rejoins the room after a restart. This page only shows it.
+import { WsgateClient } from "/wsgate.js";
 
 const $ = (id) => document.getElementById(id);
-let ws = null;
-let token = null;
-let expiresAt = null;
+let client = null;
 let channel = null;
-let refreshing = false;
+let expiresAt = null;
 
-function say(text, cls) {
+function line(text, cls, from) {
   const li = document.createElement("li");
   if (cls) li.className = cls;
-  li.textContent = text;
-  $("messages").appendChild(li);
-  li.scrollIntoView({ block: "nearest" });
-}
-
-function chatLine(from, text) {
-  const li = document.createElement("li");
-  const who = document.createElement("span");
-  who.className = "from";
-  who.textContent = from === null ? "server" : from;
-  li.append(who, document.createTextNode(String(text)));
+  if (from !== undefined) {
+    const who = document.createElement("span");
+    who.className = "from";
+    who.textContent = from === null ? "server" : from;
+    li.append(who);
+  }
+  li.append(document.createTextNode(String(text)));
   $("messages").appendChild(li);
   li.scrollIntoView({ block: "nearest" });
 }
 
 async function demoToken(name) {
+  const params = new URLSearchParams(location.search);
+  const body = { name };
+  if (params.has("ttl")) body.ttl_secs = Number(params.get("ttl")); // for the browser test
   const res = await fetch("/api/demo/token", {
     method: "POST",
     headers: { "content-type": "application/json" },
-    body: JSON.stringify({ name }),
+    body: JSON.stringify(body),
   });
-  const body = await res.json();
-  if (!res.ok) throw new Error(body.message || "could not get a token");
-  return body.token;
+  const answer = await res.json();
+  if (!res.ok) throw new Error(answer.message || "could not get a token");
+  return answer.token;
 }
 
-async function ticketFor(tok) {
-  const res = await fetch("/api/tickets", {
-    method: "POST",
-    headers: { authorization: "Bearer " + tok },
-  });
-  const body = await res.json();
-  if (!res.ok) throw new Error(body.message || "could not get a ticket");
-  return body.ticket;
+function setConnected(connected, status) {
+  $("status").textContent = status;
+  $("text").disabled = !connected;
+  $("send-button").disabled = !connected;
 }
 
 function tick() {
-  if (expiresAt === null) return;
-  const left = Math.max(0, Math.round(expiresAt - Date.now() / 1000));
-  $("countdown").textContent = left + " s";
-  if (left <= 30 && !refreshing && ws && ws.readyState === WebSocket.OPEN) refresh();
+  $("countdown").textContent =
+    expiresAt === null ? "–" : Math.max(0, Math.round(expiresAt - Date.now() / 1000)) + " s";
 }
+setInterval(tick, 1000);
 
-async function refresh() {
-  refreshing = true;
-  try {
-    token = await demoToken($("name").value);
-    ws.send(JSON.stringify({ type: "refresh", id: "refresh", token }));
-  } catch (e) {
-    say("refresh failed: " + e.message, "system");
-  } finally {
-    refreshing = false;
-  }
-}
-
-function onFrame(event) {
-  const f = JSON.parse(event.data);
-  switch (f.type) {
-    case "welcome":
-      expiresAt = f.expires_at;
-      tick();
-      $("status").textContent = "Connected as " + f.sub;
-      ws.send(JSON.stringify({ type: "subscribe", id: "join", channel }));
-      break;
-    case "subscribed":
-      say("joined " + f.channel, "system");
-      $("text").disabled = false;
-      $("text").focus();
-      break;
-    case "message":
-      chatLine(f.from, f.data && f.data.text);
-      break;
-    case "refreshed":
-      expiresAt = f.expires_at;
-      say("token refreshed", "system");
-      break;
-    case "error":
-      say("error: " + f.code + (f.channel ? " (" + f.channel + ")" : ""), "system");
-      break;
-  }
+function start(name) {
+  const scheme = location.protocol === "https:" ? "wss:" : "ws:";
+  client = new WsgateClient(`${scheme}//${location.host}/ws`, {
+    getToken: () => demoToken(name),
+    via: "ticket",
+  });
+  window.demoClient = client; // for the browser test
+  let opened = false;
+  client.addEventListener("open", (e) => {
+    if (opened) line("reconnected; back in " + channel, "system");
+    opened = true;
+    expiresAt = e.detail.expires_at;
+    tick();
+    setConnected(true, "Connected as " + e.detail.sub);
+    $("rejoin").hidden = true;
+  });
+  client.addEventListener("refreshed", (e) => {
+    expiresAt = e.detail.expires_at;
+    tick();
+    line("token refreshed", "system");
+  });
+  client.addEventListener("message", (e) => {
+    const m = e.detail;
+    line(m.data && typeof m.data === "object" ? m.data.text : m.data, "", m.from);
+  });
+  client.addEventListener("reconnecting", (e) => {
+    setConnected(false, `Connection lost (${e.detail.code}); reconnecting in ${Math.ceil(e.detail.delay_ms / 1000)} s…`);
+  });
+  client.addEventListener("closed", (e) => {
+    expiresAt = null;
+    tick();
+    setConnected(false, `Disconnected (${e.detail.code}${e.detail.reason ? ": " + e.detail.reason : ""})`);
+    $("rejoin").hidden = false;
+  });
+  client.addEventListener("error", (e) => {
+    const f = e.detail;
+    line("error: " + (f.code || f.message) + (f.channel ? " (" + f.channel + ")" : ""), "system");
+  });
+  return client.connect().then(() => client.subscribe(channel)).then(() => {
+    line("joined " + channel, "system");
+    $("text").focus();
+  });
 }
 
 $("join").addEventListener("submit", async (e) => {
   e.preventDefault();
-  const name = $("name").value;
+  const name = $("name").value.trim();
   channel = "room:" + $("room").value;
+  $("join-error").hidden = true;
   try {
-    token = await demoToken(name);
-    const ticket = await ticketFor(token);
-    const scheme = location.protocol === "https:" ? "wss:" : "ws:";
-    ws = new WebSocket(scheme + "//" + location.host + "/ws?ticket=" + encodeURIComponent(ticket));
+    await demoToken(name); // refuse a bad name here, before leaving the form
   } catch (err) {
-    alert(err.message);
+    $("join-error").textContent = err.message;
+    $("join-error").hidden = false;
     return;
   }
   $("join").hidden = true;
   $("chat").hidden = false;
   $("room-title").textContent = "Room " + $("room").value;
-  $("status").textContent = "Connecting…";
-  $("text").disabled = true;
-  ws.addEventListener("message", onFrame);
-  ws.addEventListener("close", (ev) => {
-    $("status").textContent = "Disconnected (" + ev.code + (ev.reason ? ": " + ev.reason : "") + ")";
-    $("text").disabled = true;
-    expiresAt = null;
-  });
-  setInterval(tick, 1000);
+  setConnected(false, "Connecting…");
+  start(name).catch((err) => line("could not join: " + err.message, "system"));
 });
 
 $("send").addEventListener("submit", (e) => {
   e.preventDefault();
   const text = $("text").value.trim();
-  if (!text || !ws || ws.readyState !== WebSocket.OPEN) return;
-  ws.send(JSON.stringify({ type: "publish", channel, data: { text } }));
+  if (!text || !client || client.state !== "open") return;
+  client.publish(channel, { text }).catch((err) => line("not sent: " + err.message, "system"));
   $("text").value = "";
+});
+
+$("leave").addEventListener("click", () => {
+  client?.close();
+  $("chat").hidden = true;
+  $("join").hidden = false;
+  $("messages").replaceChildren();
+});
+
+$("rejoin").addEventListener("click", () => {
+  $("rejoin").hidden = true;
+  setConnected(false, "Connecting…");
+  start($("name").value.trim()).catch((err) => line("could not join: " + err.message, "system"));
 });

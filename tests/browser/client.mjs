@@ -1,0 +1,216 @@
+// The browser client (/wsgate.js, SPEC §13/§14) and the demo built on it, in headless
+// Chromium against the real wsgate binary:
+//   - a token that lives 5 s is kept alive by `expiring` → refresh, with no reconnect;
+//   - the server stopped and restarted on the same port: the client reconnects, re-subscribes
+//     and receives a message published to a channel it held (and the demo page shows it);
+//   - an admin disconnect: `closed` with 4003, no further attempt;
+//   - a refused ticket: connect() rejects, getToken is not called again (no retry storm);
+//   - echo: send() and the echoed message;
+//   - the demo on a 375 px phone: a long word wraps; a name with a space and an accent works.
+//
+//   node client.mjs [path/to/wsgate]      (default: ../../target/debug/wsgate)
+// Screenshot: ../../target/browser-artifacts/demo-reconnected.png. Every wait is bounded.
+import { spawn } from 'node:child_process';
+import { mkdtempSync, mkdirSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join, resolve, dirname } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { chromium } from 'playwright-core';
+
+const here = dirname(fileURLToPath(import.meta.url));
+const bin = resolve(process.argv[2] ?? join(here, '../../target/debug/wsgate'));
+const artifacts = resolve(here, '../../target/browser-artifacts');
+mkdirSync(artifacts, { recursive: true });
+const ADMIN_KEY = 'browser-admin-key-0123456789';
+
+const port = await new Promise((ok) => {
+  const s = createServer().listen(0, '127.0.0.1', () => { const p = s.address().port; s.close(() => ok(p)); });
+});
+const cwd = mkdtempSync(join(tmpdir(), 'wsgate-client-'));
+writeFileSync(join(cwd, 'wsgate.toml'), `listen = "127.0.0.1:${port}"
+demo = true
+[auth]
+expiry_warning_secs = 3
+[storage]
+path = "${join(cwd, 'wsgate.db')}"
+`);
+const base = `http://127.0.0.1:${port}`;
+
+let server = null;
+function startServer() {
+  return new Promise((ok, fail) => {
+    let logs = '';
+    const child = spawn(bin, ['serve'], { cwd, stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, WSGATE_ADMIN_KEY: ADMIN_KEY } });
+    const timer = setTimeout(() => fail(new Error('server did not start:\n' + logs)), 15000);
+    child.stderr.on('data', (d) => {
+      logs += d;
+      if (/wsgate listening on/.test(logs)) { clearTimeout(timer); ok(child); }
+    });
+    child.on('exit', (code) => { clearTimeout(timer); fail(new Error(`server exited (${code}):\n${logs}`)); });
+  });
+}
+function stopServer() {
+  return new Promise((ok) => { server.once('exit', ok); server.kill('SIGTERM'); });
+}
+async function admin(path, body) {
+  const res = await fetch(base + path, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${ADMIN_KEY}`, 'content-type': 'application/json' },
+    body: JSON.stringify(body),
+  });
+  return res.json();
+}
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+async function until(what, f, ms = 15000) {
+  const started = Date.now();
+  for (;;) {
+    if (await f()) return;
+    if (Date.now() - started > ms) throw new Error('timed out waiting for ' + what);
+    await sleep(100);
+  }
+}
+
+// A client inside the page, its events recorded in window.t.
+async function pageClient(page, url, opts) {
+  await page.evaluate(async ({ url, opts }) => {
+    const { WsgateClient } = await import('/wsgate.js');
+    const t = { events: [], tokens: 0 };
+    window.t = t;
+    const getToken = async () => {
+      t.tokens += 1;
+      if (opts.badToken) return 'not-a-token';
+      const res = await fetch('/api/demo/token', {
+        method: 'POST', headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ name: opts.name, ttl_secs: opts.ttl ?? 120 }),
+      });
+      return (await res.json()).token;
+    };
+    t.client = new WsgateClient(url, { getToken, via: opts.via });
+    for (const type of ['open', 'message', 'refreshed', 'reconnecting', 'closed']) {
+      t.client.addEventListener(type, (e) => t.events.push({ type, detail: e.detail }));
+    }
+    try {
+      t.welcome = await t.client.connect();
+    } catch (e) {
+      t.connectError = e.message;
+    }
+  }, { url, opts });
+}
+const count = (page, type) => page.evaluate((type) => window.t.events.filter((e) => e.type === type).length, type);
+
+server = await startServer();
+let browser;
+let passed = 0;
+const check = async (name, f) => { await f(); passed += 1; console.log(`ok - ${name}`); };
+try {
+  browser = await chromium.launch({
+    executablePath: '/usr/bin/chromium',
+    headless: true,
+    args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+      '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+  });
+  const errors = [];
+  const newPage = async (viewport = { width: 720, height: 640 }) => {
+    const page = await browser.newPage({ viewport });
+    page.setDefaultTimeout(15000);
+    page.on('pageerror', (e) => errors.push(e.message));
+    await page.goto(base + '/');
+    return page;
+  };
+  const ws = `ws://127.0.0.1:${port}`;
+
+  await check('a 5 s token is kept alive by expiring → refresh, no reconnect', async () => {
+    const page = await newPage();
+    await pageClient(page, ws + '/ws', { name: 'short', ttl: 5, via: 'ticket' });
+    await sleep(9000);
+    const state = await page.evaluate(() => window.t.client.state);
+    if (state !== 'open') throw new Error('state ' + state);
+    if (await count(page, 'refreshed') < 2) throw new Error('not refreshed twice');
+    if (await count(page, 'reconnecting') !== 0) throw new Error('it reconnected');
+    if (await count(page, 'open') !== 1) throw new Error('more than one welcome');
+    await page.close();
+  });
+
+  await check('echo: send() and the echoed frame', async () => {
+    const page = await newPage();
+    await pageClient(page, ws + '/echo', { name: 'echo', via: 'subprotocol' });
+    await page.evaluate(() => window.t.client.send('raw'));
+    await page.waitForFunction(() => window.t.events.some((e) => e.type === 'message' && e.detail === 'raw'));
+    await page.close();
+  });
+
+  await check('a refused ticket: connect() rejects, no retry storm', async () => {
+    const page = await newPage();
+    await pageClient(page, ws + '/ws', { name: 'x', via: 'ticket', badToken: true });
+    const err = await page.evaluate(() => window.t.connectError);
+    if (!/ticket refused \(401\)/.test(err || '')) throw new Error('connect did not reject: ' + err);
+    await sleep(2500);
+    const tokens = await page.evaluate(() => window.t.tokens);
+    if (tokens !== 1) throw new Error(`getToken called ${tokens} times`);
+    if (await page.evaluate(() => window.t.client.state) !== 'closed') throw new Error('not closed');
+    await page.close();
+  });
+
+  await check('an admin disconnect is final: closed 4003, no further attempt', async () => {
+    const page = await newPage();
+    await pageClient(page, ws + '/ws', { name: 'kicked', via: 'subprotocol' });
+    await page.evaluate(() => window.t.client.subscribe('room:k'));
+    const answer = await admin('/api/disconnect', { sub: 'kicked' });
+    if (answer.closed !== 1) throw new Error(JSON.stringify(answer));
+    await page.waitForFunction(() => window.t.events.some((e) => e.type === 'closed'));
+    const closed = await page.evaluate(() => window.t.events.find((e) => e.type === 'closed').detail);
+    if (closed.code !== 4003) throw new Error('closed with ' + closed.code);
+    await sleep(2500);
+    if (await count(page, 'reconnecting') !== 0) throw new Error('it tried again');
+    await page.close();
+  });
+
+  await check('a server restart: reconnect, re-subscribe, receive; the demo rejoins', async () => {
+    const page = await newPage();
+    await pageClient(page, ws + '/ws', { name: 'stay', via: 'subprotocol' });
+    await page.evaluate(() => window.t.client.subscribe('room:restart'));
+    const demo = await newPage();
+    await demo.getByLabel('Your name').fill('alice');
+    await demo.getByRole('button', { name: 'Join' }).click();
+    await demo.locator('#messages').getByText('joined room:lobby').waitFor();
+
+    await stopServer();
+    await page.waitForFunction(() => window.t.events.some((e) => e.type === 'reconnecting'));
+    await demo.locator('#status').getByText('reconnecting').waitFor();
+    if (await demo.locator('#send-button').isEnabled()) throw new Error('send enabled while disconnected');
+    server = await startServer();
+    await until('two welcomes', async () => (await count(page, 'open')) === 2);
+    await until('a delivery to the re-subscribed channel', async () =>
+      (await admin('/api/publish', { channel: 'room:restart', data: 'after' })).delivered >= 1);
+    await page.waitForFunction(() => window.t.events.some((e) => e.type === 'message' && e.detail.data === 'after'));
+    await demo.locator('#status').getByText('Connected as alice').waitFor();
+    await until('the demo back in its room', async () =>
+      (await admin('/api/publish', { channel: 'room:lobby', data: { text: 'welcome back' } })).delivered >= 1);
+    await demo.locator('#messages').getByText('welcome back').waitFor();
+    await demo.screenshot({ path: join(artifacts, 'demo-reconnected.png') });
+    await page.close();
+    await demo.close();
+  });
+
+  await check('the demo on a phone: long words wrap; names with spaces and accents', async () => {
+    const phone = await newPage({ width: 375, height: 700 });
+    await phone.getByLabel('Your name').fill('José Smith');
+    await phone.getByRole('button', { name: 'Join' }).click();
+    await phone.locator('#status').getByText('Connected as José Smith').waitFor();
+    await phone.locator('#messages').getByText('joined room:lobby').waitFor();
+    await phone.getByLabel('Message', { exact: true }).fill('x'.repeat(400));
+    await phone.getByLabel('Message', { exact: true }).press('Enter');
+    await phone.locator('#messages li').filter({ hasText: 'xxxxxxxxxx' }).waitFor();
+    const width = await phone.evaluate(() => document.documentElement.scrollWidth);
+    if (width > 375) throw new Error(`the page is ${width} px wide`);
+    await phone.close();
+  });
+
+  if (errors.length) throw new Error('page errors: ' + errors.join('; '));
+  console.log(`screenshot: ${join(artifacts, 'demo-reconnected.png')}`);
+  console.log(`client: ${passed} passed, 0 failed`);
+} finally {
+  await browser?.close();
+  server?.kill('SIGTERM');
+}
