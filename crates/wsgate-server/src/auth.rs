@@ -109,6 +109,17 @@ pub fn effective_jwt(cfg: &Config) -> Option<JwtFileConfig> {
         .or_else(|| (!other_verifier).then(JwtFileConfig::default))
 }
 
+/// Whether this configuration can mint tokens (`wsgate token`, the demo): HS256/384/512
+/// with an inline secret, a secret variable, or the generated one.
+pub fn can_mint(cfg: &Config) -> bool {
+    effective_jwt(cfg).is_some_and(|jwt| {
+        jwt.algorithms
+            .iter()
+            .any(|a| a.family() == jsonwebtoken::AlgorithmFamily::Hmac)
+            && (jwt.secret.is_some() || jwt.secret_env.is_some() || !jwt.has_key_material())
+    })
+}
+
 pub async fn build(
     cfg: &Config,
     origin: &Origin,

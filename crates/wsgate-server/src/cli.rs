@@ -107,6 +107,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve(args) => {
             let (mut cfg, origin) = Config::load(cli.config.as_deref())?;
             if let Some(listen) = args.listen {
+                if let Err(e) = crate::config::check_listen(&listen) {
+                    bail!("--listen: {e}");
+                }
                 cfg.listen = listen;
             }
             cfg.demo |= args.demo;
@@ -126,7 +129,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::CheckConfig => {
             let (cfg, origin) = Config::load(cli.config.as_deref())?;
             let built = auth::build(&cfg, &origin, SecretStore::DryRun).await?;
-            gateway::admin_key(&cfg)?;
+            gateway::startup_checks(&cfg, &origin)?;
             println!("{origin}: ok");
             println!("listen: {}", cfg.listen);
             let sources: Vec<_> = cfg.auth.sources.iter().map(|s| s.as_str()).collect();
@@ -174,10 +177,10 @@ fn keys_command(store: &Store, cmd: KeysCommand) -> anyhow::Result<()> {
             println!("{}", k.key);
         }
         KeysCommand::List => {
-            let time = |t: Option<u64>| t.map_or_else(|| "-".to_owned(), |t| t.to_string());
+            let time = |t: Option<u64>| t.map_or_else(|| "-".to_owned(), utc);
             println!(
-                "{:<16}  {:<20}  {:<20}  {:>10}  {:>10}  {:>10}  status",
-                "id", "name", "sub", "created", "last_used", "expires"
+                "{:<16}  {:<20}  {:<20}  {:<20}  {:<20}  {:<20}  status",
+                "id", "name", "sub", "created", "last used", "expires"
             );
             let now = wsgate::verify::now_unix();
             for k in store.keys()? {
@@ -187,11 +190,11 @@ fn keys_command(store: &Store, cmd: KeysCommand) -> anyhow::Result<()> {
                     _ => "active",
                 };
                 println!(
-                    "{:<16}  {:<20}  {:<20}  {:>10}  {:>10}  {:>10}  {status}",
+                    "{:<16}  {:<20}  {:<20}  {:<20}  {:<20}  {:<20}  {status}",
                     k.id,
                     k.name,
                     k.sub,
-                    k.created,
+                    utc(k.created),
                     time(k.last_used),
                     time(k.expires)
                 );
@@ -220,6 +223,23 @@ async fn mint(cfg: &Config, origin: &Origin, args: &TokenArgs) -> anyhow::Result
     };
     m.mint(&args.sub, args.ttl, &args.channels, &args.publish)
         .context("signing the token")
+}
+
+/// Unix seconds as `2026-11-29 19:14 UTC` (the civil calendar from days since 1970, after
+/// Howard Hinnant's `civil_from_days`; no time-zone database needed for UTC).
+pub fn utc(secs: u64) -> String {
+    let days = (secs / 86_400) as i64;
+    let (hour, minute) = ((secs % 86_400) / 3600, (secs % 3600) / 60);
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!("{year:04}-{month:02}-{day:02} {hour:02}:{minute:02} UTC")
 }
 
 const MAX_DURATION_SECS: u64 = 36_500 * 86_400;
@@ -276,6 +296,13 @@ mod tests {
         ] {
             assert!(parse_duration(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn dates_people_can_read() {
+        assert_eq!(utc(0), "1970-01-01 00:00 UTC");
+        assert_eq!(utc(951_782_400), "2000-02-29 00:00 UTC");
+        assert_eq!(utc(1_795_529_054), "2026-11-24 14:04 UTC");
     }
 
     #[test]

@@ -410,11 +410,8 @@ impl Config {
     /// keys (secret variables, key files) happen when the verifiers are built.
     pub fn check(&self, origin: &Origin) -> Result<(), ConfigError> {
         let err = |key: &str, problem: String| Err(ConfigError::new(origin, key, problem));
-        if self.listen.parse::<SocketAddr>().is_err() {
-            return err(
-                "listen",
-                format!("`{}` is not an address like 127.0.0.1:8080", self.listen),
-            );
+        if let Err(e) = check_listen(&self.listen) {
+            return err("listen", e);
         }
         for (i, p) in self.trusted_proxies.iter().enumerate() {
             if let Err(e) = p.parse::<wsgate::IpNet>() {
@@ -619,6 +616,27 @@ impl Config {
     }
 }
 
+/// `127.0.0.1:8080`, `[::1]:8080` or `localhost:8080`: an address, or a host name with a port.
+pub fn check_listen(listen: &str) -> Result<(), String> {
+    if listen.parse::<SocketAddr>().is_ok() {
+        return Ok(());
+    }
+    let ok = listen.rsplit_once(':').is_some_and(|(host, port)| {
+        !host.is_empty()
+            && port.parse::<u16>().is_ok()
+            && host
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+    });
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "`{listen}` is not an address like 127.0.0.1:8080 or localhost:8080"
+        ))
+    }
+}
+
 /// A path axum can route as a literal: `/`, then segments of unreserved characters. Route
 /// syntax (`:x`, `{x}`, `*x`) and anything needing escapes are refused here, not at start.
 fn is_plain_path(path: &str) -> bool {
@@ -763,6 +781,25 @@ kind = "echo"
         )
         .unwrap();
         assert_eq!(c.auth.jwt.unwrap().audience(), ["wsgate"]);
+    }
+
+    /// Every ```toml block of the README and the config reference parses as written.
+    #[test]
+    fn every_documented_snippet_parses() {
+        for (name, text) in [
+            ("README.md", include_str!("../../../README.md")),
+            ("docs/config.md", include_str!("../../../docs/config.md")),
+        ] {
+            let mut blocks = 0;
+            for block in text.split("```toml").skip(1) {
+                let snippet = block.split("```").next().unwrap_or_default();
+                if let Err(e) = parse(snippet) {
+                    panic!("{name}: this snippet does not parse ({e}):\n{snippet}");
+                }
+                blocks += 1;
+            }
+            assert!(blocks > 0, "{name} has no toml snippet");
+        }
     }
 
     #[test]

@@ -147,6 +147,31 @@ pub fn admin_key(cfg: &Config) -> anyhow::Result<Option<String>> {
     }
 }
 
+/// What `serve` refuses at start beyond the config's own values, checked without starting
+/// or creating anything. `check-config` runs this too, so it refuses whatever `serve` would.
+pub fn startup_checks(cfg: &Config, origin: &Origin) -> anyhow::Result<()> {
+    admin_key(cfg)?;
+    if cfg.demo && !auth::can_mint(cfg) {
+        anyhow::bail!(
+            "{origin}: demo: the demo page mints its own tokens and needs an HMAC secret (HS256 with `secret`, `secret_env` or the generated one)"
+        );
+    }
+    Store::check(&cfg.storage.path)?;
+    Ok(())
+}
+
+/// The address to listen on; host names (`localhost:9000`) are resolved.
+async fn listen_addr(listen: &str) -> anyhow::Result<SocketAddr> {
+    match listen.parse() {
+        Ok(addr) => Ok(addr),
+        Err(_) => tokio::net::lookup_host(listen)
+            .await
+            .ok()
+            .and_then(|mut addrs| addrs.next())
+            .ok_or_else(|| anyhow::anyhow!("listen: cannot resolve `{listen}`")),
+    }
+}
+
 /// The authentication policy shared by every endpoint, before per-endpoint overrides.
 pub fn base_authenticator(cfg: &Config, s: &Services) -> Authenticator {
     let a = &cfg.auth;
@@ -301,6 +326,7 @@ fn install_metrics() -> anyhow::Result<PrometheusHandle> {
         .context("metrics buckets")?
         .install_recorder()
         .context("installing the metrics recorder")?;
+    wsgate::metrics::register();
     let upkeep = handle.clone();
     tokio::spawn(async move {
         let mut every = tokio::time::interval(Duration::from_secs(5));
@@ -327,9 +353,10 @@ async fn prune_revocations(revocations: Arc<Revocations>) {
 
 /// Runs the server until SIGTERM/SIGINT; returns after every socket is closed.
 pub async fn serve(cfg: Config, origin: Origin) -> anyhow::Result<()> {
+    startup_checks(&cfg, &origin)?;
     let store = Arc::new(Store::open(&cfg.storage.path)?);
     let built = auth::build(&cfg, &origin, SecretStore::Open(&store)).await?;
-    let addr: SocketAddr = cfg.listen.parse().context("listen address")?;
+    let addr = listen_addr(&cfg.listen).await?;
     let mut services = Services::new(&cfg, built, store)?;
     services.prometheus = Some(install_metrics()?);
     if services.admin_key.is_none() {
@@ -360,9 +387,7 @@ pub async fn serve(cfg: Config, origin: Origin) -> anyhow::Result<()> {
     }
     if cfg.demo {
         let Some(minting) = services.built.minting.clone() else {
-            anyhow::bail!(
-                "{origin}: demo: the demo page mints its own tokens and needs an HMAC secret (HS256 with `secret`, `secret_env` or the generated one)"
-            );
+            anyhow::bail!("{origin}: demo: no HMAC secret to mint demo tokens with");
         };
         tracing::warn!(
             "DEMO MODE: / serves a chat page and POST /api/demo/token hands out tokens to ANYONE; never enable demo in production"
@@ -383,7 +408,19 @@ pub async fn serve(cfg: Config, origin: Origin) -> anyhow::Result<()> {
     });
     tracing::info!(config = %origin, verifiers = ?services.built.summary, revocations = services.revocations.len(), "wsgate listening on {local}");
     for ep in &cfg.endpoints {
-        tracing::info!(path = %ep.path, kind = ep.kind.as_str(), "endpoint");
+        tracing::info!(path = %ep.path, kind = ep.kind.as_str(), "endpoint ws://{local}{}", ep.path);
+    }
+    if cfg.demo {
+        tracing::info!("demo page: http://{local}/");
+    }
+    if services.built.minting.is_some() {
+        tracing::info!(
+            "next: TOKEN=$(wsgate token --sub alice{}) and connect with `Authorization: Bearer $TOKEN` (or ?token=$TOKEN)",
+            match &origin {
+                Origin::File(p) => format!(" --config {}", p.display()),
+                Origin::Defaults => String::new(),
+            }
+        );
     }
 
     let (shutdown, tracker) = (services.shutdown.clone(), services.tracker.clone());

@@ -11,12 +11,46 @@ use std::sync::Mutex;
 use rusqlite::{Connection, OptionalExtension, params};
 use wsgate::Revoked;
 
+/// A store problem, said once, with what to do about it: `storage.path <file>: <problem>
+/// (<hint>)`. The SQLite error is flattened into `problem` rather than kept as a source, so
+/// a `{:#}` chain does not repeat it.
 #[derive(Debug, thiserror::Error)]
-#[error("store {path}: {source}")]
+#[error("storage.path {}: {problem}{hint}", path.display())]
 pub struct StoreError {
     path: PathBuf,
-    #[source]
-    source: rusqlite::Error,
+    problem: String,
+    hint: &'static str,
+}
+
+impl StoreError {
+    fn new(path: &Path, source: rusqlite::Error) -> Self {
+        use rusqlite::ErrorCode::*;
+        let (problem, code) = match &source {
+            rusqlite::Error::SqliteFailure(e, msg) => {
+                (msg.clone().unwrap_or_else(|| e.to_string()), Some(e.code))
+            }
+            rusqlite::Error::ToSqlConversionFailure(e) => (e.to_string(), None),
+            other => (other.to_string(), None),
+        };
+        let hint = match code {
+            Some(CannotOpen) => {
+                " (does the folder exist, and may wsgate write there? set [storage] path to a writable file)"
+            }
+            Some(NotADatabase) => {
+                " (this file is not a wsgate store: point [storage] path at a new or existing wsgate.db)"
+            }
+            Some(ReadOnly | PermissionDenied) => {
+                " (wsgate may not write this file: fix its permissions or choose another [storage] path)"
+            }
+            Some(DatabaseBusy | DatabaseLocked) => " (another process holds the store; try again)",
+            _ => "",
+        };
+        Self {
+            path: path.to_path_buf(),
+            problem,
+            hint,
+        }
+    }
 }
 
 pub struct Store {
@@ -45,10 +79,7 @@ pub struct ApiKey {
 impl Store {
     /// Opens (creating if needed) the database and its schema.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
-        let wrap = |source| StoreError {
-            path: path.to_path_buf(),
-            source,
-        };
+        let wrap = |source| StoreError::new(path, source);
         let conn = Connection::open(path).map_err(wrap)?;
         conn.execute_batch(
             "PRAGMA journal_mode = WAL;
@@ -74,17 +105,51 @@ impl Store {
     }
 
     fn wrap(&self, source: rusqlite::Error) -> StoreError {
-        StoreError {
-            path: self.path.clone(),
-            source,
-        }
+        StoreError::new(&self.path, source)
     }
 
     /// An error about this store that did not come from SQLite.
     pub fn error(&self, what: &str) -> StoreError {
-        self.wrap(rusqlite::Error::ToSqlConversionFailure(Box::new(
-            std::io::Error::other(what.to_owned()),
-        )))
+        StoreError {
+            path: self.path.clone(),
+            problem: what.to_owned(),
+            hint: "",
+        }
+    }
+
+    /// What `check-config` can say without creating anything: an existing file must be a
+    /// SQLite database wsgate can open; a new one needs an existing folder to live in.
+    pub fn check(path: &Path) -> Result<(), StoreError> {
+        let problem = |problem: String, hint| StoreError {
+            path: path.to_path_buf(),
+            problem,
+            hint,
+        };
+        if path.exists() {
+            let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY;
+            let conn =
+                Connection::open_with_flags(path, flags).map_err(|e| StoreError::new(path, e))?;
+            conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| {
+                r.get::<_, i64>(0)
+            })
+            .map_err(|e| StoreError::new(path, e))?;
+            return Ok(());
+        }
+        let folder = match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        match std::fs::metadata(folder) {
+            Ok(m) if m.is_dir() && !m.permissions().readonly() => Ok(()),
+            Ok(m) if m.is_dir() => Err(problem(
+                format!("the folder {} is read-only", folder.display()),
+                " (choose a writable [storage] path)",
+            )),
+            _ => Err(problem(
+                format!("the folder {} does not exist", folder.display()),
+                " (create it, or set [storage] path to a file in an existing folder)",
+            )),
+        }
     }
 
     /// The generated HS256 secret, created (32 random bytes) on first use.

@@ -221,3 +221,151 @@ async fn embedded_defaults_keep_a_generated_secret() {
         serde_json::json!({"type":"pong","id":1})
     );
 }
+
+/// Whatever `serve` refuses at start, `check-config` refuses too, and both say it once,
+/// naming the key and what to do.
+#[test]
+fn check_config_refuses_what_serve_would_refuse() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("not-a-db"), "hello, I am a text file").unwrap();
+    for (config, needle) in [
+        (
+            "demo = true\n[auth.static]\ntokens = { \"t\" = \"u\" }\n".to_owned(),
+            "needs an HMAC secret",
+        ),
+        (
+            "[storage]\npath = \"no/such/folder/wsgate.db\"\n".to_owned(),
+            "does not exist",
+        ),
+        (
+            format!(
+                "[storage]\npath = \"{}\"\n",
+                dir.path().join("not-a-db").display()
+            ),
+            "not a wsgate store",
+        ),
+    ] {
+        let cfg = dir.path().join("c.toml");
+        std::fs::write(&cfg, format!("listen = \"127.0.0.1:0\"\n{config}")).unwrap();
+        let cfg = cfg.to_str().unwrap();
+        let (code, _, err) = run(dir.path(), &["check-config", "--config", cfg], &[]);
+        assert_eq!(code, 1, "check-config accepted {config:?}");
+        assert!(err.contains(needle), "{config:?}: {err}");
+        let (code, _, serve_err) = run(dir.path(), &["serve", "--config", cfg], &[]);
+        assert_eq!(code, 1, "serve accepted {config:?}");
+        assert!(serve_err.contains(needle), "{config:?}: {serve_err}");
+        assert_eq!(err.matches(needle).count(), 1, "said twice: {err}");
+        assert!(
+            err.matches("not a database").count() <= 1,
+            "said twice: {err}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn listen_takes_host_names_and_blames_the_flag() {
+    let dir = tempfile::tempdir().unwrap();
+    let (code, _, err) = run(dir.path(), &["serve", "--listen", "no such host:1"], &[]);
+    assert_eq!(code, 1);
+    assert!(err.contains("--listen"), "{err}");
+    assert!(!err.contains("embedded defaults"), "{err}");
+    let mut child = tokio::process::Command::new(bin())
+        .args(["serve", "--listen", "localhost:0"])
+        .current_dir(dir.path())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    use tokio::io::AsyncBufReadExt;
+    let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut said = String::new();
+    while let Ok(Ok(Some(line))) = tokio::time::timeout(WAIT, lines.next_line()).await {
+        said.push_str(&line);
+        said.push('\n');
+        if line.contains("next: TOKEN=") {
+            break;
+        }
+    }
+    assert!(said.contains("wsgate listening on 127.0.0.1:"), "{said}");
+    assert!(said.contains("endpoint ws://127.0.0.1:"), "{said}");
+    assert!(said.contains("wsgate token --sub alice"), "{said}");
+}
+
+#[tokio::test]
+async fn metrics_list_their_families_from_the_start() {
+    let s = Server::start(HS256_CONFIG).await;
+    let body = reqwest::get(s.http("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for family in [
+        "wsgate_connections_open",
+        "wsgate_handshakes_total",
+        "wsgate_messages_total",
+    ] {
+        assert!(body.contains(family), "{family} missing from:\n{body}");
+    }
+}
+
+#[test]
+fn keys_list_shows_dates_a_person_can_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let (code, _, err) = run(
+        dir.path(),
+        &[
+            "keys",
+            "create",
+            "--name",
+            "ci",
+            "--sub",
+            "svc",
+            "--expires-in",
+            "30d",
+        ],
+        &[],
+    );
+    assert_eq!(code, 0, "{err}");
+    let (code, out, _) = run(dir.path(), &["keys", "list"], &[]);
+    assert_eq!(code, 0);
+    let row = out
+        .lines()
+        .find(|l| l.contains(" ci "))
+        .expect("the key is listed");
+    assert_eq!(row.matches(" UTC").count(), 2, "created and expires: {row}");
+    let (code, _, err) = run(
+        dir.path(),
+        &["keys", "create", "--name", "ci", "--sub", "svc"],
+        &[],
+    );
+    assert_eq!(code, 1);
+    assert_eq!(err.matches("already exists").count(), 1, "{err}");
+}
+
+#[test]
+fn absurd_lifetimes_are_refused_not_wrapped() {
+    let dir = tempfile::tempdir().unwrap();
+    let (code, out, err) = run(
+        dir.path(),
+        &["token", "--sub", "a", "--ttl", "18446744073709551615"],
+        &[],
+    );
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(out.is_empty());
+    let (code, _, _) = run(
+        dir.path(),
+        &[
+            "keys",
+            "create",
+            "--name",
+            "n",
+            "--sub",
+            "a",
+            "--expires-in",
+            "18446744073709551615d",
+        ],
+        &[],
+    );
+    assert_eq!(code, 2);
+}

@@ -18,6 +18,37 @@ pub const UPSTREAM_FAILURES: &str = "wsgate_upstream_failures_total";
 pub const PROXIED: &str = "wsgate_proxied_connections_total";
 pub const PROXIED_FRAMES: &str = "wsgate_proxied_frames_total";
 
+/// Describes every family and creates its main series at zero, so `/metrics` shows what it
+/// will count from the first scrape, not an empty page until the first connection.
+pub fn register() {
+    metrics::describe_counter!(
+        HANDSHAKES,
+        "WebSocket handshakes by outcome, source and reason"
+    );
+    metrics::describe_histogram!(VERIFY_SECONDS, "Time to verify one credential, by verifier");
+    metrics::describe_gauge!(CONNECTIONS_OPEN, "Authenticated sockets open now");
+    metrics::describe_counter!(CLOSES, "Sockets closed, by close code");
+    metrics::describe_counter!(MESSAGES, "Data frames, by direction");
+    metrics::gauge!(CONNECTIONS_OPEN).set(0.0);
+    metrics::counter!(HANDSHAKES, "outcome" => "accepted", "source" => "bearer").absolute(0);
+    metrics::counter!(MESSAGES, "direction" => "in").absolute(0);
+    metrics::counter!(MESSAGES, "direction" => "out").absolute(0);
+    #[cfg(feature = "relay")]
+    {
+        metrics::describe_counter!(PROXIED, "Connections relayed to an upstream");
+        metrics::describe_counter!(
+            UPSTREAM_FAILURES,
+            "Upstream connections that failed, by reason"
+        );
+        metrics::describe_histogram!(
+            UPSTREAM_CONNECT_SECONDS,
+            "Upstream connect + handshake time"
+        );
+        metrics::describe_counter!(PROXIED_FRAMES, "Frames relayed, by direction");
+        metrics::counter!(PROXIED).absolute(0);
+    }
+}
+
 pub(crate) fn accepted(source: SourceKind) {
     metrics::counter!(HANDSHAKES, "outcome" => "accepted", "source" => source.as_str())
         .increment(1);
