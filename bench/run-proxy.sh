@@ -71,7 +71,7 @@ http {
 CONF
 cat > "$work/haproxy.cfg" <<CONF
 global
-  maxconn 40000
+  maxconn 9000
   nbthread 1
 defaults
   mode http
@@ -108,10 +108,11 @@ start() { # proxy -> sets PID (the process doing the work)
   esac
   LAUNCHED=$!
   for _ in $(seq 200); do (exec 3<>/dev/tcp/127.0.0.1/$PORT) 2>/dev/null && break; sleep 0.05; done
+  kill -0 "$LAUNCHED" 2>/dev/null || { echo "$1 did not start" >&2; exit 1; }
   PID=$LAUNCHED
   if [ "$1" = nginx ]; then PID=$(pgrep -P "$LAUNCHED" | head -1); fi
 }
-stop() { kill "$LAUNCHED" 2>/dev/null; wait "$LAUNCHED" 2>/dev/null || true; sleep 0.3; }
+stop() { kill "$LAUNCHED" 2>/dev/null || true; wait "$LAUNCHED" 2>/dev/null || true; sleep 0.3; }
 record() { # proxy metric json
   printf '{"proxy":"%s","metric":"%s","result":%s}\n' "$1" "$2" "${3:-null}" >> "$out.jsonl"
 }

@@ -189,11 +189,11 @@ pub fn base_authenticator(cfg: &Config, s: &Services) -> Authenticator {
             .filter_map(|p| p.parse::<wsgate::IpNet>().ok()), // checked by Config::check
     );
     let auth = Authenticator::new(chain)
+        .shutdown_on(s.shutdown.clone())
         .sources(sources)
         .trusted_proxies(trusted)
         .reject(a.reject)
         .message_timeout(Duration::from_millis(a.message_timeout_ms))
-        .leeway(s.built.leeway)
         .socket_settings(SocketSettings {
             max_message_bytes: cfg.limits.max_message_bytes,
             ..SocketSettings::default()
@@ -212,7 +212,7 @@ pub fn router(cfg: &Config, s: &Services) -> Router {
     let limits = &cfg.limits;
     let session = SessionOptions {
         welcome: true,
-        shutdown: s.shutdown.clone(),
+        shutdown: Some(s.shutdown.clone()),
         idle_timeout: (limits.idle_timeout_secs > 0)
             .then(|| Duration::from_secs(limits.idle_timeout_secs)),
         messages_per_sec: (limits.messages_per_sec > 0).then_some(limits.messages_per_sec),

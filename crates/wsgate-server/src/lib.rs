@@ -14,5 +14,6 @@ pub mod endpoints;
 pub mod gateway;
 pub mod keys;
 pub mod listener;
+pub mod revoke;
 pub mod shutdown;
 pub mod store;

@@ -15,12 +15,15 @@ use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::http::{header, request::Parts};
 use serde::Deserialize;
 
+use tokio_util::sync::CancellationToken;
+
 use crate::forwarded::TrustedProxies;
 use crate::identity::{Identity, Verified};
 use crate::limits::FailureLimiter;
 use crate::registry::Registry;
 use crate::reject::{AuthError, RejectMode};
 use crate::revocation::Revocations;
+use crate::session::SessionOptions;
 use crate::session::close_socket;
 use crate::source::{Credential, SUBPROTOCOL, SourceKind, Sources};
 use crate::verify::{VerifierChain, VerifyContext};
@@ -34,7 +37,9 @@ use crate::verify::{VerifierChain, VerifyContext};
 /// 4 KiB measured 8.3. Larger frames take several reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SocketSettings {
+    /// Bytes tungstenite reads from the socket at a time (resident once a frame was read).
     pub read_buffer_size: usize,
+    /// Bytes buffered before a write is flushed.
     pub write_buffer_size: usize,
     /// Bound on queued outgoing bytes: a client that stops reading errors out instead of
     /// growing the server's memory.
@@ -73,6 +78,7 @@ impl SocketSettings {
 /// What a handshake came to, when it was not refused.
 #[derive(Debug)]
 pub enum Handshake {
+    /// The handshake carried a valid credential.
     Authenticated(Identity),
     /// No handshake source carried anything and `message` is enabled: upgrade, then wait.
     AwaitMessage(VerifyContext),
@@ -91,33 +97,74 @@ pub struct Authenticator {
     registry: Option<Arc<Registry>>,
     revocations: Option<Arc<Revocations>>,
     trusted_proxies: Arc<TrustedProxies>,
+    /// Ends every session of this authenticator with 1001 when cancelled.
+    shutdown: CancellationToken,
+    /// What [`WsAuth::on_session`](crate::WsAuth::on_session) gives each session.
+    session: SessionOptions,
 }
 
 impl Authenticator {
-    /// Default sources, HTTP rejections, a 5 s `message` timeout, 30 s expiry leeway and no
-    /// failure limit.
+    /// Default sources, HTTP rejections, a 5 s `message` timeout and no failure limit. The
+    /// expiry leeway is the verifiers' own (a JWT verifier's `leeway_secs`; 30 s when none
+    /// says), so it is set in one place.
     pub fn new(verifiers: VerifierChain) -> Self {
+        crate::install_crypto();
+        let leeway = verifiers.leeway().unwrap_or(Duration::from_secs(30));
         Self {
             sources: Sources::default(),
             verifiers,
             reject: RejectMode::Http,
             message_timeout: Duration::from_secs(5),
-            leeway: Duration::from_secs(30),
+            leeway,
             socket: SocketSettings::default(),
             failures: None,
             registry: None,
             revocations: None,
             trusted_proxies: Arc::default(),
+            shutdown: CancellationToken::new(),
+            session: SessionOptions::default(),
         }
     }
+
+    /// Ends sessions with 1001 when `token` is cancelled (the server's own shutdown token);
+    /// by default each authenticator has its own, cancelled by [`Self::shutdown`].
+    pub fn shutdown_on(mut self, token: CancellationToken) -> Self {
+        self.shutdown = token;
+        self
+    }
+
+    /// Closes every session of this authenticator (and its clones) with 1001.
+    pub fn shutdown(&self) {
+        self.shutdown.cancel();
+    }
+
+    /// The token whose cancellation ends this authenticator's sessions.
+    pub fn shutdown_token(&self) -> &CancellationToken {
+        &self.shutdown
+    }
+
+    /// The session rules [`WsAuth::on_session`](crate::WsAuth::on_session) applies (welcome,
+    /// idle timeout, message rate, `expiring`).
+    pub fn session_options(mut self, options: SessionOptions) -> Self {
+        self.session = options;
+        self
+    }
+
+    /// See [`Self::session_options`].
+    pub fn session_options_ref(&self) -> &SessionOptions {
+        &self.session
+    }
+    /// Where credentials are read, in order.
     pub fn sources(mut self, sources: Sources) -> Self {
         self.sources = sources;
         self
     }
+    /// How refusals are answered: HTTP status, or accept-then-close 1008.
     pub fn reject(mut self, mode: RejectMode) -> Self {
         self.reject = mode;
         self
     }
+    /// How long the `message` source waits for the auth frame.
     pub fn message_timeout(mut self, d: Duration) -> Self {
         self.message_timeout = d;
         self
@@ -127,6 +174,7 @@ impl Authenticator {
         self.leeway = d;
         self
     }
+    /// Buffer and message-size limits of accepted sockets.
     pub fn socket_settings(mut self, s: SocketSettings) -> Self {
         self.socket = s;
         self
@@ -152,22 +200,28 @@ impl Authenticator {
         self.trusted_proxies = Arc::new(t);
         self
     }
+    /// The live-session registry, if one was given.
     pub fn registry_ref(&self) -> Option<&Arc<Registry>> {
         self.registry.as_ref()
     }
 
+    /// The configured sources.
     pub fn sources_ref(&self) -> &Sources {
         &self.sources
     }
+    /// The verifier chain.
     pub fn verifiers(&self) -> &VerifierChain {
         &self.verifiers
     }
+    /// The configured reject mode.
     pub fn reject_mode(&self) -> RejectMode {
         self.reject
     }
+    /// The expiry leeway the session guard adds to `exp`.
     pub fn leeway_duration(&self) -> Duration {
         self.leeway
     }
+    /// The socket settings applied at the upgrade.
     pub fn socket(&self) -> &SocketSettings {
         &self.socket
     }

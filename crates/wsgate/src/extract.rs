@@ -33,7 +33,7 @@ use futures_util::future::Either;
 use crate::authenticator::{Authenticator, Handshake};
 use crate::identity::Identity;
 use crate::reject::{AuthError, RejectMode};
-use crate::session::close_socket;
+use crate::session::{Session, close_socket};
 use crate::verify::VerifyContext;
 
 /// An authenticated (or, in the deferred cases, authenticatable) upgrade request.
@@ -85,6 +85,7 @@ impl WsAuth {
         }
     }
 
+    /// The policy that authenticated this request.
     pub fn authenticator(&self) -> &Arc<Authenticator> {
         &self.auth
     }
@@ -115,6 +116,40 @@ impl WsAuth {
                     f(socket, id).await;
                 }
             })),
+        })
+    }
+
+    /// Upgrades and runs `f` with a ready [`Session`]: the welcome frame is sent, and
+    /// expiry, refresh, revocation, limits and shutdown are the session's business — the
+    /// one-call form for the common case:
+    ///
+    /// ```no_run
+    /// # use axum::{extract::ws::WebSocketUpgrade, response::Response};
+    /// # use wsgate::WsAuth;
+    /// async fn echo(auth: WsAuth, ws: WebSocketUpgrade) -> Response {
+    ///     auth.on_session(ws, |mut s| async move {
+    ///         while let Some(msg) = s.recv().await {
+    ///             if !s.send(msg).await { break }
+    ///         }
+    ///     })
+    /// }
+    /// ```
+    ///
+    /// The session's rules come from [`Authenticator::session_options`].
+    pub fn on_session<F, Fut>(self, ws: WebSocketUpgrade, f: F) -> Response
+    where
+        F: FnOnce(Session) -> Fut + Send + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let auth = self.auth.clone();
+        self.on_upgrade(ws, move |socket, identity| {
+            let options = auth.session_options_ref().clone();
+            let mut session = Session::new(socket, identity, auth, &options);
+            async move {
+                if session.welcome().await {
+                    f(session).await;
+                }
+            }
         })
     }
 

@@ -19,6 +19,7 @@ pub struct IpNet {
 }
 
 impl IpNet {
+    /// Whether `ip` is inside this block (IPv4-mapped IPv6 counts as IPv4).
     pub fn contains(&self, ip: IpAddr) -> bool {
         let ip = canonical(ip);
         match (self.addr, ip) {
@@ -78,9 +79,11 @@ fn canonical(ip: IpAddr) -> IpAddr {
 pub struct TrustedProxies(Vec<IpNet>);
 
 impl TrustedProxies {
+    /// Trusts exactly these blocks.
     pub fn new(nets: impl IntoIterator<Item = IpNet>) -> Self {
         Self(nets.into_iter().collect())
     }
+    /// Whether there is nothing here.
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }

@@ -47,18 +47,21 @@ pub struct Claims {
 }
 
 impl Claims {
+    /// Claims kept as received, parsed on first use.
     pub fn raw(raw: Box<serde_json::value::RawValue>) -> Self {
         Self {
             raw: Some(raw),
             parsed: std::sync::OnceLock::new(),
         }
     }
+    /// Claims already parsed (a backend's answer).
     pub fn from_value(v: Value) -> Self {
         Self {
             raw: None,
             parsed: std::sync::OnceLock::from(v),
         }
     }
+    /// The claims as JSON (null when the credential carried none or they do not parse).
     pub fn get(&self) -> &Value {
         self.parsed.get_or_init(|| {
             self.raw
@@ -145,6 +148,7 @@ impl Identity {
         }
     }
 
+    /// The subject: who the credential speaks for.
     pub fn sub(&self) -> &str {
         &self.inner.verified.sub
     }
@@ -152,21 +156,27 @@ impl Identity {
     pub fn session(&self) -> &str {
         &self.inner.session
     }
+    /// The credential's `exp` (unix seconds), if it expires.
     pub fn expires_at(&self) -> Option<u64> {
         self.inner.verified.expires_at
     }
+    /// The credential's `iat` (unix seconds), if known.
     pub fn issued_at(&self) -> Option<u64> {
         self.inner.verified.issued_at
     }
+    /// The credential's own id (`jti`), if any.
     pub fn jti(&self) -> Option<&str> {
         self.inner.verified.jti.as_deref()
     }
+    /// Channel patterns this identity may subscribe to.
     pub fn channels(&self) -> &[String] {
         &self.inner.verified.channels
     }
+    /// Channel patterns this identity may publish to.
     pub fn publish(&self) -> &[String] {
         &self.inner.verified.publish
     }
+    /// OAuth scopes.
     pub fn scopes(&self) -> &[String] {
         &self.inner.verified.scopes
     }

@@ -15,6 +15,8 @@
 //! The library has no config files, no CLI and no global state: everything is built in code
 //! and passed as axum state. See `examples/echo.rs`.
 
+#![deny(missing_docs)]
+
 pub mod authenticator;
 pub mod extract;
 pub mod forwarded;
@@ -48,7 +50,46 @@ pub use tickets::{TicketStore, TicketVerifier, Tickets};
 /// Re-exported so users name algorithms without depending on jsonwebtoken themselves.
 pub use jsonwebtoken::Algorithm;
 
-/// Installs the JWT crypto backend (aws-lc-rs). Idempotent. jsonwebtoken panics at the first
+/// Resolves on SIGTERM or SIGINT after closing every session of `auth` (and its clones) with
+/// 1001: hand it to axum's `with_graceful_shutdown`, which waits for HTTP requests but not
+/// for upgraded sockets.
+///
+/// ```no_run
+/// # async fn run(app: axum::Router, auth: std::sync::Arc<wsgate::Authenticator>) {
+/// let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await.unwrap();
+/// axum::serve(listener, app)
+///     .with_graceful_shutdown(wsgate::shutdown_signal(&auth))
+///     .await
+///     .unwrap();
+/// # }
+/// ```
+pub fn shutdown_signal(auth: &Authenticator) -> impl std::future::Future<Output = ()> + use<> {
+    let token = auth.shutdown_token().clone();
+    async move {
+        let interrupt = tokio::signal::ctrl_c();
+        #[cfg(unix)]
+        let terminate = async {
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(mut s) => {
+                    s.recv().await;
+                }
+                Err(_) => std::future::pending().await,
+            }
+        };
+        #[cfg(not(unix))]
+        let terminate = std::future::pending::<()>();
+        tokio::select! {
+            _ = interrupt => {}
+            _ = terminate => {}
+            _ = token.cancelled() => {}
+        }
+        token.cancel();
+    }
+}
+
+/// Installs the JWT crypto backend (aws-lc-rs). Idempotent, and done by
+/// [`verify::JwtVerifier::new`] and [`Authenticator::new`]: call it yourself only when you
+/// use `jsonwebtoken` directly before building either. jsonwebtoken panics at the first
 /// signature check when no backend or two are active; naming the module here makes a
 /// missing feature a compile error instead.
 pub fn install_crypto() {

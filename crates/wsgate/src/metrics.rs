@@ -8,14 +8,23 @@ use std::time::Duration;
 use crate::reject::AuthError;
 use crate::source::SourceKind;
 
+/// Counter: handshakes by `outcome`, `source` and `reason`.
 pub const HANDSHAKES: &str = "wsgate_handshakes_total";
+/// Histogram: time to verify one credential, by `verifier`.
 pub const VERIFY_SECONDS: &str = "wsgate_verify_seconds";
+/// Gauge: authenticated sockets open now.
 pub const CONNECTIONS_OPEN: &str = "wsgate_connections_open";
+/// Counter: sockets closed, by close `code` (`peer` when the client went first).
 pub const CLOSES: &str = "wsgate_closes_total";
+/// Counter: data frames by `direction`.
 pub const MESSAGES: &str = "wsgate_messages_total";
+/// Histogram: proxy upstream connect + handshake time.
 pub const UPSTREAM_CONNECT_SECONDS: &str = "wsgate_upstream_connect_seconds";
+/// Counter: proxy upstreams that failed, by `reason` (`bad_gateway`, `gateway_timeout`).
 pub const UPSTREAM_FAILURES: &str = "wsgate_upstream_failures_total";
+/// Counter: connections relayed to an upstream.
 pub const PROXIED: &str = "wsgate_proxied_connections_total";
+/// Counter: frames relayed, by `direction`.
 pub const PROXIED_FRAMES: &str = "wsgate_proxied_frames_total";
 
 /// Describes every family and creates its main series at zero, so `/metrics` shows what it

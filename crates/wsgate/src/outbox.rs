@@ -92,6 +92,7 @@ impl Outbox {
         }
     }
 
+    /// The next queued frame; `None` once the outbox overflowed (the socket must close).
     pub async fn recv(&mut self) -> Option<Utf8Bytes> {
         std::future::poll_fn(|cx| self.poll_recv(cx)).await
     }

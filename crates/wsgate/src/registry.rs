@@ -28,14 +28,18 @@ use crate::reject::AuthError;
 /// Why a session is being closed from outside: the close code and a short reason.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CloseOrder {
+    /// The close code sent.
     pub code: u16,
+    /// The close reason sent.
     pub reason: &'static str,
 }
 
 /// Which sessions an order applies to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Target {
+    /// Every session of a subject.
     Sub(String),
+    /// One session, by id.
     Session(String),
     /// Sessions opened with this credential id (an API key's id).
     Credential(String),
@@ -56,6 +60,7 @@ pub trait SharedCounts: Send + Sync + std::fmt::Debug + 'static {
     fn release(&self, sub: &str);
 }
 
+/// Live sessions: who is connected, per-subject slots, and close orders from outside.
 #[derive(Debug, Default)]
 pub struct Registry {
     max_per_user: Option<usize>,
@@ -206,6 +211,7 @@ impl Registry {
     pub fn len(&self) -> usize {
         self.lock().sessions.len()
     }
+    /// Whether there is nothing here.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }

@@ -25,8 +25,11 @@ pub enum RejectMode {
 
 /// Close codes wsgate uses (beside the standard ones in `axum::extract::ws::close_code`).
 pub mod codes {
+    /// The credential expired (`exp` + leeway) without a refresh.
     pub const TOKEN_EXPIRED: u16 = 4001;
+    /// Disconnected by an admin, or the credential was revoked.
     pub const REVOKED: u16 = 4003;
+    /// More messages per second than `messages_per_sec`.
     pub const RATE_LIMITED: u16 = 4029;
     /// RFC 6455 §7.4.1 "Bad Gateway": the upstream failed or went away (proxy endpoints).
     pub const BAD_GATEWAY: u16 = 1014;
@@ -37,25 +40,30 @@ pub mod codes {
 /// the `message` source).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum GatewayError {
+    /// Refused, down or broken: 502 (a fixed phrase says which).
     #[error("{0}")]
     Unreachable(&'static str),
+    /// No complete upstream handshake within the timeout: 504.
     #[error("the upstream did not complete its handshake in time")]
     Timeout,
 }
 
 impl GatewayError {
+    /// The body's `error` and the close reason: `bad_gateway` or `gateway_timeout`.
     pub fn code(&self) -> &'static str {
         match self {
             Self::Unreachable(_) => "bad_gateway",
             Self::Timeout => "gateway_timeout",
         }
     }
+    /// 502 or 504.
     pub fn status(&self) -> StatusCode {
         match self {
             Self::Unreachable(_) => StatusCode::BAD_GATEWAY,
             Self::Timeout => StatusCode::GATEWAY_TIMEOUT,
         }
     }
+    /// After an upgrade (`reject = "close"`, the `message` source): close 1014.
     pub fn close_frame(&self) -> CloseFrame {
         CloseFrame {
             code: codes::BAD_GATEWAY,
@@ -77,21 +85,31 @@ impl IntoResponse for GatewayError {
 /// Why a connection was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AuthError {
+    /// No credential in any configured source: 401 `Bearer`.
     #[error("no credential was presented")]
     Missing,
     /// The reason is a fixed phrase chosen by the verifier ("token expired", "bad signature").
     #[error("the credential is not valid: {0}")]
     Invalid(&'static str),
+    /// `Origin` not in `allowed_origins`: 403.
     #[error("the request's Origin is not allowed")]
     ForeignOrigin,
+    /// A cookie credential without an allowed `Origin`: 403.
     #[error("a cookie credential needs an allowed Origin")]
     CookieOrigin,
+    /// The subject holds `max_connections_per_user` sockets already: 403.
     #[error("too many connections for this user")]
     TooManyConnections,
+    /// Too many refused handshakes from this address: 429 with `Retry-After`.
     #[error("too many failed attempts; retry later")]
-    RateLimited { retry_after_secs: u64 },
+    RateLimited {
+        /// Seconds until the address may try again.
+        retry_after_secs: u64,
+    },
+    /// A backend that decides could not be asked: 503.
     #[error("the authentication service is unavailable: {0}")]
     Unavailable(&'static str),
+    /// The `message` source's auth frame did not arrive in time.
     #[error("no auth message arrived in time")]
     MessageTimeout,
     /// The request is ambiguous (two `Authorization` or `Origin` headers, two credentials of
@@ -100,7 +118,10 @@ pub enum AuthError {
     Ambiguous(&'static str),
     /// Too many outstanding tickets for this subject.
     #[error("too many outstanding tickets; use or let expire the ones issued")]
-    TooManyTickets { retry_after_secs: u64 },
+    TooManyTickets {
+        /// Seconds until outstanding tickets expire.
+        retry_after_secs: u64,
+    },
 }
 
 impl AuthError {
@@ -120,6 +141,7 @@ impl AuthError {
         }
     }
 
+    /// The HTTP status of the refusal.
     pub fn status(&self) -> StatusCode {
         match self {
             Self::Missing | Self::Invalid(_) | Self::MessageTimeout => StatusCode::UNAUTHORIZED,

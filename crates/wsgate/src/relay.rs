@@ -46,7 +46,9 @@ pub type UpstreamSocket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 /// The identity headers the upstream receives (and the only `X-Wsgate-*` headers it sees).
 pub const SUB_HEADER: &str = "x-wsgate-sub";
+/// The session id header the upstream receives.
 pub const SESSION_HEADER: &str = "x-wsgate-session";
+/// The claims header the upstream receives (base64url JSON, no padding).
 pub const CLAIMS_HEADER: &str = "x-wsgate-claims";
 
 /// Client headers passed on as sent.
@@ -76,10 +78,13 @@ impl std::fmt::Debug for Upstream {
 /// An upstream that cannot be used as configured.
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamSetupError {
+    /// Not a usable URL.
     #[error("`{0}` is not a ws:// or wss:// URL with a host")]
     BadUrl(String),
+    /// The CA file holds no usable certificate.
     #[error("no usable CA certificate in the PEM ({0})")]
     BadCa(String),
+    /// TLS could not be set up.
     #[error("cannot set up TLS: {0}")]
     Tls(String),
 }
@@ -150,6 +155,7 @@ impl Upstream {
         Ok(self)
     }
 
+    /// The URL as configured.
     pub fn url(&self) -> &str {
         &self.url
     }

@@ -16,12 +16,25 @@ use crate::verify::now_unix;
 #[serde(untagged)]
 pub enum Revoked {
     /// A token by id, until `until` (unix seconds; its `exp`).
-    Jti { jti: String, until: u64 },
+    Jti {
+        /// The token's `jti`.
+        jti: String,
+        /// Unix seconds after which the entry may be forgotten.
+        until: u64,
+    },
     /// Every token of `sub` issued at or before `at`, until `until`.
-    Subject { sub: String, at: u64, until: u64 },
+    Subject {
+        /// The subject.
+        sub: String,
+        /// Tokens issued at or before this (unix seconds) are refused.
+        at: u64,
+        /// Unix seconds after which the entry may be forgotten.
+        until: u64,
+    },
 }
 
 impl Revoked {
+    /// When the revocation may be forgotten (unix seconds).
     pub fn until(&self) -> u64 {
         match self {
             Revoked::Jti { until, .. } | Revoked::Subject { until, .. } => *until,
@@ -29,6 +42,7 @@ impl Revoked {
     }
 }
 
+/// Revoked tokens and subjects, checked at every handshake and refresh.
 #[derive(Debug, Default)]
 pub struct Revocations {
     inner: RwLock<Inner>,
@@ -41,10 +55,12 @@ struct Inner {
 }
 
 impl Revocations {
+    /// An empty one.
     pub fn new() -> Self {
         Self::default()
     }
 
+    /// Adds (or extends) a revocation.
     pub fn add(&self, r: Revoked) {
         let mut inner = self.inner.write().unwrap_or_else(|p| p.into_inner());
         match r {
@@ -112,10 +128,12 @@ impl Revocations {
         jtis.chain(subjects).collect()
     }
 
+    /// How many entries are held.
     pub fn len(&self) -> usize {
         let inner = self.inner.read().unwrap_or_else(|p| p.into_inner());
         inner.jtis.len() + inner.subjects.len()
     }
+    /// Whether there is nothing here.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }

@@ -42,8 +42,10 @@ const MAX_DEADLINE_SECS: u64 = 10 * 365 * 24 * 3600;
 pub struct SessionOptions {
     /// Send the `welcome` frame first (endpoint option `welcome = false` turns it off).
     pub welcome: bool,
-    /// Cancelled on shutdown: every session closes with 1001.
-    pub shutdown: CancellationToken,
+    /// Cancelled on shutdown: every session closes with 1001. `None` (the default): the
+    /// authenticator's own token, which [`Authenticator::shutdown`] and
+    /// [`shutdown_signal`](crate::shutdown_signal) cancel — nothing to wire by hand.
+    pub shutdown: Option<CancellationToken>,
     /// Ping every half of this; close (1001) a peer silent for all of it, pongs included.
     pub idle_timeout: Option<Duration>,
     /// Data frames a client may send per second; past it the socket closes with 4029.
@@ -59,7 +61,7 @@ impl Default for SessionOptions {
     fn default() -> Self {
         Self {
             welcome: true,
-            shutdown: CancellationToken::new(),
+            shutdown: None,
             idle_timeout: None,
             messages_per_sec: None,
             expiry_warning: Some(Duration::from_secs(30)),
@@ -135,6 +137,10 @@ impl Session {
         options: &SessionOptions,
     ) -> Self {
         let now = Instant::now();
+        let shutdown = options
+            .shutdown
+            .clone()
+            .unwrap_or_else(|| auth.shutdown_token().clone());
         let mut session = Self {
             socket,
             timer: None,
@@ -151,7 +157,7 @@ impl Session {
             }),
             registration: auth.registry_ref().map(|r| r.register(&identity)),
             auth,
-            shutdown: Box::pin(options.shutdown.clone().cancelled_owned()),
+            shutdown: Box::pin(shutdown.cancelled_owned()),
             identity,
             welcome: options.welcome,
             msgs_in: 0,
@@ -176,6 +182,7 @@ impl Session {
         self.socket.send(Message::text(frame)).await.is_ok()
     }
 
+    /// Who is connected (the refreshed identity after a refresh).
     pub fn identity(&self) -> &Identity {
         &self.identity
     }

@@ -43,6 +43,7 @@ pub enum SourceKind {
 }
 
 impl SourceKind {
+    /// Every source, in a stable order.
     pub const ALL: [SourceKind; 6] = [
         Self::Bearer,
         Self::Query,
@@ -52,6 +53,7 @@ impl SourceKind {
         Self::Message,
     ];
 
+    /// The name used in config files, logs and metrics.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Bearer => "bearer",
@@ -92,6 +94,7 @@ pub struct Credential {
 }
 
 impl Credential {
+    /// A credential found in `source`.
     pub fn new(token: impl Into<String>, source: SourceKind) -> Self {
         Self {
             token: token.into(),
@@ -102,6 +105,7 @@ impl Credential {
     pub fn token(&self) -> &str {
         &self.token
     }
+    /// Where the credential travelled.
     pub fn source(&self) -> SourceKind {
         self.source
     }
@@ -150,10 +154,12 @@ impl Sources {
             ..Self::default()
         }
     }
+    /// The query parameter of the `query` source (default `token`).
     pub fn query_param(mut self, name: impl Into<String>) -> Self {
         self.query_param = name.into();
         self
     }
+    /// The cookie of the `cookie` source (default `wsgate_session`).
     pub fn cookie_name(mut self, name: impl Into<String>) -> Self {
         self.cookie_name = name.into();
         self
@@ -175,9 +181,11 @@ impl Sources {
         }
     }
 
+    /// The sources, in the order they are read.
     pub fn order(&self) -> &[SourceKind] {
         &self.order
     }
+    /// Whether the `message` source is enabled.
     pub fn accepts_message(&self) -> bool {
         self.order.contains(&SourceKind::Message)
     }

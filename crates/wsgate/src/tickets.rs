@@ -30,6 +30,7 @@ pub const MAX_PER_SUBJECT: u32 = 100;
 const MAX_OUTSTANDING: usize = 200_000;
 const PREFIX: &str = "wst_";
 
+/// What a [`TicketStore`] returns.
 pub type TicketFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, AuthError>> + Send + 'a>>;
 
 /// Where tickets are kept between issue and redemption.
@@ -98,6 +99,7 @@ impl Inner {
 }
 
 impl Tickets {
+    /// Tickets redeemable for `ttl`.
     pub fn new(ttl: Duration) -> Self {
         Self {
             ttl,
@@ -105,6 +107,7 @@ impl Tickets {
         }
     }
 
+    /// How long a ticket stays redeemable.
     pub fn ttl(&self) -> Duration {
         self.ttl
     }

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use wsgate::{CloseOrder, Revoked, Target};
 
 use super::{Cluster, ClusterError, Parts};
-use crate::admin::{disconnect_order, keep_revocations, revocations_of};
+use crate::revoke::{disconnect_order, keep_revocations, revocations_of};
 
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "lowercase")]

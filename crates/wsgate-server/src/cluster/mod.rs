@@ -371,7 +371,7 @@ async fn resync(cluster: &Cluster, parts: &Parts) -> Result<usize, ClusterError>
     let missing: Vec<Revoked> = mine.difference(&theirs).cloned().collect();
     // New to this node: enforced and persisted, so a restart during a later outage keeps them.
     let new: Vec<Revoked> = theirs.difference(&mine).cloned().collect();
-    if !crate::admin::keep_revocations(&parts.revocations, &parts.store, &new).await {
+    if !crate::revoke::keep_revocations(&parts.revocations, &parts.store, &new).await {
         tracing::error!(target: "wsgate::cluster", "could not persist revocations from Redis; they hold in memory");
     }
     control::share_revocations(cluster, missing).await?;

@@ -56,15 +56,21 @@ impl Default for JwtConfig {
 /// A key that cannot be used as configured.
 #[derive(Debug, thiserror::Error)]
 pub enum JwtSetupError {
+    /// `algorithms` is empty.
     #[error("no algorithm is configured")]
     NoAlgorithms,
+    /// The HMAC secret is empty.
     #[error("the HMAC secret is empty")]
     EmptySecret,
+    /// The key's family matches none of the configured algorithms.
     #[error("a {family} key cannot verify any configured algorithm ({configured})")]
     NoAlgorithmForKey {
+        /// The key's family (HMAC, RSA, EC, Ed25519).
         family: &'static str,
+        /// The configured algorithms.
         configured: String,
     },
+    /// Not a PEM public key wsgate can use.
     #[error("not a PEM public key (RSA, EC P-256/P-384 or Ed25519)")]
     BadPem,
 }
@@ -85,7 +91,9 @@ pub struct JwtVerifier {
 }
 
 impl JwtVerifier {
+    /// A verifier with this claim policy and no key yet (add one or more).
     pub fn new(config: JwtConfig) -> Result<Self, JwtSetupError> {
+        crate::install_crypto();
         if config.algorithms.is_empty() {
             return Err(JwtSetupError::NoAlgorithms);
         }
@@ -128,6 +136,7 @@ impl JwtVerifier {
         self
     }
 
+    /// The claim policy.
     pub fn config(&self) -> &JwtConfig {
         &self.config
     }
@@ -232,6 +241,9 @@ impl Verifier for JwtVerifier {
     }
     fn verify<'a>(&'a self, cred: &'a Credential, _: &'a VerifyContext) -> VerifyFuture<'a> {
         Box::pin(self.verify_token(cred.token()))
+    }
+    fn leeway(&self) -> Option<std::time::Duration> {
+        Some(std::time::Duration::from_secs(self.config.leeway_secs))
     }
 }
 
@@ -375,6 +387,7 @@ fn alg_list(algs: &[Algorithm]) -> String {
 /// Where a JWKS comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum JwksSource {
+    /// A JWKS file, read at start and on unknown `kid`s.
     File(PathBuf),
     /// `https://`, or `http://` to a loopback host only.
     Url(String),
@@ -414,23 +427,36 @@ impl JwksSource {
     }
 }
 
+/// Why a JWKS could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum JwksError {
+    /// Not a usable URL.
     #[error("{0}")]
     BadUrl(String),
+    /// The JWKS file could not be read.
     #[error("reading {path}: {err}")]
-    Read { path: String, err: std::io::Error },
+    Read {
+        /// The file.
+        path: String,
+        /// Why.
+        err: std::io::Error,
+    },
+    /// The fetch failed (status or transport).
     #[error("fetching the JWKS: {0}")]
     Fetch(String),
+    /// The document is not a JWKS.
     #[error("the JWKS is not valid JSON of the form {{\"keys\": [...]}}: {0}")]
     Parse(String),
+    /// No key fits the configured algorithms.
     #[error("the JWKS has no usable signing key for the configured algorithms")]
     NoUsableKey,
 }
 
 /// One JWKS key, pinned to one algorithm.
 pub struct JwksKey {
+    /// The key id (`kid`).
     pub kid: Option<String>,
+    /// The one algorithm this key verifies.
     pub alg: Algorithm,
     key: DecodingKey,
 }
@@ -490,6 +516,7 @@ impl JwksCache {
     pub fn len(&self) -> usize {
         self.set.load().keys.len()
     }
+    /// Whether there is nothing here.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }

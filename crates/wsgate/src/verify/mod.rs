@@ -36,7 +36,9 @@ pub type VerifyFuture<'a> =
 /// Facts about the request that some verifiers pass on (the proxy verifier does).
 #[derive(Debug, Clone, Default)]
 pub struct VerifyContext {
+    /// The client's address (behind trusted proxies, the one they name).
     pub remote_addr: Option<SocketAddr>,
+    /// The request's `Origin`.
     pub origin: Option<String>,
 }
 
@@ -75,8 +77,15 @@ pub trait Verifier: Send + Sync + 'static {
         source != SourceKind::Ticket
     }
 
+    /// Checks `credential`: `NotRecognized` to pass it on, `Invalid` to refuse it.
     fn verify<'a>(&'a self, credential: &'a Credential, ctx: &'a VerifyContext)
     -> VerifyFuture<'a>;
+
+    /// The clock skew this verifier tolerates on a credential's times, if it has a say: the
+    /// session guard closes at `exp` plus the same leeway.
+    fn leeway(&self) -> Option<std::time::Duration> {
+        None
+    }
 }
 
 #[cfg(test)]
@@ -104,13 +113,16 @@ pub struct VerifierChain {
 }
 
 impl VerifierChain {
+    /// An empty one.
     pub fn new() -> Self {
         Self::default()
     }
+    /// Adds a verifier at the end.
     pub fn with(mut self, v: impl Verifier) -> Self {
         self.verifiers.push(Arc::new(v));
         self
     }
+    /// Adds a shared verifier at the end.
     pub fn push(&mut self, v: Arc<dyn Verifier>) {
         self.verifiers.push(v);
     }
@@ -118,9 +130,15 @@ impl VerifierChain {
     pub fn prepend(&mut self, v: Arc<dyn Verifier>) {
         self.verifiers.insert(0, v);
     }
+    /// Whether there is nothing here.
     pub fn is_empty(&self) -> bool {
         self.verifiers.is_empty()
     }
+    /// The largest leeway any verifier in the chain declares.
+    pub fn leeway(&self) -> Option<std::time::Duration> {
+        self.verifiers.iter().filter_map(|v| v.leeway()).max()
+    }
+    /// Names of the verifiers, in order (logs, `check-config`).
     pub fn names(&self) -> Vec<&'static str> {
         self.verifiers.iter().map(|v| v.name()).collect()
     }

@@ -19,12 +19,14 @@ use crate::source::Credential;
 
 const MAX_ANSWER_BYTES: usize = 64 * 1024;
 
+/// Asks a backend over HTTP (`auth.proxy_url`): POST the credential, take its identity.
 pub struct ProxyVerifier {
     url: String,
     client: reqwest::Client,
 }
 
 impl ProxyVerifier {
+    /// POSTs to `url`; no answer within `timeout` is a 503.
     pub fn new(url: impl Into<String>, timeout: Duration) -> Self {
         Self {
             url: url.into(),

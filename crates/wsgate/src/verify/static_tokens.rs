@@ -20,6 +20,7 @@ pub struct StaticTokens {
 }
 
 impl StaticTokens {
+    /// Maps each token to its subject.
     pub fn new<T: AsRef<str>, S: Into<String>>(tokens: impl IntoIterator<Item = (T, S)>) -> Self {
         Self {
             entries: tokens
@@ -39,9 +40,11 @@ impl StaticTokens {
         self.publish = patterns;
         self
     }
+    /// How many entries are held.
     pub fn len(&self) -> usize {
         self.entries.len()
     }
+    /// Whether there is nothing here.
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }

@@ -1,0 +1,180 @@
+//! The library through its public API, in process: an axum app on a free port, a real
+//! WebSocket client. The one-call session, the app's own state via `FromRef`, a policy per
+//! route, shutdown without wiring, one leeway setting and expiry.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{FromRef, State, ws::WebSocketUpgrade};
+use axum::{Router, response::Response, routing::get};
+use futures_util::{SinkExt, StreamExt};
+use tokio_tungstenite::tungstenite::{Message, client::IntoClientRequest};
+use wsgate::verify::{StaticTokens, VerifierChain};
+use wsgate::{Authenticator, SessionOptions, WsAuth};
+
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+const WAIT: Duration = Duration::from_secs(10);
+
+async fn serve(app: Router) -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    addr
+}
+
+async fn connect(addr: std::net::SocketAddr, path: &str, token: &str) -> Result<Ws, u16> {
+    let mut req = format!("ws://{addr}{path}").into_client_request().unwrap();
+    req.headers_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    match tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(req))
+        .await
+        .expect("handshake in time")
+    {
+        Ok((ws, _)) => Ok(ws),
+        Err(tokio_tungstenite::tungstenite::Error::Http(res)) => Err(res.status().as_u16()),
+        Err(e) => panic!("{e}"),
+    }
+}
+
+async fn next(ws: &mut Ws) -> Message {
+    tokio::time::timeout(WAIT, ws.next())
+        .await
+        .expect("a frame in time")
+        .expect("open")
+        .expect("frame")
+}
+
+fn tokens(pairs: &[(&'static str, &'static str)]) -> Arc<Authenticator> {
+    Arc::new(Authenticator::new(
+        VerifierChain::new().with(StaticTokens::new(pairs.iter().copied())),
+    ))
+}
+
+async fn echo(auth: WsAuth, ws: WebSocketUpgrade) -> Response {
+    auth.on_session(ws, |mut s| async move {
+        while let Some(m) = s.recv().await {
+            if !s.send(m).await {
+                break;
+            }
+        }
+    })
+}
+
+#[tokio::test]
+async fn one_call_session_welcomes_then_echoes() {
+    let app = Router::new()
+        .route("/ws", get(echo))
+        .with_state(tokens(&[("t", "ann")]));
+    let addr = serve(app).await;
+    assert_eq!(connect(addr, "/ws", "wrong").await.err(), Some(401));
+    let mut ws = connect(addr, "/ws", "t").await.unwrap();
+    let welcome: serde_json::Value =
+        serde_json::from_str(next(&mut ws).await.to_text().unwrap()).unwrap();
+    assert_eq!(
+        (welcome["type"].as_str(), welcome["sub"].as_str()),
+        (Some("welcome"), Some("ann"))
+    );
+    ws.send(Message::text("hi")).await.unwrap();
+    assert_eq!(next(&mut ws).await, Message::text("hi"));
+}
+
+#[derive(Clone)]
+struct AppState {
+    auth: Arc<Authenticator>,
+    greeting: &'static str,
+}
+
+impl FromRef<AppState> for Arc<Authenticator> {
+    fn from_ref(s: &AppState) -> Self {
+        s.auth.clone()
+    }
+}
+
+async fn greet(State(app): State<AppState>, auth: WsAuth, ws: WebSocketUpgrade) -> Response {
+    auth.on_session(ws, move |mut s| async move {
+        let _ = s.send(axum::extract::ws::Message::text(app.greeting)).await;
+    })
+}
+
+#[tokio::test]
+async fn app_state_via_fromref_and_a_policy_per_route() {
+    let state = AppState {
+        auth: tokens(&[("user", "ann")]),
+        greeting: "hello from the app",
+    };
+    let app = Router::new()
+        .route("/chat", get(greet))
+        .route(
+            "/admin",
+            get(echo).with_state(tokens(&[("root-token", "root")])),
+        )
+        .with_state(state);
+    let addr = serve(app).await;
+    let mut ws = connect(addr, "/chat", "user").await.unwrap();
+    next(&mut ws).await; // welcome
+    assert_eq!(next(&mut ws).await, Message::text("hello from the app"));
+    // Each route has its own policy.
+    assert_eq!(connect(addr, "/admin", "user").await.err(), Some(401));
+    assert_eq!(connect(addr, "/chat", "root-token").await.err(), Some(401));
+    assert!(connect(addr, "/admin", "root-token").await.is_ok());
+}
+
+#[tokio::test]
+async fn shutdown_closes_sessions_with_1001_without_wiring() {
+    let auth = tokens(&[("t", "ann")]);
+    let app = Router::new()
+        .route("/ws", get(echo))
+        .with_state(auth.clone());
+    let addr = serve(app).await;
+    let mut ws = connect(addr, "/ws", "t").await.unwrap();
+    next(&mut ws).await;
+    auth.shutdown(); // what wsgate::shutdown_signal does on SIGTERM/SIGINT
+    match next(&mut ws).await {
+        Message::Close(Some(f)) => assert_eq!(u16::from(f.code), 1001),
+        other => panic!("expected a close, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn the_leeway_is_the_verifiers_and_expiry_closes_with_4001() {
+    use wsgate::verify::{JwtConfig, JwtVerifier};
+    const SECRET: &[u8] = b"library-test-secret-long-enough-32b";
+    let jwt = JwtVerifier::new(JwtConfig {
+        leeway_secs: 1,
+        ..JwtConfig::default()
+    })
+    .unwrap()
+    .with_secret(SECRET)
+    .unwrap();
+    let auth = Authenticator::new(VerifierChain::new().with(jwt)).session_options(SessionOptions {
+        expiry_warning: None,
+        ..SessionOptions::default()
+    });
+    assert_eq!(
+        auth.leeway_duration(),
+        Duration::from_secs(1),
+        "one leeway setting"
+    );
+    let app = Router::new()
+        .route("/ws", get(echo))
+        .with_state(Arc::new(auth));
+    let addr = serve(app).await;
+    let now = wsgate::verify::now_unix();
+    let token = jsonwebtoken::encode(
+        &jsonwebtoken::Header::default(),
+        &serde_json::json!({"sub": "e", "exp": now + 1}),
+        &jsonwebtoken::EncodingKey::from_secret(SECRET),
+    )
+    .unwrap();
+    let mut ws = connect(addr, "/ws", &token).await.unwrap();
+    next(&mut ws).await;
+    let started = std::time::Instant::now();
+    match next(&mut ws).await {
+        Message::Close(Some(f)) => assert_eq!(u16::from(f.code), 4001),
+        other => panic!("expected 4001, got {other:?}"),
+    }
+    assert!(started.elapsed() < Duration::from_secs(4));
+}
