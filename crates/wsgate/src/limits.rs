@@ -5,7 +5,9 @@
 //! and O(1) per request, because its input is whatever addresses an attacker can send from:
 //! - IPv6 addresses count per `/64` (one customer's allocation; free to vary within it);
 //! - at most [`MAX_TRACKED`] addresses are tracked, each with at most `per_min` times;
-//! - idle addresses leave through an expiry queue (one entry per address), never a scan.
+//! - idle addresses leave through an expiry queue (one entry per address), never a scan;
+//! - an entry is small: times are 32-bit milliseconds since the limiter started, and an
+//!   address that failed once (a flood from many addresses) keeps its one time inline.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, Ipv6Addr};
@@ -16,22 +18,92 @@ use crate::reject::AuthError;
 
 const WINDOW: Duration = Duration::from_secs(60);
 /// Most addresses tracked at once; past it the longest-idle one is forgotten first.
-pub const MAX_TRACKED: usize = 65_536;
+pub const MAX_TRACKED: usize = 32_768;
 
 /// Refused handshakes per remote IP in a sliding minute; past the limit, 429.
 #[derive(Debug)]
 pub struct FailureLimiter {
     per_min: usize,
+    /// Times are kept as milliseconds since this (`u32`: 49 days, far past any window).
+    epoch: Instant,
     table: Mutex<Table>,
+}
+
+/// Milliseconds since the limiter's epoch.
+type Ms = u32;
+const WINDOW_MS: Ms = WINDOW.as_millis() as Ms;
+
+/// One address's failures in the window, oldest first.
+#[derive(Debug)]
+enum Times {
+    One(Ms),
+    Many(VecDeque<Ms>),
+}
+
+impl Times {
+    fn len(&self) -> usize {
+        match self {
+            Times::One(_) => 1,
+            Times::Many(v) => v.len(),
+        }
+    }
+    fn oldest(&self) -> Option<Ms> {
+        match self {
+            Times::One(t) => Some(*t),
+            Times::Many(v) => v.front().copied(),
+        }
+    }
+    fn newest(&self) -> Option<Ms> {
+        match self {
+            Times::One(t) => Some(*t),
+            Times::Many(v) => v.back().copied(),
+        }
+    }
+    /// Drops failures that left the window; `false` when none is left.
+    fn prune(&mut self, now: Ms) -> bool {
+        match self {
+            Times::One(t) => now.saturating_sub(*t) < WINDOW_MS,
+            Times::Many(v) => {
+                while v
+                    .front()
+                    .is_some_and(|t| now.saturating_sub(*t) >= WINDOW_MS)
+                {
+                    v.pop_front();
+                }
+                !v.is_empty()
+            }
+        }
+    }
+    /// Adds a failure, keeping the newest `max`.
+    fn push(&mut self, now: Ms, max: usize) {
+        if max <= 1 {
+            *self = Times::One(now);
+            return;
+        }
+        let v = match self {
+            Times::One(t) => {
+                *self = Times::Many(VecDeque::from([*t]));
+                match self {
+                    Times::Many(v) => v,
+                    Times::One(_) => return,
+                }
+            }
+            Times::Many(v) => v,
+        };
+        v.push_back(now);
+        while v.len() > max {
+            v.pop_front();
+        }
+    }
 }
 
 #[derive(Debug, Default)]
 struct Table {
-    times: HashMap<IpAddr, VecDeque<Instant>>,
+    times: HashMap<IpAddr, Times>,
     /// Each tracked address once, with the time of the failure it was queued for, in that
     /// order: the front is the first candidate for removal. An address that failed again is
     /// moved lazily (re-queued with its newest failure when it reaches the front).
-    queue: VecDeque<(IpAddr, Instant)>,
+    queue: VecDeque<(IpAddr, Ms)>,
 }
 
 impl FailureLimiter {
@@ -39,8 +111,13 @@ impl FailureLimiter {
     pub fn new(per_min: u32) -> Self {
         Self {
             per_min: per_min.max(1) as usize,
+            epoch: Instant::now(),
             table: Mutex::default(),
         }
+    }
+
+    fn now(&self) -> Ms {
+        Ms::try_from(self.epoch.elapsed().as_millis()).unwrap_or(Ms::MAX)
     }
 
     /// `Err(RateLimited)` while `ip` has used up its failures for the current window.
@@ -50,39 +127,41 @@ impl FailureLimiter {
         let Some(times) = table.times.get_mut(&key) else {
             return Ok(());
         };
-        let now = Instant::now();
-        prune(times, now);
-        if times.len() < self.per_min {
+        let now = self.now();
+        if !times.prune(now) || times.len() < self.per_min {
             return Ok(());
         }
         // The window reopens when the oldest failure leaves it.
-        let wait = times
-            .front()
-            .map(|t| WINDOW.saturating_sub(now.duration_since(*t)))
-            .unwrap_or_default();
+        let wait_ms = times
+            .oldest()
+            .map_or(0, |t| WINDOW_MS.saturating_sub(now.saturating_sub(t)));
         Err(AuthError::RateLimited {
-            retry_after_secs: (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1),
+            retry_after_secs: u64::from(wait_ms.div_ceil(1000)).max(1),
         })
     }
 
     /// Counts one refused handshake against `ip`.
     pub fn record(&self, ip: IpAddr) {
         let key = bucket(ip);
-        let now = Instant::now();
+        let now = self.now();
         let mut table = self.table.lock().unwrap_or_else(|p| p.into_inner());
         table.expire(now, 2);
-        if !table.times.contains_key(&key) {
-            while table.times.len() >= MAX_TRACKED {
-                table.evict_oldest();
+        match table.times.get_mut(&key) {
+            Some(times) => {
+                if times.prune(now) {
+                    // Only the newest `per_min` matter to the decision.
+                    times.push(now, self.per_min);
+                } else {
+                    *times = Times::One(now);
+                }
             }
-            table.queue.push_back((key, now));
-        }
-        let times = table.times.entry(key).or_default();
-        prune(times, now);
-        times.push_back(now);
-        // Only the newest `per_min` matter to the decision.
-        while times.len() > self.per_min {
-            times.pop_front();
+            None => {
+                while table.times.len() >= MAX_TRACKED {
+                    table.evict_oldest();
+                }
+                table.queue.push_back((key, now));
+                table.times.insert(key, Times::One(now));
+            }
         }
     }
 
@@ -100,7 +179,7 @@ impl Table {
     /// Looks at up to `budget` addresses at the front of the queue: forgets those with no
     /// failure left in the window, re-queues those that failed again since they were queued,
     /// and stops at the first that is really the oldest. Constant work per call.
-    fn expire(&mut self, now: Instant, budget: usize) {
+    fn expire(&mut self, now: Ms, budget: usize) {
         for _ in 0..budget {
             let Some(&(key, queued)) = self.queue.front() else {
                 return;
@@ -109,8 +188,12 @@ impl Table {
                 self.queue.pop_front(); // not reachable: keys leave the map and queue together
                 continue;
             };
-            prune(times, now);
-            match times.back().copied() {
+            let newest = if times.prune(now) {
+                times.newest()
+            } else {
+                None
+            };
+            match newest {
                 None => {
                     self.times.remove(&key);
                     self.queue.pop_front();
@@ -128,7 +211,7 @@ impl Table {
     /// address is re-queued at most once per failure it recorded).
     fn evict_oldest(&mut self) {
         while let Some((key, queued)) = self.queue.pop_front() {
-            match self.times.get(&key).and_then(|t| t.back().copied()) {
+            match self.times.get(&key).and_then(Times::newest) {
                 Some(newest) if newest > queued => self.queue.push_back((key, newest)),
                 _ => {
                     self.times.remove(&key);
@@ -151,15 +234,6 @@ fn bucket(ip: IpAddr) -> IpAddr {
             }
         },
         v4 => v4,
-    }
-}
-
-fn prune(times: &mut VecDeque<Instant>, now: Instant) {
-    while times
-        .front()
-        .is_some_and(|t| now.duration_since(*t) >= WINDOW)
-    {
-        times.pop_front();
     }
 }
 
