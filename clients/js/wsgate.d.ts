@@ -78,6 +78,8 @@ export declare class WsgateClient extends EventTarget {
   /** The last welcome frame (null before the first, or on endpoints without one). */
   readonly welcome: Welcome | null;
   connect(): Promise<Welcome | null>;
+  /** Resolves with the `subscribed` frame; rejects with the `error` frame (an Error carrying
+   *  its `type`, `code`, `message`, `channel`, `id`). */
   subscribe(channel: string): Promise<ServerFrame>;
   unsubscribe(channel: string): Promise<ServerFrame>;
   publish(channel: string, data: unknown): Promise<ServerFrame>;

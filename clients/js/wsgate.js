@@ -245,9 +245,9 @@ export class WsgateClient extends EventTarget {
     this._pending.delete(frame.id);
     clearTimeout(p.timer);
     if (frame.type === "error") {
-      const err = new Error(frame.message || frame.code);
-      err.frame = frame;
-      p.reject(err);
+      // Rejects with the error frame itself (type, code, message, channel, id), as an
+      // Error so stack traces and `instanceof Error` work too.
+      p.reject(Object.assign(new Error(frame.message || frame.code), frame, { frame }));
     } else {
       p.resolve(frame);
     }

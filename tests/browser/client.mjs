@@ -156,6 +156,12 @@ try {
     const page = await newPage();
     await pageClient(page, ws + '/ws', { name: 'kicked', via: 'subprotocol' });
     await page.evaluate(() => window.t.client.subscribe('room:k'));
+    // A refused subscription rejects with the error frame.
+    const refused = await page.evaluate(() => window.t.client.subscribe('secret').then(
+      () => null, (e) => ({ type: e.type, code: e.code, channel: e.channel, isError: e instanceof Error })));
+    if (!refused || refused.type !== 'error' || refused.code !== 'forbidden' || refused.channel !== 'secret' || !refused.isError) {
+      throw new Error('subscribe did not reject with the error frame: ' + JSON.stringify(refused));
+    }
     const answer = await admin('/api/disconnect', { sub: 'kicked' });
     if (answer.closed !== 1) throw new Error(JSON.stringify(answer));
     await page.waitForFunction(() => window.t.events.some((e) => e.type === 'closed'));
