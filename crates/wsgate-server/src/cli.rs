@@ -145,10 +145,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 println!("endpoint: {} ({})", ep.path, ep.kind.as_str());
             }
             println!("store: {}", cfg.storage.path.display());
-            if let Some((url, c)) = cfg.cluster_mode() {
+            if let Some((backend, c)) = cfg.cluster_mode() {
                 println!(
-                    "cluster: redis at {} (key prefix {:?})",
-                    crate::cluster::describe(url),
+                    "cluster: {} (key prefix {:?})",
+                    crate::cluster::describe_backend(backend),
                     c.key_prefix
                 );
             }

@@ -253,6 +253,8 @@ impl Default for AdminConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct ClusterConfig {
     pub redis_url: Option<String>,
+    /// Seed nodes of a Redis Cluster (Redis ≥ 7), instead of `redis_url`.
+    pub redis_cluster: Vec<String>,
     pub key_prefix: String,
 }
 
@@ -260,9 +262,19 @@ impl Default for ClusterConfig {
     fn default() -> Self {
         Self {
             redis_url: None,
+            redis_cluster: Vec::new(),
             key_prefix: "wsgate:".into(),
         }
     }
+}
+
+/// Which Redis the nodes share.
+#[derive(Debug, Clone, Copy)]
+pub enum RedisBackend<'a> {
+    /// One Redis (`redis_url`).
+    Single(&'a str),
+    /// A Redis Cluster's seed nodes (`redis_cluster`).
+    Cluster(&'a [String]),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -369,10 +381,14 @@ const MAX_MS: u64 = 3_600_000;
 const MAX_SECS: u64 = 365 * 24 * 3600;
 
 impl Config {
-    /// Cluster mode's settings, when `cluster.redis_url` is set.
-    pub fn cluster_mode(&self) -> Option<(&str, &ClusterConfig)> {
+    /// Cluster mode's settings, when `cluster.redis_url` or `cluster.redis_cluster` is set.
+    pub fn cluster_mode(&self) -> Option<(RedisBackend<'_>, &ClusterConfig)> {
         let c = self.cluster.as_ref()?;
-        Some((c.redis_url.as_deref()?, c))
+        match (&c.redis_url, c.redis_cluster.as_slice()) {
+            (Some(url), _) => Some((RedisBackend::Single(url), c)),
+            (None, []) => None,
+            (None, seeds) => Some((RedisBackend::Cluster(seeds), c)),
+        }
     }
 
     /// `explicit` if given (it must exist), else `./wsgate.toml` if present, else defaults.
@@ -517,10 +533,24 @@ impl Config {
                     format!("not a Redis URL (redis://, rediss://, redis+unix://): {e}"),
                 );
             }
-            if c.key_prefix.contains(['*', '?', '[', ' ']) {
+            if c.redis_url.is_some() && !c.redis_cluster.is_empty() {
+                return err(
+                    "cluster.redis_cluster",
+                    "set either `redis_url` (one Redis) or `redis_cluster` (seed nodes of a Redis Cluster), not both".into(),
+                );
+            }
+            for (i, url) in c.redis_cluster.iter().enumerate() {
+                if let Err(e) = crate::cluster::client(url) {
+                    return err(
+                        &format!("cluster.redis_cluster[{i}]"),
+                        format!("not a Redis URL (redis://host:port, rediss://): {e}"),
+                    );
+                }
+            }
+            if c.key_prefix.contains(['*', '?', '[', ' ', '{', '}']) {
                 return err(
                     "cluster.key_prefix",
-                    "must not contain spaces or the glob characters * ? [".into(),
+                    "must not contain spaces, the glob characters * ? [ or braces".into(),
                 );
             }
         }

@@ -88,9 +88,9 @@ impl Services {
         let mut broker: Arc<dyn Broker> = Arc::new(MemoryBroker::new());
         let mut tickets: Arc<dyn TicketStore> = Arc::new(Tickets::new(ticket_ttl));
         let mut cluster_parts = None;
-        if let Some((url, c)) = cfg.cluster_mode() {
-            let (cluster, pushes) = Cluster::new(url, &c.key_prefix)
-                .map_err(|e| anyhow::anyhow!("cluster.redis_url: {e}"))?;
+        if let Some((backend, c)) = cfg.cluster_mode() {
+            let (cluster, pushes) = Cluster::new(backend, &c.key_prefix)
+                .map_err(|e| anyhow::anyhow!("[cluster]: {e}"))?;
             let cluster_broker = ClusterBroker::new(cluster.clone());
             broker = cluster_broker.clone();
             tickets = Arc::new(RedisTickets::new(cluster.clone(), ticket_ttl));

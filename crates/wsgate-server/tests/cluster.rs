@@ -610,3 +610,205 @@ async fn an_absurd_exp_is_revoked_on_every_node_and_survives_a_redis_blip() {
         .unwrap();
     assert_eq!(res.status(), 200, "tickets work after the resync");
 }
+
+/// A private Redis Cluster: three masters on free ports (each port + 10,000 free too, for
+/// the cluster bus), slots assigned by `redis-cli --cluster create`; killed on drop.
+struct RedisCluster {
+    nodes: Vec<Child>,
+    ports: Vec<u16>,
+    _dir: tempfile::TempDir,
+}
+
+impl RedisCluster {
+    fn start() -> RedisCluster {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut ports = Vec::new();
+        while ports.len() < 3 {
+            let l = TcpListener::bind("127.0.0.1:0").expect("free port");
+            let port = l.local_addr().unwrap().port();
+            if port < 55_000
+                && TcpListener::bind(("127.0.0.1", port + 10_000)).is_ok()
+                && !ports.contains(&port)
+            {
+                ports.push(port);
+            }
+        }
+        let nodes = ports
+            .iter()
+            .map(|port| {
+                Command::new("redis-server")
+                    .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+                    .args(["--cluster-enabled", "yes", "--cluster-node-timeout", "2000"])
+                    .arg("--cluster-config-file")
+                    .arg(dir.path().join(format!("nodes-{port}.conf")))
+                    .arg("--dir")
+                    .arg(dir.path())
+                    .args(["--save", "", "--appendonly", "no"])
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .expect("redis-server is installed (apt-get install redis-server)")
+            })
+            .collect();
+        let c = RedisCluster {
+            nodes,
+            ports,
+            _dir: dir,
+        };
+        let started = Instant::now();
+        for port in &c.ports {
+            while Self::cli(*port, &["PING"]).trim() != "PONG" {
+                assert!(started.elapsed() < WAIT, "redis-server did not start");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        let addrs: Vec<String> = c.ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+        let created = Command::new("redis-cli")
+            .args(["--cluster", "create"])
+            .args(&addrs)
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .output()
+            .expect("redis-cli");
+        assert!(
+            created.status.success(),
+            "{}",
+            String::from_utf8_lossy(&created.stdout)
+        );
+        for port in &c.ports {
+            while !Self::cli(*port, &["CLUSTER", "INFO"]).contains("cluster_state:ok") {
+                assert!(started.elapsed() < WAIT * 2, "the cluster did not form");
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        c
+    }
+
+    fn cli(port: u16, args: &[&str]) -> String {
+        Command::new("redis-cli")
+            .args(["-p", &port.to_string()])
+            .args(args)
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default()
+    }
+
+    fn config(&self, extra: &str) -> String {
+        let seeds: Vec<String> = self
+            .ports
+            .iter()
+            .map(|p| format!("\"redis://127.0.0.1:{p}\""))
+            .collect();
+        format!(
+            r#"
+[auth.jwt]
+secret_env = "WSGATE_TEST_SECRET"
+[cluster]
+redis_cluster = [{}]
+key_prefix = "rc:"
+[limits]
+{extra}
+[[endpoints]]
+path = "/ws"
+kind = "pubsub"
+[[endpoints]]
+path = "/echo"
+kind = "echo"
+"#,
+            seeds.join(", ")
+        )
+    }
+
+    async fn node(&self, extra: &str) -> Server {
+        Server::start_with(&self.config(extra), &[("WSGATE_ADMIN_KEY", ADMIN_KEY)]).await
+    }
+}
+
+impl Drop for RedisCluster {
+    fn drop(&mut self) {
+        for n in &mut self.nodes {
+            let _ = n.kill();
+            let _ = n.wait();
+        }
+    }
+}
+
+#[tokio::test]
+async fn on_a_redis_cluster_messages_revocations_tickets_and_limits_cross_nodes() {
+    let rc = RedisCluster::start();
+    let (a, b) = (
+        rc.node("max_connections_per_user = 1").await,
+        rc.node("max_connections_per_user = 1").await,
+    );
+    eventually("both nodes ready", async || {
+        readyz(&a).await == 200 && readyz(&b).await == 200
+    })
+    .await;
+    // Channels spread over the shards: subscribers on A, publisher on B.
+    let mut sub = join(&a, &tok("subscriber")).await;
+    let channels: Vec<String> = (0..8).map(|i| format!("room:{i}")).collect();
+    for c in &channels {
+        subscribe(&mut sub, c).await;
+    }
+    for c in &channels {
+        let (status, body) = post(
+            &b,
+            "/api/publish",
+            ADMIN_KEY,
+            json!({"channel": c, "data": c}),
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+    }
+    let mut got: Vec<String> = Vec::new();
+    for _ in &channels {
+        let m = next_json(&mut sub).await;
+        assert_eq!(m["type"], "message", "{m}");
+        got.push(m["channel"].as_str().unwrap().to_owned());
+    }
+    got.sort();
+    assert_eq!(got, channels, "each message once");
+    // Sharded pub/sub really was used, on more than one shard.
+    let shards_with_channels = rc
+        .ports
+        .iter()
+        .filter(|p| {
+            !RedisCluster::cli(**p, &["PUBSUB", "SHARDCHANNELS", "rc:ch:*"])
+                .trim()
+                .is_empty()
+        })
+        .count();
+    assert!(
+        shards_with_channels >= 2,
+        "channels on {shards_with_channels} shard(s)"
+    );
+
+    // The per-user limit counts the whole cluster: the subscriber's slot is taken on A.
+    let r = refused(
+        &b.url("/echo"),
+        &[("authorization", &format!("Bearer {}", tok("subscriber")))],
+    )
+    .await;
+    assert_eq!(r.status, 403);
+
+    // A ticket issued on B redeems once, on A.
+    let (status, body) = post(&b, "/api/tickets", &tok("ticket-user"), json!({})).await;
+    assert_eq!(status, 200, "{body}");
+    let ticket = body["ticket"].as_str().unwrap().to_owned();
+    let mut ws = connect_ok(&a.url(&format!("/echo?ticket={ticket}")), &[]).await;
+    assert_eq!(next_json(&mut ws).await["sub"], "ticket-user");
+    drop(ws);
+    let r = refused(&b.url(&format!("/echo?ticket={ticket}")), &[]).await;
+    assert_eq!(r.status, 401);
+
+    // A revocation asked on B closes the socket on A and is refused on both.
+    let (status, body) = post(
+        &b,
+        "/api/disconnect",
+        ADMIN_KEY,
+        json!({"sub": "subscriber", "revoke": true}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(expect_close(&mut sub).await.0, 4003);
+    assert_invalid(&a.url("/echo"), &tok("subscriber")).await;
+}

@@ -48,7 +48,7 @@ impl ClusterBroker {
     }
 
     fn redis_channel(&self, channel: &str) -> String {
-        self.cluster.key(&["ch:", channel])
+        self.cluster.channel(&["ch:", channel])
     }
 
     /// A message that came back from Redis: to this node's subscribers.
@@ -161,7 +161,7 @@ impl Broker for ClusterBroker {
                 // Known down: this node's own subscribers still hear it.
                 return Err(BrokerError::LocalOnly(self.local.deliver(channel, &frame)));
             }
-            let cmd = redis::cmd("PUBLISH")
+            let cmd = redis::cmd(self.cluster.publish_command())
                 .arg(self.redis_channel(channel))
                 .arg(frame.as_str())
                 .to_owned();

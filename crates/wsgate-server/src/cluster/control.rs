@@ -82,8 +82,8 @@ async fn publish(cluster: &Cluster, message: &Message) -> Result<(), ClusterErro
     let payload = serde_json::to_string(message).map_err(|_| ClusterError::Unavailable)?;
     cluster
         .query::<i64>(
-            redis::cmd("PUBLISH")
-                .arg(cluster.key(&["control"]))
+            redis::cmd(cluster.publish_command())
+                .arg(cluster.channel(&["control"]))
                 .arg(payload),
         )
         .await

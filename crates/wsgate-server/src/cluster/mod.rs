@@ -16,6 +16,14 @@
 //! while a node was cut off are not replayed to it.
 //!
 //! Every Redis key starts with `cluster.key_prefix` so deployments can share one Redis.
+//!
+//! Past one Redis (`cluster.redis_cluster`, a Redis Cluster): the same operations on a
+//! cluster connection (redis-rs, RESP3, resubscribing by itself after a failover). Every
+//! key carries the prefix as a hash tag (`{wsgate:}ticket:…`), so all of a deployment's keys
+//! live in one slot and every script, MGET and pipeline stays within it; channels are not
+//! tagged, so sharded pub/sub (SPUBLISH/SSUBSCRIBE) spreads them over the shards, which is
+//! where the traffic is. A master failover looks like an outage: not ready until the
+//! connection and the resync succeed again.
 
 pub mod broker;
 pub mod control;
@@ -27,11 +35,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::cluster_async::ClusterConnection;
 use redis::{FromRedisValue, IntoConnectionInfo, ProtocolVersion, PushInfo, PushKind, Value};
 use tokio::sync::mpsc::UnboundedReceiver;
 use wsgate::{Registry, Revocations, Revoked};
 
+use crate::config::RedisBackend;
 use crate::store::Store;
 
 /// The longest any Redis operation may take before the caller gets `Unavailable`.
@@ -71,9 +81,70 @@ pub fn describe(url: &str) -> String {
         .unwrap_or_else(|_| "?".into())
 }
 
+/// The backend for logs and `check-config`: addresses only.
+pub fn describe_backend(backend: RedisBackend<'_>) -> String {
+    match backend {
+        RedisBackend::Single(url) => format!("redis at {}", describe(url)),
+        RedisBackend::Cluster(seeds) => format!(
+            "Redis Cluster via {}",
+            seeds
+                .iter()
+                .map(|u| describe(u))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    }
+}
+
+/// The connection: one Redis (a reconnecting manager), or a Redis Cluster (connected on
+/// first use by the health loop, then reconnecting and resubscribing by itself). One per
+/// process, so the variants' sizes do not matter.
+#[allow(clippy::large_enum_variant)]
+enum Conn {
+    Single(ConnectionManager),
+    Cluster {
+        client: redis::cluster::ClusterClient,
+        conn: tokio::sync::OnceCell<ClusterConnection>,
+        /// The slot every key of this deployment hashes to (its `{prefix}` tag).
+        slot: u16,
+    },
+}
+
+/// A clone of the connection, of either kind, to run a command or a script on.
+enum Live {
+    Single(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+impl ConnectionLike for Live {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a redis::Cmd) -> redis::RedisFuture<'a, Value> {
+        match self {
+            Live::Single(c) => c.req_packed_command(cmd),
+            Live::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        cmd: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> redis::RedisFuture<'a, Vec<Value>> {
+        match self {
+            Live::Single(c) => c.req_packed_commands(cmd, offset, count),
+            Live::Cluster(c) => c.req_packed_commands(cmd, offset, count),
+        }
+    }
+    fn get_db(&self) -> i64 {
+        match self {
+            Live::Single(c) => c.get_db(),
+            Live::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
 /// The shared Redis connection and this node's view of it.
 pub struct Cluster {
-    conn: ConnectionManager,
+    conn: Conn,
     /// The address, for logs (no credentials).
     addr: String,
     prefix: String,
@@ -97,28 +168,50 @@ impl Cluster {
     /// down, and the health loop connects it. Pushes (channel messages) arrive on the
     /// returned receiver, for [`start`].
     pub fn new(
-        url: &str,
+        backend: RedisBackend<'_>,
         prefix: &str,
     ) -> Result<(Arc<Self>, UnboundedReceiver<PushInfo>), ClusterError> {
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-        let config = ConnectionManagerConfig::new()
-            .set_push_sender(tx)
-            .set_automatic_resubscription()
-            .set_connection_timeout(Some(OP_TIMEOUT))
-            .set_response_timeout(Some(OP_TIMEOUT))
-            // Short reconnect attempts: the health loop starts a new one every round.
-            .set_number_of_retries(2)
-            .set_min_delay(Duration::from_millis(50))
-            .set_max_delay(Duration::from_millis(250));
-        let conn = ConnectionManager::new_lazy_with_config(client(url)?, config)?;
+        let (conn, addr, prefix) = match backend {
+            RedisBackend::Single(url) => {
+                let config = ConnectionManagerConfig::new()
+                    .set_push_sender(tx)
+                    .set_automatic_resubscription()
+                    .set_connection_timeout(Some(OP_TIMEOUT))
+                    .set_response_timeout(Some(OP_TIMEOUT))
+                    // Short reconnect attempts: the health loop starts a new one every round.
+                    .set_number_of_retries(2)
+                    .set_min_delay(Duration::from_millis(50))
+                    .set_max_delay(Duration::from_millis(250));
+                let conn = ConnectionManager::new_lazy_with_config(client(url)?, config)?;
+                (Conn::Single(conn), describe(url), prefix.to_owned())
+            }
+            RedisBackend::Cluster(seeds) => {
+                let client = redis::cluster::ClusterClientBuilder::new(seeds.to_vec())
+                    .use_protocol(ProtocolVersion::RESP3)
+                    .push_sender(tx)
+                    .connection_timeout(OP_TIMEOUT)
+                    .response_timeout(OP_TIMEOUT)
+                    .retries(2)
+                    .build()?;
+                // One hash tag for every key of the deployment: one slot.
+                let tag = format!("{{{prefix}}}");
+                let conn = Conn::Cluster {
+                    client,
+                    conn: tokio::sync::OnceCell::new(),
+                    slot: slot_of(prefix.as_bytes()),
+                };
+                (conn, describe_backend(backend), tag)
+            }
+        };
         let mut id = [0u8; 8];
         getrandom::fill(&mut id).map_err(|_| ClusterError::Unavailable)?;
         let node = wsgate::identity::hex(&id);
         Ok((
             Arc::new(Self {
                 conn,
-                addr: describe(url),
-                prefix: prefix.to_owned(),
+                addr,
+                prefix,
                 node,
                 up: AtomicBool::new(false),
             }),
@@ -144,9 +237,48 @@ impl Cluster {
         k
     }
 
+    /// A pub/sub channel in this deployment's namespace. Unlike keys, never hash-tagged, so
+    /// a Redis Cluster spreads channels over its shards.
+    pub fn channel(&self, parts: &[&str]) -> String {
+        let mut c = match &self.conn {
+            Conn::Single(_) => self.prefix.clone(),
+            Conn::Cluster { .. } => self.prefix.trim_matches(['{', '}']).to_owned(),
+        };
+        for p in parts {
+            c.push_str(p);
+        }
+        c
+    }
+
+    /// The command that publishes on a channel: sharded pub/sub on a Redis Cluster.
+    pub fn publish_command(&self) -> &'static str {
+        match self.conn {
+            Conn::Single(_) => "PUBLISH",
+            Conn::Cluster { .. } => "SPUBLISH",
+        }
+    }
+
+    /// A connection to run one command on (a clone: both kinds multiplex).
+    async fn connection(&self) -> Result<Live, ClusterError> {
+        match &self.conn {
+            Conn::Single(m) => Ok(Live::Single(m.clone())),
+            Conn::Cluster { .. } => Ok(Live::Cluster(self.cluster_connection().await?)),
+        }
+    }
+
+    async fn cluster_connection(&self) -> Result<ClusterConnection, ClusterError> {
+        let Conn::Cluster { client, conn, .. } = &self.conn else {
+            return Err(ClusterError::Unavailable);
+        };
+        conn.get_or_try_init(|| bounded(client.get_async_connection()))
+            .await
+            .cloned()
+    }
+
     /// Runs one command, bounded by [`OP_TIMEOUT`].
     pub async fn query<T: FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, ClusterError> {
-        bounded(cmd.query_async(&mut self.conn.clone())).await
+        let mut conn = self.connection().await?;
+        bounded(cmd.query_async(&mut conn)).await
     }
 
     /// Runs a Lua script, bounded by [`OP_TIMEOUT`].
@@ -154,7 +286,8 @@ impl Cluster {
         &self,
         script: &redis::ScriptInvocation<'_>,
     ) -> Result<T, ClusterError> {
-        bounded(script.invoke_async(&mut self.conn.clone())).await
+        let mut conn = self.connection().await?;
+        bounded(script.invoke_async(&mut conn)).await
     }
 
     /// Like [`query`](Self::query), but refused at once while the node knows Redis is down.
@@ -166,11 +299,21 @@ impl Cluster {
     }
 
     async fn subscribe(&self, channel: &str) -> Result<(), ClusterError> {
-        bounded(self.conn.clone().subscribe(channel)).await
+        match &self.conn {
+            Conn::Single(m) => bounded(m.clone().subscribe(channel)).await,
+            Conn::Cluster { .. } => {
+                bounded(self.cluster_connection().await?.ssubscribe(channel)).await
+            }
+        }
     }
 
     async fn unsubscribe(&self, channel: &str) -> Result<(), ClusterError> {
-        bounded(self.conn.clone().unsubscribe(channel)).await
+        match &self.conn {
+            Conn::Single(m) => bounded(m.clone().unsubscribe(channel)).await,
+            Conn::Cluster { .. } => {
+                bounded(self.cluster_connection().await?.sunsubscribe(channel)).await
+            }
+        }
     }
 
     /// Stores revocations under their own expiry, so Redis forgets them when the tokens would
@@ -200,7 +343,8 @@ impl Cluster {
         if pipe.cmd_iter().next().is_none() {
             return Ok(());
         }
-        bounded(pipe.query_async::<()>(&mut self.conn.clone())).await
+        let mut conn = self.connection().await?;
+        bounded(pipe.query_async::<()>(&mut conn)).await
     }
 
     /// Every revocation Redis holds for this deployment.
@@ -224,16 +368,28 @@ impl Cluster {
         let mut cursor: u64 = 0;
         let mut keys = Vec::new();
         loop {
-            let (next, batch): (u64, Vec<String>) = self
-                .query(
-                    redis::cmd("SCAN")
-                        .arg(cursor)
-                        .arg("MATCH")
-                        .arg(pattern)
-                        .arg("COUNT")
-                        .arg(1000),
-                )
-                .await?;
+            let cmd = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(pattern)
+                .arg("COUNT")
+                .arg(1000)
+                .to_owned();
+            let (next, batch): (u64, Vec<String>) = match &self.conn {
+                Conn::Single(_) => self.query(&cmd).await?,
+                // Every key lives in the prefix's slot: scan the master that owns it.
+                Conn::Cluster { slot, .. } => {
+                    use redis::cluster_routing::{
+                        Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr,
+                    };
+                    let route = RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(
+                        Route::new(*slot, SlotAddr::Master),
+                    ));
+                    let mut conn = self.cluster_connection().await?;
+                    let value = bounded(conn.route_command(cmd, route)).await?;
+                    redis::from_redis_value(value).map_err(|_| ClusterError::Unavailable)?
+                }
+            };
             keys.extend(batch);
             if next == 0 {
                 return Ok(keys);
@@ -241,6 +397,22 @@ impl Cluster {
             cursor = next;
         }
     }
+}
+
+/// The Redis Cluster slot of a hash tag: CRC16/XMODEM mod 16384 (Redis Cluster spec).
+fn slot_of(tag: &[u8]) -> u16 {
+    let mut crc: u16 = 0;
+    for &b in tag {
+        crc ^= u16::from(b) << 8;
+        for _ in 0..8 {
+            crc = if crc & 0x8000 != 0 {
+                (crc << 1) ^ 0x1021
+            } else {
+                crc << 1
+            };
+        }
+    }
+    crc % 16384
 }
 
 /// Waits for a Redis call at most [`OP_TIMEOUT`]: no caller hangs on an unresponsive Redis.
@@ -283,11 +455,11 @@ async fn dispatch(
     mut pushes: UnboundedReceiver<PushInfo>,
     parts: Arc<Parts>,
 ) {
-    let control = cluster.key(&["control"]);
-    let channels = cluster.key(&["ch:"]);
+    let control = cluster.channel(&["control"]);
+    let channels = cluster.channel(&["ch:"]);
     while let Some(push) = pushes.recv().await {
         match push.kind {
-            PushKind::Message => {
+            PushKind::Message | PushKind::SMessage => {
                 let mut data = push.data.into_iter();
                 let (Some(Value::BulkString(channel)), Some(Value::BulkString(payload))) =
                     (data.next(), data.next())
@@ -361,7 +533,7 @@ async fn health(cluster: Arc<Cluster>, parts: Arc<Parts>, ready: tokio::sync::on
 /// revocations both ways, connection counts. Returns how many revocations the node now knows.
 async fn resync(cluster: &Cluster, parts: &Parts) -> Result<usize, ClusterError> {
     counts::heartbeat(cluster).await?;
-    cluster.subscribe(&cluster.key(&["control"])).await?;
+    cluster.subscribe(&cluster.channel(&["control"])).await?;
     parts.broker.resubscribe().await?;
     // Redis may have lost what it held (a restart without persistence), and this node may
     // hold revocations made while it was cut off: take what Redis has, give it (and the
