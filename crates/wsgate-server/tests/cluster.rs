@@ -621,9 +621,14 @@ struct RedisCluster {
 
 impl RedisCluster {
     fn start() -> RedisCluster {
+        Self::start_with(0)
+    }
+
+    /// `replicas` per master (0 or 1): with 1, six nodes, and a killed master fails over.
+    fn start_with(replicas: usize) -> RedisCluster {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut ports = Vec::new();
-        while ports.len() < 3 {
+        while ports.len() < 3 * (1 + replicas) {
             let l = TcpListener::bind("127.0.0.1:0").expect("free port");
             let port = l.local_addr().unwrap().port();
             if port < 55_000
@@ -666,7 +671,7 @@ impl RedisCluster {
         let created = Command::new("redis-cli")
             .args(["--cluster", "create"])
             .args(&addrs)
-            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .args(["--cluster-replicas", &replicas.to_string(), "--cluster-yes"])
             .output()
             .expect("redis-cli");
         assert!(
@@ -680,7 +685,43 @@ impl RedisCluster {
                 std::thread::sleep(Duration::from_millis(50));
             }
         }
+        // Replicas must have synced once to be eligible for a failover.
+        for port in &c.ports {
+            loop {
+                let info = Self::cli(*port, &["INFO", "replication"]);
+                if info.contains("role:master") || info.contains("master_link_status:up") {
+                    break;
+                }
+                assert!(
+                    started.elapsed() < WAIT * 3,
+                    "a replica did not sync:\n{info}"
+                );
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
         c
+    }
+
+    /// Kills the master that owns `slot`; returns its port.
+    fn kill_master_of(&mut self, slot: u16) -> u16 {
+        let slots = Self::cli(self.ports[0], &["CLUSTER", "SHARDS"]);
+        // Simplest robust way: ask each node whether it is a master serving the slot.
+        for (i, port) in self.ports.clone().into_iter().enumerate() {
+            let role = Self::cli(port, &["ROLE"]);
+            let owns = Self::cli(port, &["CLUSTER", "COUNTKEYSINSLOT", &slot.to_string()]);
+            let info = Self::cli(port, &["CLUSTER", "NODES"]);
+            let me = info
+                .lines()
+                .find(|l| l.contains("myself"))
+                .unwrap_or_default();
+            if role.starts_with("master") && owns.trim().parse::<u64>().is_ok() && serves(me, slot)
+            {
+                let _ = self.nodes[i].kill();
+                let _ = self.nodes[i].wait();
+                return port;
+            }
+        }
+        panic!("no master serves slot {slot}: {slots}");
     }
 
     fn cli(port: u16, args: &[&str]) -> String {
@@ -721,6 +762,17 @@ kind = "echo"
     async fn node(&self, extra: &str) -> Server {
         Server::start_with(&self.config(extra), &[("WSGATE_ADMIN_KEY", ADMIN_KEY)]).await
     }
+}
+
+/// Whether a `CLUSTER NODES` line's slot ranges include `slot`.
+fn serves(line: &str, slot: u16) -> bool {
+    line.split_whitespace().skip(8).any(|range| {
+        let (lo, hi) = range.split_once('-').unwrap_or((range, range));
+        match (lo.parse::<u16>(), hi.parse::<u16>()) {
+            (Ok(lo), Ok(hi)) => (lo..=hi).contains(&slot),
+            _ => false,
+        }
+    })
 }
 
 impl Drop for RedisCluster {
@@ -811,4 +863,112 @@ async fn on_a_redis_cluster_messages_revocations_tickets_and_limits_cross_nodes(
     assert_eq!(status, 200, "{body}");
     assert_eq!(expect_close(&mut sub).await.0, 4003);
     assert_invalid(&a.url("/echo"), &tok("subscriber")).await;
+}
+
+#[tokio::test]
+async fn a_crashed_node_locks_no_one_out() {
+    let redis = Redis::start();
+    let limits = "[limits]\nmax_connections_per_user = 1";
+    let (a, b) = (node(&redis, limits).await, node(&redis, limits).await);
+    let t = tok("carol");
+    let _on_a = bearer(&a.url("/echo"), &t).await;
+    // Her one slot is taken on A, so B refuses a second connection...
+    assert_eq!(handshake_status(&b.url("/echo"), &t).await, 403);
+    // ...until A dies without a goodbye: its slots must not hold her out for long.
+    a.crash().await;
+    let crashed = Instant::now();
+    let bearer_header = format!("Bearer {t}");
+    let _on_b = loop {
+        if let Ok((ws, _)) = connect(&b.url("/echo"), &[("authorization", &bearer_header)]).await {
+            break ws;
+        }
+        assert!(
+            crashed.elapsed() < Duration::from_secs(6),
+            "still refused {:?} after the crash",
+            crashed.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    // A live node's users still count: B holds her slot now.
+    assert_eq!(handshake_status(&b.url("/echo"), &t).await, 403);
+    assert_eq!(handshake_status(&b.url("/echo"), &t).await, 403);
+}
+
+#[tokio::test]
+async fn a_redis_cluster_master_failover_is_survived_like_an_outage() {
+    let mut rc = RedisCluster::start_with(1);
+    let (a, b) = (rc.node("").await, rc.node("").await);
+    eventually("both nodes ready", async || {
+        readyz(&a).await == 200 && readyz(&b).await == 200
+    })
+    .await;
+    let mut sub = join(&a, &tok("listener")).await;
+    subscribe(&mut sub, "room:failover").await;
+    // Kill the master holding every key of the deployment ("{rc:}" -> slot of "rc:").
+    let slot = {
+        let mut crc: u16 = 0;
+        for &byte in b"rc:" {
+            crc ^= u16::from(byte) << 8;
+            for _ in 0..8 {
+                crc = if crc & 0x8000 != 0 {
+                    (crc << 1) ^ 0x1021
+                } else {
+                    crc << 1
+                };
+            }
+        }
+        crc % 16384
+    };
+    rc.kill_master_of(slot);
+    // The replica takes over; the nodes notice, resync and are ready again by themselves.
+    let started = Instant::now();
+    loop {
+        let (status, _) = post(&b, "/api/tickets", &tok("after-failover"), json!({})).await;
+        if status == 200 && readyz(&a).await == 200 && readyz(&b).await == 200 {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "not back {:?} after the failover: tickets {status}, readyz {} {}\n{}",
+            started.elapsed(),
+            readyz(&a).await,
+            readyz(&b).await,
+            b.logs()
+                .lines()
+                .rev()
+                .take(15)
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // A revocation after the failover reaches the other node; delivery works again.
+    let (status, body) = post(
+        &b,
+        "/api/disconnect",
+        ADMIN_KEY,
+        json!({"sub": "listener", "revoke": true}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(expect_close(&mut sub).await.0, 4003);
+    let mut sub = join(&a, &tok("listener2")).await;
+    subscribe(&mut sub, "room:failover").await;
+    // (`delivered` counts the publishing node's own subscribers: none on B.)
+    let mut last = (0, Value::Null);
+    let started = Instant::now();
+    while last.0 != 200 {
+        assert!(
+            started.elapsed() < WAIT,
+            "publish after the failover: {last:?}"
+        );
+        last = post(
+            &b,
+            "/api/publish",
+            ADMIN_KEY,
+            json!({"channel": "room:failover", "data": "back"}),
+        )
+        .await;
+    }
+    assert_eq!(next_message(&mut sub).await["data"], json!("back"));
 }

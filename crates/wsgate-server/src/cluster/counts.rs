@@ -13,7 +13,7 @@ use std::sync::Arc;
 use tokio::sync::mpsc::{UnboundedSender, unbounded_channel};
 use wsgate::{Registry, SharedCounts};
 
-use super::{Cluster, ClusterError, NODE_TTL_SECS};
+use super::{Cluster, ClusterError, Lua, NODE_TTL_SECS};
 
 const ACQUIRE: &str = r"
 local total = 0
@@ -38,7 +38,7 @@ return 1
 #[derive(Debug)]
 pub struct RedisCounts {
     cluster: Arc<Cluster>,
-    acquire: redis::Script,
+    acquire: Lua,
     releases: UnboundedSender<String>,
 }
 
@@ -47,18 +47,17 @@ impl RedisCounts {
         let (releases, mut rx) = unbounded_channel::<String>();
         let worker = cluster.clone();
         tokio::spawn(async move {
-            let release = redis::Script::new(RELEASE);
+            let release = Lua::new(RELEASE);
             while let Some(sub) = rx.recv().await {
                 let key = worker.key(&["conns:", &sub]);
-                let mut call = release.key(key);
-                call.arg(worker.node());
                 // Lost while Redis is down; the resync after the outage corrects it.
-                let _ = worker.invoke::<i64>(&call).await;
+                let node = [worker.node().to_owned()];
+                let _ = worker.eval::<i64>(&release, &key, &node).await;
             }
         });
         Self {
             cluster,
-            acquire: redis::Script::new(ACQUIRE),
+            acquire: Lua::new(ACQUIRE),
             releases,
         }
     }
@@ -74,11 +73,10 @@ impl SharedCounts for RedisCounts {
             if !self.cluster.is_up() {
                 return Err(());
             }
-            let mut call = self.acquire.key(self.cluster.key(&["conns:", sub]));
-            call.arg(self.cluster.node())
-                .arg(max)
-                .arg(self.cluster.key(&["node:"]));
-            match self.cluster.invoke::<i64>(&call).await {
+            let key = self.cluster.key(&["conns:", sub]);
+            let nodes = self.cluster.key(&["node:"]);
+            let args = [self.cluster.node().to_owned(), max.to_string(), nodes];
+            match self.cluster.eval::<i64>(&self.acquire, &key, &args).await {
                 Ok(taken) => Ok(taken == 1),
                 Err(e) => {
                     tracing::warn!(target: "wsgate::cluster", error = %e, "cluster-wide connection count unavailable; local limit only");

@@ -48,9 +48,12 @@ use crate::store::Store;
 const OP_TIMEOUT: Duration = Duration::from_secs(1);
 /// How often the health loop pings Redis (and so how fast an outage or a return is noticed).
 const HEALTH_EVERY: Duration = Duration::from_millis(500);
-/// A node's liveness key lives this long; it is refreshed every few health rounds. Counts of
-/// a node whose key expired (it crashed) are ignored by the per-user limit.
-const NODE_TTL_SECS: u64 = 15;
+/// A node's liveness key lives this long; it is refreshed every second (every
+/// [`HEARTBEAT_ROUNDS`] health rounds). Counts of a node whose key expired (it crashed) are
+/// ignored by the per-user limit, so the users of a killed node are admitted elsewhere
+/// within seconds; a live node would have to miss three heartbeats in a row to be ignored.
+const NODE_TTL_SECS: u64 = 4;
+const HEARTBEAT_ROUNDS: u64 = 2;
 
 /// What went wrong talking to Redis; callers turn it into 503 or an `unavailable` frame.
 #[derive(Debug, thiserror::Error)]
@@ -110,6 +113,27 @@ enum Conn {
     },
 }
 
+/// A Lua script and its SHA1, for [`Cluster::eval`].
+pub struct Lua {
+    code: &'static str,
+    hash: String,
+}
+
+impl Lua {
+    pub fn new(code: &'static str) -> Self {
+        Self {
+            code,
+            hash: redis::Script::new(code).get_hash().to_owned(),
+        }
+    }
+}
+
+impl std::fmt::Debug for Lua {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.hash)
+    }
+}
+
 /// A clone of the connection, of either kind, to run a command or a script on.
 enum Live {
     Single(ConnectionManager),
@@ -151,6 +175,9 @@ pub struct Cluster {
     /// Random per process: names this node's connection counts and its control messages.
     node: String,
     up: AtomicBool,
+    /// A connection dropped (a Redis restart, a Redis Cluster failover): subscriptions may be
+    /// lost even if Redis answered every health check, so the next round resynchronises.
+    stale: AtomicBool,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -190,9 +217,13 @@ impl Cluster {
                 let client = redis::cluster::ClusterClientBuilder::new(seeds.to_vec())
                     .use_protocol(ProtocolVersion::RESP3)
                     .push_sender(tx)
-                    .connection_timeout(OP_TIMEOUT)
-                    .response_timeout(OP_TIMEOUT)
-                    .retries(2)
+                    .connection_timeout(OP_TIMEOUT / 4)
+                    .response_timeout(OP_TIMEOUT / 4)
+                    // Retries (after a slot refresh, e.g. when a master failed over) must
+                    // fit in one call's OP_TIMEOUT, or every call gives up before them.
+                    .retries(3)
+                    .min_retry_wait(20)
+                    .max_retry_wait(200)
                     .build()?;
                 // One hash tag for every key of the deployment: one slot.
                 let tag = format!("{{{prefix}}}");
@@ -214,6 +245,7 @@ impl Cluster {
                 prefix,
                 node,
                 up: AtomicBool::new(false),
+                stale: AtomicBool::new(false),
             }),
             rx,
         ))
@@ -235,6 +267,21 @@ impl Cluster {
             k.push_str(p);
         }
         k
+    }
+
+    /// Whether Redis answers: one Redis, or on a Redis Cluster the master serving the
+    /// deployment's slot (a PING to every node would fail while a dead master is still
+    /// listed, even after its replica took over).
+    async fn ping(&self) -> bool {
+        match &self.conn {
+            Conn::Single(_) => self.query::<String>(&redis::cmd("PING")).await.is_ok(),
+            Conn::Cluster { slot, .. } => match self.cluster_connection().await {
+                Ok(mut conn) => bounded(conn.route_command(redis::cmd("PING"), slot_route(*slot)))
+                    .await
+                    .is_ok(),
+                Err(_) => false,
+            },
+        }
     }
 
     /// A pub/sub channel in this deployment's namespace. Unlike keys, never hash-tagged, so
@@ -281,13 +328,34 @@ impl Cluster {
         bounded(cmd.query_async(&mut conn)).await
     }
 
-    /// Runs a Lua script, bounded by [`OP_TIMEOUT`].
-    pub async fn invoke<T: FromRedisValue>(
+    /// Runs a Lua script on one key with `args` (EVALSHA; on NOSCRIPT, loads it where the
+    /// key lives and tries again), each call bounded by [`OP_TIMEOUT`]. redis-rs's own
+    /// fallback sends SCRIPT LOAD to every master of a Redis Cluster, which fails while a
+    /// dead master is still listed after a failover.
+    pub async fn eval<T: FromRedisValue>(
         &self,
-        script: &redis::ScriptInvocation<'_>,
+        lua: &Lua,
+        key: &str,
+        args: &[String],
     ) -> Result<T, ClusterError> {
-        let mut conn = self.connection().await?;
-        bounded(script.invoke_async(&mut conn)).await
+        let mut cmd = redis::cmd("EVALSHA");
+        cmd.arg(&lua.hash).arg(1).arg(key).arg(args);
+        match self.query(&cmd).await {
+            Err(ClusterError::Redis(e))
+                if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) =>
+            {
+                let load = redis::cmd("SCRIPT").arg("LOAD").arg(lua.code).to_owned();
+                match &self.conn {
+                    Conn::Single(_) => self.query::<String>(&load).await.map(drop)?,
+                    Conn::Cluster { slot, .. } => {
+                        let mut conn = self.cluster_connection().await?;
+                        bounded(conn.route_command(load, slot_route(*slot))).await?;
+                    }
+                }
+                self.query(&cmd).await
+            }
+            other => other,
+        }
     }
 
     /// Like [`query`](Self::query), but refused at once while the node knows Redis is down.
@@ -379,14 +447,8 @@ impl Cluster {
                 Conn::Single(_) => self.query(&cmd).await?,
                 // Every key lives in the prefix's slot: scan the master that owns it.
                 Conn::Cluster { slot, .. } => {
-                    use redis::cluster_routing::{
-                        Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr,
-                    };
-                    let route = RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(
-                        Route::new(*slot, SlotAddr::Master),
-                    ));
                     let mut conn = self.cluster_connection().await?;
-                    let value = bounded(conn.route_command(cmd, route)).await?;
+                    let value = bounded(conn.route_command(cmd, slot_route(*slot))).await?;
                     redis::from_redis_value(value).map_err(|_| ClusterError::Unavailable)?
                 }
             };
@@ -397,6 +459,15 @@ impl Cluster {
             cursor = next;
         }
     }
+}
+
+/// Routes a command to the master serving `slot`.
+fn slot_route(slot: u16) -> redis::cluster_routing::RoutingInfo {
+    use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
+    RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(Route::new(
+        slot,
+        SlotAddr::Master,
+    )))
 }
 
 /// The Redis Cluster slot of a hash tag: CRC16/XMODEM mod 16384 (Redis Cluster spec).
@@ -478,7 +549,9 @@ async fn dispatch(
                 }
             }
             PushKind::Disconnection => {
-                // The health loop turns this into "down" at its next round; say it now.
+                // The health loop turns this into "down" at its next round, or resyncs if
+                // Redis answers by then (a failover is over in a moment); say it now.
+                cluster.stale.store(true, Ordering::Release);
                 metrics::counter!("wsgate_cluster_disconnects_total").increment(1);
                 tracing::warn!(target: "wsgate::cluster", "connection to Redis lost; reconnecting");
             }
@@ -498,10 +571,18 @@ async fn health(cluster: Arc<Cluster>, parts: Arc<Parts>, ready: tokio::sync::on
     loop {
         every.tick().await;
         round += 1;
-        let alive = cluster.query::<String>(&redis::cmd("PING")).await.is_ok();
+        let alive = cluster.ping().await;
+        if alive && cluster.is_up() && cluster.stale.swap(false, Ordering::AcqRel) {
+            // A connection dropped and came back (a failover, a quick restart): subscriptions
+            // may be gone on some shard. Not ready until the resync below has succeeded.
+            cluster.up.store(false, Ordering::Release);
+            metrics::gauge!("wsgate_cluster_up").set(0.0);
+            tracing::warn!(target: "wsgate::cluster", "a Redis connection was lost: resynchronising before reporting ready");
+        }
         match (alive, cluster.is_up()) {
             (true, false) => match resync(&cluster, &parts).await {
                 Ok(n) => {
+                    cluster.stale.store(false, Ordering::Release);
                     cluster.up.store(true, Ordering::Release);
                     metrics::gauge!("wsgate_cluster_up").set(1.0);
                     tracing::info!(target: "wsgate::cluster", node = cluster.node(), redis = %cluster.addr, revocations = n, "Redis reachable: cluster mode ready");
@@ -519,7 +600,7 @@ async fn health(cluster: Arc<Cluster>, parts: Arc<Parts>, ready: tokio::sync::on
                 metrics::counter!("wsgate_cluster_outages_total").increment(1);
                 tracing::error!(target: "wsgate::cluster", "Redis unreachable: serving local clients only; tickets, revocations and cross-node delivery answer 503 until it is back");
             }
-            (true, true) if round.is_multiple_of(10) => {
+            (true, true) if round.is_multiple_of(HEARTBEAT_ROUNDS) => {
                 if let Err(e) = counts::heartbeat(&cluster).await {
                     tracing::debug!(target: "wsgate::cluster", error = %e, "heartbeat failed");
                 }

@@ -10,7 +10,7 @@ use std::time::Duration;
 use wsgate::tickets::{MAX_PER_SUBJECT, TicketFuture, digest, new_ticket};
 use wsgate::{AuthError, TicketStore, Verified};
 
-use super::Cluster;
+use super::{Cluster, Lua};
 
 /// Counts a subject's tickets issued within the TTL (the per-subject cap, cluster-wide).
 const COUNT: &str = r"
@@ -23,7 +23,7 @@ return n
 pub struct RedisTickets {
     cluster: Arc<Cluster>,
     ttl: Duration,
-    count: redis::Script,
+    count: Lua,
 }
 
 impl RedisTickets {
@@ -31,7 +31,7 @@ impl RedisTickets {
         Self {
             cluster,
             ttl,
-            count: redis::Script::new(COUNT),
+            count: Lua::new(COUNT),
         }
     }
 
@@ -59,9 +59,15 @@ impl TicketStore for RedisTickets {
             if !self.cluster.is_up() {
                 return Err(UNAVAILABLE);
             }
-            let mut call = self.count.key(counter);
-            call.arg(self.ttl.as_secs().max(1));
-            let issued: u32 = self.cluster.invoke(&call).await.map_err(|_| UNAVAILABLE)?;
+            let ttl = self.ttl.as_secs().max(1);
+            let issued: u32 = self
+                .cluster
+                .eval(&self.count, &counter, &[ttl.to_string()])
+                .await
+                .map_err(|e| {
+                    tracing::warn!(target: "wsgate::cluster", error = %e, "ticket count failed");
+                    UNAVAILABLE
+                })?;
             if issued > MAX_PER_SUBJECT {
                 return Err(AuthError::TooManyTickets {
                     retry_after_secs: self.ttl.as_secs().max(1),

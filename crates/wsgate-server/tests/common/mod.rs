@@ -144,6 +144,12 @@ impl Server {
         }
     }
 
+    /// Kills the process at once (SIGKILL): a crash, no goodbye to anyone.
+    pub async fn crash(mut self) {
+        let _ = self.child.start_kill();
+        let _ = tokio::time::timeout(WAIT, self.child.wait()).await;
+    }
+
     /// Sends SIGTERM and returns the exit status (bounded wait).
     pub async fn terminate(mut self) -> std::process::ExitStatus {
         let pid = self.child.id().expect("pid");
