@@ -905,20 +905,7 @@ async fn a_redis_cluster_master_failover_is_survived_like_an_outage() {
     let mut sub = join(&a, &tok("listener")).await;
     subscribe(&mut sub, "room:failover").await;
     // Kill the master holding every key of the deployment ("{rc:}" -> slot of "rc:").
-    let slot = {
-        let mut crc: u16 = 0;
-        for &byte in b"rc:" {
-            crc ^= u16::from(byte) << 8;
-            for _ in 0..8 {
-                crc = if crc & 0x8000 != 0 {
-                    (crc << 1) ^ 0x1021
-                } else {
-                    crc << 1
-                };
-            }
-        }
-        crc % 16384
-    };
+    let slot = wsgate_server::cluster::slot_of(b"rc:");
     rc.kill_master_of(slot);
     // The replica takes over; the nodes notice, resync and are ready again by themselves.
     let started = Instant::now();

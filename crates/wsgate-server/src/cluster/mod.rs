@@ -471,7 +471,7 @@ fn slot_route(slot: u16) -> redis::cluster_routing::RoutingInfo {
 }
 
 /// The Redis Cluster slot of a hash tag: CRC16/XMODEM mod 16384 (Redis Cluster spec).
-fn slot_of(tag: &[u8]) -> u16 {
+pub fn slot_of(tag: &[u8]) -> u16 {
     let mut crc: u16 = 0;
     for &b in tag {
         crc ^= u16::from(b) << 8;
@@ -630,4 +630,14 @@ async fn resync(cluster: &Cluster, parts: &Parts) -> Result<usize, ClusterError>
     control::share_revocations(cluster, missing).await?;
     counts::resync(cluster, &parts.registry).await?;
     Ok(parts.revocations.len())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn slots_match_redis() {
+        // `CLUSTER KEYSLOT foo` and `CLUSTER KEYSLOT 123456789` on a real Redis.
+        assert_eq!(super::slot_of(b"foo"), 12182);
+        assert_eq!(super::slot_of(b"123456789"), 0x31C3 % 16384);
+    }
 }
