@@ -459,6 +459,23 @@ impl Reply {
     }
 }
 
+/// What woke the relay up.
+#[cfg(feature = "relay")]
+enum RelayEvent {
+    /// The session ended it (shutdown, a close order): both sides get this code.
+    Stop(u16, &'static str),
+    /// The session's timer: expiry, idle check, `expiring`.
+    Tick,
+    /// A frame (or the end) from the upstream.
+    Upstream(
+        Option<
+            Result<tokio_tungstenite::tungstenite::Message, tokio_tungstenite::tungstenite::Error>,
+        >,
+    ),
+    /// A frame (or the end) from the client.
+    Client(Option<Result<Message, axum::Error>>),
+}
+
 /// What ended a relay, and so how each side is closed.
 #[cfg(feature = "relay")]
 enum RelayEnd {
@@ -495,19 +512,19 @@ impl Session {
         let end = loop {
             let event = tokio::select! {
                 biased;
-                _ = self.shutdown.as_mut() => Err((close_code::AWAY, "server shutting down")),
-                o = ordered(&mut self.registration) => Err((o.code, o.reason)),
-                _ = until(&mut self.timer) => Ok(None),
-                m = up.next() => Ok(Some(Err(m))),
-                m = self.socket.recv() => Ok(Some(Ok(m))),
+                _ = self.shutdown.as_mut() => RelayEvent::Stop(close_code::AWAY, "server shutting down"),
+                o = ordered(&mut self.registration) => RelayEvent::Stop(o.code, o.reason),
+                _ = until(&mut self.timer) => RelayEvent::Tick,
+                m = up.next() => RelayEvent::Upstream(m),
+                m = self.socket.recv() => RelayEvent::Client(m),
             };
             let msg = match event {
-                Err((code, reason)) => break RelayEnd::Both(code, reason),
-                Ok(None) => match self.tick().await {
+                RelayEvent::Stop(code, reason) => break RelayEnd::Both(code, reason),
+                RelayEvent::Tick => match self.tick().await {
                     Some((code, reason)) => break RelayEnd::Both(code, reason),
                     None => continue,
                 },
-                Ok(Some(Err(from_upstream))) => match from_upstream {
+                RelayEvent::Upstream(from_upstream) => match from_upstream {
                     Some(Ok(UpMessage::Close(f))) => {
                         break RelayEnd::UpstreamClosed(convert::to_client_close(f));
                     }
@@ -532,7 +549,7 @@ impl Session {
                     }
                     Some(Err(_)) | None => break RelayEnd::UpstreamLost,
                 },
-                Ok(Some(Ok(from_client))) => from_client,
+                RelayEvent::Client(from_client) => from_client,
             };
             match msg {
                 Some(Ok(Message::Close(f))) => break RelayEnd::ClientClosed(f),
