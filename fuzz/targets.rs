@@ -104,3 +104,17 @@ pub fn pubsub_frames(data: &[u8]) {
         }
     }
 }
+
+/// The proxy's upstream answer to a handshake, in two reads (split at the first byte's value):
+/// the head parser, the `101`/accept-key checks, the 16 KiB cap.
+pub fn upstream_answer(data: &[u8]) {
+    const KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
+    let split = data.first().map_or(0, |b| usize::from(*b)).min(data.len());
+    let _ = wsgate::relay::read_answer(&data[..split], KEY);
+    if let Ok(Some((_, start))) = wsgate::relay::read_answer(data, KEY) {
+        assert!(
+            start <= data.len(),
+            "the frame start lies inside what was read"
+        );
+    }
+}

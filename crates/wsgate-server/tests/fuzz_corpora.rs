@@ -39,3 +39,8 @@ fn config_corpus() {
 fn pubsub_frames_corpus() {
     replay("pubsub_frames", targets::pubsub_frames);
 }
+
+#[test]
+fn upstream_answer_corpus() {
+    replay("upstream_answer", targets::upstream_answer);
+}

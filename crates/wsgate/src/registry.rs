@@ -11,9 +11,12 @@
 //! local count is checked first (cheap, and still enforced when the shared store is down),
 //! then the shared one.
 //!
-//! One mutex around two maps: the registry is touched once per connect, once per disconnect
-//! and by admin calls, never per message. Invariant: nothing that may drop an [`Identity`]
-//! runs under the lock, because dropping the last one gives its slot back (same lock).
+//! One mutex around three maps: the registry is touched once per connect, once per
+//! disconnect, once per refresh and by admin calls, never per message. Sessions are indexed
+//! by subject, so closing a subject's sockets and a refresh cost the same at 19,000 open
+//! sockets as at 10 (only orders by session id or API key scan). Invariant: nothing that may
+//! drop an [`Identity`] runs under the lock, because dropping the last one gives its slot
+//! back (same lock).
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -72,8 +75,24 @@ pub struct Registry {
 struct Inner {
     /// Keyed by a counter, not the session id: no string copies on the connect path.
     sessions: HashMap<u64, Entry>,
+    /// The keys of each subject's open sessions.
+    by_sub: HashMap<String, Vec<u64>>,
     per_sub: HashMap<String, usize>,
     next: u64,
+}
+
+impl Inner {
+    /// Removes a session and its index entry.
+    fn remove(&mut self, key: u64) -> Option<Entry> {
+        let entry = self.sessions.remove(&key)?;
+        if let Some(keys) = self.by_sub.get_mut(entry.identity.sub()) {
+            keys.retain(|k| *k != key);
+            if keys.is_empty() {
+                self.by_sub.remove(entry.identity.sub());
+            }
+        }
+        Some(entry)
+    }
 }
 
 #[derive(Debug)]
@@ -148,6 +167,12 @@ impl Registry {
         let mut inner = self.lock();
         inner.next += 1;
         let key = inner.next;
+        match inner.by_sub.get_mut(identity.sub()) {
+            Some(keys) => keys.push(key),
+            None => {
+                inner.by_sub.insert(identity.sub().to_owned(), vec![key]);
+            }
+        }
         inner.sessions.insert(
             key,
             Entry {
@@ -162,13 +187,13 @@ impl Registry {
         }
     }
 
-    /// Updates the identity a session is known by (after a refresh).
-    pub fn update(&self, identity: &Identity) {
+    /// Updates the identity a registered session is known by (after a refresh, which keeps
+    /// the subject).
+    fn update(&self, key: u64, identity: &Identity) {
         let mut inner = self.lock();
         let old = inner
             .sessions
-            .values_mut()
-            .find(|e| e.identity.session() == identity.session())
+            .get_mut(&key)
             .map(|e| std::mem::replace(&mut e.identity, identity.clone()));
         drop(inner);
         drop(old); // outside the lock, as in `Registration::drop`
@@ -177,33 +202,32 @@ impl Registry {
     /// Closes every matching session; returns their identities (for revocation).
     pub fn close(&self, target: &Target, order: CloseOrder) -> Vec<Identity> {
         let mut inner = self.lock();
-        let matches = |id: &Identity| match target {
-            Target::Session(s) => id.session() == s,
-            Target::Sub(sub) => id.sub() == sub,
-            Target::Credential(c) => id.credential_id() == Some(c.as_str()),
+        let matching: Vec<u64> = match target {
+            Target::Sub(sub) => inner.by_sub.get(sub).cloned().unwrap_or_default(),
+            Target::Session(s) => inner
+                .sessions
+                .iter()
+                .filter(|(_, e)| e.identity.session() == s)
+                .map(|(k, _)| *k)
+                .collect(),
+            Target::Credential(c) => inner
+                .sessions
+                .iter()
+                .filter(|(_, e)| e.identity.credential_id() == Some(c.as_str()))
+                .map(|(k, _)| *k)
+                .collect(),
         };
-        let matching: Vec<u64> = inner
-            .sessions
-            .iter()
-            .filter(|(_, e)| matches(&e.identity))
-            .map(|(k, _)| *k)
-            .collect();
-        matching
+        let closed: Vec<Entry> = matching
             .into_iter()
-            .filter_map(|k| inner.sessions.remove(&k))
+            .filter_map(|k| inner.remove(k))
+            .collect();
+        drop(inner);
+        closed
+            .into_iter()
             .map(|e| {
                 let _ = e.close.send(order);
                 e.identity
             })
-            .collect()
-    }
-
-    /// Identities of the open sessions (for sweeps such as revoked API keys).
-    pub fn identities(&self) -> Vec<Identity> {
-        self.lock()
-            .sessions
-            .values()
-            .map(|e| e.identity.clone())
             .collect()
     }
 
@@ -255,6 +279,11 @@ pub struct Registration {
 }
 
 impl Registration {
+    /// Updates the identity this session is known by (after a refresh).
+    pub fn update(&self, identity: &Identity) {
+        self.registry.update(self.key, identity);
+    }
+
     /// Resolves when the session is ordered closed.
     pub async fn ordered(&mut self) -> CloseOrder {
         match (&mut self.orders).await {
@@ -270,7 +299,7 @@ impl Drop for Registration {
     fn drop(&mut self) {
         // Drop the entry after the lock is released: it may hold the last clone of the
         // identity, whose slot takes the same lock to give itself back.
-        let removed = self.registry.lock().sessions.remove(&self.key);
+        let removed = self.registry.lock().remove(self.key);
         drop(removed);
     }
 }
@@ -326,6 +355,29 @@ mod tests {
             1
         );
         drop(rb);
+        assert!(r.is_empty());
+        assert!(r.lock().by_sub.is_empty(), "the index is emptied too");
+    }
+
+    #[tokio::test]
+    async fn a_subject_closes_through_its_index_at_size() {
+        let r = Arc::new(Registry::new(None));
+        let others: Vec<Registration> = (0..20_000)
+            .map(|i| r.register(&id(&format!("u{i}"))))
+            .collect();
+        let mut mine = r.register(&id("target"));
+        let order = CloseOrder {
+            code: 4003,
+            reason: "x",
+        };
+        assert_eq!(r.close(&Target::Sub("target".into()), order).len(), 1);
+        assert_eq!(
+            r.lock().by_sub.len(),
+            20_000,
+            "only the target's entry left the index"
+        );
+        assert_eq!(mine.ordered().await, order);
+        drop(others);
         assert!(r.is_empty());
     }
 }

@@ -235,14 +235,8 @@ impl Upstream {
                 return Err(REFUSED);
             }
             buf.extend_from_slice(&chunk[..n]);
-            let mut headers = [httparse::EMPTY_HEADER; 64];
-            let mut res = httparse::Response::new(&mut headers);
-            match res.parse(&buf) {
-                Ok(httparse::Status::Complete(len)) => {
-                    break (check_answer(&res, &key)?, len);
-                }
-                Ok(httparse::Status::Partial) if buf.len() < MAX_HEAD => continue,
-                _ => return Err(REFUSED),
+            if let Some(answer) = read_answer(&buf, &key)? {
+                break answer;
             }
         };
         let config = WebSocketConfig::default()
@@ -325,6 +319,23 @@ impl Upstream {
 
 /// Largest upstream answer head read.
 const MAX_HEAD: usize = 16 * 1024;
+
+/// Reads the upstream's answer to a handshake sent with `key`, from the bytes received so
+/// far: `Ok(None)` while the head is incomplete; once complete, the subprotocol it selected
+/// and where the WebSocket bytes start; an error for anything but a `101` that accepts
+/// this key, and for a head past [`MAX_HEAD`]. Public for the fuzzers (`fuzz/`).
+#[doc(hidden)]
+pub fn read_answer(buf: &[u8], key: &str) -> Result<Option<(Option<String>, usize)>, GatewayError> {
+    const REFUSED: GatewayError =
+        GatewayError::Unreachable("the upstream refused the WebSocket handshake");
+    let mut headers = [httparse::EMPTY_HEADER; 64];
+    let mut res = httparse::Response::new(&mut headers);
+    match res.parse(buf) {
+        Ok(httparse::Status::Complete(len)) => Ok(Some((check_answer(&res, key)?, len))),
+        Ok(httparse::Status::Partial) if buf.len() < MAX_HEAD => Ok(None),
+        _ => Err(REFUSED),
+    }
+}
 
 /// A `101` that really accepts our handshake; its selected subprotocol.
 fn check_answer(
@@ -538,6 +549,24 @@ mod tests {
         assert_eq!(other_cookies(&h, "wsgate_session").unwrap(), "a=1; b=2");
         h.insert(header::COOKIE, HeaderValue::from_static("wsgate_session=x"));
         assert!(other_cookies(&h, "wsgate_session").is_none());
+    }
+
+    #[test]
+    fn upstream_answers_are_checked() {
+        let key = "dGhlIHNhbXBsZSBub25jZQ==";
+        let ok = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\nSec-WebSocket-Protocol: chat.v2\r\n\r\n\x81\x02hi";
+        let (protocol, start) = read_answer(ok, key).unwrap().unwrap();
+        assert_eq!(protocol.as_deref(), Some("chat.v2"));
+        assert_eq!(
+            &ok[start..],
+            b"\x81\x02hi",
+            "the frame after the head is kept"
+        );
+        assert_eq!(read_answer(&ok[..20], key), Ok(None), "incomplete head");
+        let wrong_key = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nSec-WebSocket-Accept: bm9wZQ==\r\n\r\n";
+        assert!(read_answer(wrong_key, key).is_err());
+        assert!(read_answer(b"HTTP/1.1 403 Forbidden\r\n\r\n", key).is_err());
+        assert!(read_answer(&vec![b'a'; MAX_HEAD + 1], key).is_err());
     }
 
     #[test]

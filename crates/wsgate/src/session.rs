@@ -407,7 +407,7 @@ impl Session {
             Ok((new, by)) => {
                 // Keep the session id and slot: they name this connection, not the credential.
                 self.identity = self.identity.refreshed(new, by);
-                if let Some(r) = self.auth.registry_ref() {
+                if let Some(r) = &self.registration {
                     r.update(&self.identity);
                 }
                 self.set_expiry();
