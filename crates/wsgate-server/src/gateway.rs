@@ -134,15 +134,7 @@ pub fn admin_key(cfg: &Config) -> anyhow::Result<Option<String>> {
             "admin.api_key_env: ${var} holds a {}-character admin key; use at least {MIN_ADMIN_KEY_LEN} random characters (e.g. `openssl rand -hex 32`)",
             k.len()
         ),
-        Ok(k) => {
-            if k.len() < GOOD_ADMIN_KEY_LEN {
-                tracing::warn!(
-                    "admin.api_key_env: ${var} holds a {}-character admin key; use at least {GOOD_ADMIN_KEY_LEN} random characters",
-                    k.len()
-                );
-            }
-            Ok(Some(k))
-        }
+        Ok(k) => Ok(Some(k)),
         Err(_) => Ok(None),
     }
 }
@@ -150,7 +142,15 @@ pub fn admin_key(cfg: &Config) -> anyhow::Result<Option<String>> {
 /// What `serve` refuses at start beyond the config's own values, checked without starting
 /// or creating anything. `check-config` runs this too, so it refuses whatever `serve` would.
 pub fn startup_checks(cfg: &Config, origin: &Origin) -> anyhow::Result<()> {
-    admin_key(cfg)?;
+    if let Some(k) = admin_key(cfg)?
+        && k.len() < GOOD_ADMIN_KEY_LEN
+    {
+        tracing::warn!(
+            "admin.api_key_env: ${} holds a {}-character admin key; use at least {GOOD_ADMIN_KEY_LEN} random characters",
+            cfg.admin.api_key_env,
+            k.len()
+        );
+    }
     if cfg.demo && !auth::can_mint(cfg) {
         anyhow::bail!(
             "{origin}: demo: the demo page mints its own tokens and needs an HMAC secret (HS256 with `secret`, `secret_env` or the generated one)"
@@ -212,7 +212,8 @@ pub fn router(cfg: &Config, s: &Services) -> Router {
     let limits = &cfg.limits;
     let session = SessionOptions {
         welcome: true,
-        shutdown: Some(s.shutdown.clone()),
+        // The authenticator's token (`shutdown_on` above), which is the server's.
+        shutdown: None,
         idle_timeout: (limits.idle_timeout_secs > 0)
             .then(|| Duration::from_secs(limits.idle_timeout_secs)),
         messages_per_sec: (limits.messages_per_sec > 0).then_some(limits.messages_per_sec),

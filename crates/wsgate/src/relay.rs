@@ -93,7 +93,6 @@ pub enum UpstreamSetupError {
 pub struct Connected {
     pub(crate) socket: UpstreamSocket,
     protocol: Option<String>,
-    started: Instant,
 }
 
 impl Connected {
@@ -175,11 +174,7 @@ impl Upstream {
             match tokio::time::timeout(self.timeout, self.open(parts, identity, sources)).await {
                 Err(_) => Err(GatewayError::Timeout),
                 Ok(Err(e)) => Err(e),
-                Ok(Ok((socket, protocol))) => Ok(Connected {
-                    socket,
-                    protocol,
-                    started,
-                }),
+                Ok(Ok((socket, protocol))) => Ok(Connected { socket, protocol }),
             };
         crate::metrics::upstream_connect(started.elapsed(), result.as_ref().err());
         result
@@ -363,13 +358,6 @@ fn check_answer(
     Ok(get("sec-websocket-protocol")
         .filter(|p| !p.is_empty())
         .map(str::to_owned))
-}
-
-impl Connected {
-    /// How long the upstream took to connect and answer `101`.
-    pub fn connect_time(&self) -> Duration {
-        self.started.elapsed()
-    }
 }
 
 /// The subprotocols a client offered, in order.

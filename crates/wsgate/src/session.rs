@@ -292,7 +292,7 @@ impl Session {
             reason: Utf8Bytes::from_static(reason),
         };
         // Boxed: a cold path whose state would otherwise sit in every idle connection's task.
-        Box::pin(close_inner(&mut self.socket, frame)).await;
+        Box::pin(close_inner(&mut self.socket, Some(frame))).await;
     }
 
     fn over_rate(&mut self, now: Instant) -> bool {
@@ -621,40 +621,16 @@ impl Session {
             }
             RelayEnd::ClientClosed(f) => {
                 self.closed_with = code;
-                let client = async {
-                    // tungstenite answered the client's close; read until the end of it.
-                    let _ = tokio::time::timeout(CLOSE_WAIT, async {
-                        while let Some(Ok(_)) = self.socket.recv().await {}
-                    })
-                    .await;
-                };
+                // tungstenite answered the client's close; read until the end of it.
                 tokio::join!(
-                    client,
+                    drain(&mut self.socket),
                     close_upstream(&mut up, convert::to_upstream_close(f))
                 );
             }
             RelayEnd::UpstreamClosed(f) => {
                 self.closed_with = code;
-                let upstream = async {
-                    let _ = tokio::time::timeout(CLOSE_WAIT, async {
-                        while let Some(Ok(_)) = up.next().await {}
-                    })
-                    .await;
-                };
-                let client = async {
-                    match f {
-                        Some(f) => close_inner(&mut self.socket, f).await,
-                        None => {
-                            if self.socket.send(Message::Close(None)).await.is_ok() {
-                                let _ = tokio::time::timeout(CLOSE_WAIT, async {
-                                    while let Some(Ok(_)) = self.socket.recv().await {}
-                                })
-                                .await;
-                            }
-                        }
-                    }
-                };
-                tokio::join!(client, upstream);
+                // tungstenite answered the upstream's close; read until the end of it.
+                tokio::join!(close_inner(&mut self.socket, f), drain_upstream(&mut up));
             }
             RelayEnd::ClientLost => {
                 let frame = UpCloseFrame {
@@ -677,11 +653,18 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame as UpCloseFrame;
 /// Sends the upstream a close frame and waits (bounded) for its answer.
 #[cfg(feature = "relay")]
 async fn close_upstream(up: &mut crate::relay::UpstreamSocket, frame: Option<UpCloseFrame>) {
-    use futures_util::{SinkExt, StreamExt};
+    use futures_util::SinkExt;
     use tokio_tungstenite::tungstenite::Message as UpMessage;
     if up.send(UpMessage::Close(frame)).await.is_err() {
         return;
     }
+    drain_upstream(up).await;
+}
+
+/// [`drain`] for the upstream side.
+#[cfg(feature = "relay")]
+async fn drain_upstream(up: &mut crate::relay::UpstreamSocket) {
+    use futures_util::StreamExt;
     let _ = tokio::time::timeout(CLOSE_WAIT, async {
         while let Some(Ok(_)) = up.next().await {}
     })
@@ -773,11 +756,17 @@ pub fn violation(e: &axum::Error) -> Option<(u16, &'static str)> {
     None
 }
 
-async fn close_inner(socket: &mut WebSocket, frame: CloseFrame) {
-    if socket.send(Message::Close(Some(frame))).await.is_err() {
+/// Sends a close frame (`None`: one without a code) and finishes the close handshake.
+async fn close_inner(socket: &mut WebSocket, frame: Option<CloseFrame>) {
+    if socket.send(Message::Close(frame)).await.is_err() {
         return;
     }
-    // Keep reading until the peer's Close (or EOF): a clean close handshake.
+    drain(socket).await;
+}
+
+/// Keeps reading until the peer's Close (or EOF), at most [`CLOSE_WAIT`]: a clean close
+/// handshake, whoever started it.
+async fn drain(socket: &mut WebSocket) {
     let _ = tokio::time::timeout(CLOSE_WAIT, async {
         while let Some(Ok(_)) = socket.recv().await {}
     })
@@ -786,7 +775,7 @@ async fn close_inner(socket: &mut WebSocket, frame: CloseFrame) {
 
 /// Closes a socket that never became a session (refused after the upgrade).
 pub async fn close_socket(mut socket: WebSocket, frame: CloseFrame) {
-    close_inner(&mut socket, frame).await;
+    close_inner(&mut socket, Some(frame)).await;
 }
 
 #[cfg(test)]
