@@ -92,13 +92,28 @@ pub fn config(data: &[u8]) {
     }
 }
 
-/// A client frame on a pubsub endpoint: parsing, channel rules, permission patterns.
+/// A client frame (`wsgate::protocol::ClientFrame`): parsing, channel rules, permission
+/// patterns, and the answer frames built from what was parsed.
 pub fn pubsub_frames(data: &[u8]) {
-    use wsgate_server::endpoints::pubsub::{Command, parse};
+    use wsgate::protocol::{ClientFrame, ServerFrame};
     let text = String::from_utf8_lossy(data);
-    let (_, command) = parse(&text);
+    let (id, frame) = ClientFrame::parse(&text);
+    if let Err(e) = &frame {
+        let answer = ServerFrame::Error {
+            code: e.code,
+            message: e.message,
+            channel: e.channel.as_deref(),
+            id: id.as_ref(),
+        };
+        assert!(!answer.to_text().is_empty());
+    }
     let patterns = ["chat:*".to_owned(), "user:{sub}".to_owned(), "*".to_owned()];
-    if let Ok(Command::Subscribe(c) | Command::Unsubscribe(c) | Command::Publish(c, _)) = command {
+    if let Ok(
+        ClientFrame::Subscribe { channel: c }
+        | ClientFrame::Unsubscribe { channel: c }
+        | ClientFrame::Publish { channel: c, .. },
+    ) = frame
+    {
         for p in &patterns {
             let _ = wsgate::permissions::allowed(std::slice::from_ref(p), "al{sub}ice", &c);
         }

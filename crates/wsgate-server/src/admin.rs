@@ -1,7 +1,7 @@
 //! The HTTP API beside the sockets (SPEC §7): `POST /api/tickets` for any valid credential,
 //! and the admin call `POST /api/disconnect`, guarded by the key in `admin.api_key_env`.
 //!
-//! Disconnects close matching sessions with 4003 through the registry; with `"revoke": true`
+//! Disconnects close matching sessions (`CloseReason::Disconnected`/`Revoked`) through the registry; with `"revoke": true`
 //! they also refuse the token's `jti` (or the subject's tokens issued until now) at future
 //! handshakes and refreshes, and write the revocation to the store so a restart forgets
 //! nothing.
@@ -14,9 +14,10 @@ use axum::extract::{Request, State};
 use axum::http::{StatusCode, header, request::Parts};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 use subtle::ConstantTimeEq;
+use wsgate::protocol::{ErrorBody, ErrorCode};
 use wsgate::{Authenticator, Registry, Revocations, Target, TicketStore};
 
 use crate::broker::{Broker, BrokerError};
@@ -71,29 +72,54 @@ enum AdminError {
     NotClusterWide { closed: usize, revoked: usize },
 }
 
+/// A refusal that says what was done anyway (on this node only).
+#[derive(Serialize)]
+struct Partial<'a> {
+    #[serde(flatten)]
+    body: ErrorBody<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    delivered: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    closed: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    revoked: Option<usize>,
+}
+
 impl IntoResponse for AdminError {
     fn into_response(self) -> Response {
         let (status, code) = match self {
             Self::Refused(e) => return e.into_response(),
-            Self::MissingKey => (StatusCode::UNAUTHORIZED, "missing_token"),
-            Self::WrongKey => (StatusCode::FORBIDDEN, "forbidden"),
-            Self::Disabled => (StatusCode::FORBIDDEN, "admin_disabled"),
-            Self::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
+            Self::MissingKey => (StatusCode::UNAUTHORIZED, ErrorCode::MissingToken),
+            Self::WrongKey => (StatusCode::FORBIDDEN, ErrorCode::Forbidden),
+            Self::Disabled => (StatusCode::FORBIDDEN, ErrorCode::AdminDisabled),
+            Self::BadRequest(_) => (StatusCode::BAD_REQUEST, ErrorCode::BadRequest),
             Self::Unavailable | Self::LocalOnly(_) | Self::NotClusterWide { .. } => {
-                (StatusCode::SERVICE_UNAVAILABLE, "unavailable")
+                (StatusCode::SERVICE_UNAVAILABLE, ErrorCode::Unavailable)
             }
         };
-        let mut body = json!({"error": code, "message": self.to_string()});
+        let body = ErrorBody::new(code, self.to_string());
         // What did happen, on this node, so a caller can tell a retry from a rollback.
-        match self {
-            Self::LocalOnly(delivered) => body["delivered"] = json!(delivered),
-            Self::NotClusterWide { closed, revoked } => {
-                body["closed"] = json!(closed);
-                body["revoked"] = json!(revoked);
+        let mut res = match self {
+            Self::LocalOnly(delivered) => {
+                let partial = Partial {
+                    body,
+                    delivered: Some(delivered),
+                    closed: None,
+                    revoked: None,
+                };
+                (status, Json(partial)).into_response()
             }
-            _ => {}
-        }
-        let mut res = (status, Json(body)).into_response();
+            Self::NotClusterWide { closed, revoked } => {
+                let partial = Partial {
+                    body,
+                    delivered: None,
+                    closed: Some(closed),
+                    revoked: Some(revoked),
+                };
+                (status, Json(partial)).into_response()
+            }
+            _ => body.with_status(status),
+        };
         if status == StatusCode::UNAUTHORIZED {
             res.headers_mut().insert(
                 header::WWW_AUTHENTICATE,

@@ -82,7 +82,8 @@ pub struct BuiltAuth {
     /// Human-readable lines for `check-config` and the start-up log.
     pub summary: Vec<String>,
     pub minting: Option<Minting>,
-    /// Expiry leeway applied by the session guard (the JWT `leeway_secs`).
+    /// Expiry leeway applied by the session guard (the JWT `leeway_secs`), for what the
+    /// server decides beside the authenticators (how long a revocation must last).
     pub leeway: Duration,
 }
 
@@ -128,7 +129,6 @@ pub async fn build(
     let mut chain = VerifierChain::new();
     let mut summary = Vec::new();
     let mut minting = None;
-    let mut leeway = Duration::from_secs(30);
 
     if let Some(st) = &cfg.auth.static_tokens
         && !st.tokens.is_empty()
@@ -143,7 +143,6 @@ pub async fn build(
 
     if let Some(jwt) = effective_jwt(cfg) {
         let (verifier, line, mint) = build_jwt(&jwt, origin, store).await?;
-        leeway = Duration::from_secs(jwt.leeway_secs);
         chain = chain.with(verifier);
         summary.push(line);
         minting = mint;
@@ -166,10 +165,11 @@ pub async fn build(
         ));
     }
     Ok(BuiltAuth {
+        // As the library's `Authenticator` reads it: the verifiers' own, or the default.
+        leeway: chain.leeway().unwrap_or(wsgate::verify::DEFAULT_LEEWAY),
         chain,
         summary,
         minting,
-        leeway,
     })
 }
 

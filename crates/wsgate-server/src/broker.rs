@@ -1,11 +1,11 @@
 //! Channels: who is subscribed where, and delivery of published frames.
 //!
 //! [`Broker`] is the small seam cluster mode puts Redis behind
-//! ([`ClusterBroker`](crate::cluster::broker::ClusterBroker)); [`MemoryBroker`] is the
+//! (`cluster::broker::ClusterBroker`); [`MemoryBroker`] is the
 //! single-node implementation, and the local delivery of the cluster one. A published frame is encoded once by the caller and the
 //! same bytes are shared by every subscriber (`Utf8Bytes` clones are reference counts).
 //! Delivery never waits: each subscriber has a bounded outbox drained by its own socket task,
-//! and a subscriber whose outbox is full is closed with 1008 "slow consumer" (by its own
+//! and a subscriber whose outbox is full is closed with `CloseReason::SlowConsumer` (by its own
 //! session guard) instead of slowing the publisher or the other subscribers.
 
 use std::collections::HashMap;
@@ -66,7 +66,7 @@ impl MemoryBroker {
         for s in subs.values() {
             match s.tx.try_send(frame.clone()) {
                 Ok(()) => delivered += 1,
-                // Reported once per socket; its own guard closes it with 1008.
+                // Reported once per socket; its own guard closes it (`CloseReason::SlowConsumer`).
                 Err(SendError::Full) => {
                     metrics::counter!("wsgate_slow_consumers_total").increment(1);
                     tracing::warn!(target: "wsgate::broker", conn = s.conn, "slow consumer closed");

@@ -154,7 +154,7 @@ impl Default for JwtFileConfig {
             jwks_file: None,
             issuer: None,
             audience: None,
-            leeway_secs: 30,
+            leeway_secs: wsgate::verify::DEFAULT_LEEWAY.as_secs(),
             require_exp: true,
         }
     }
@@ -526,7 +526,7 @@ impl Config {
         }
         if let Some(c) = &self.cluster {
             if let Some(url) = &c.redis_url
-                && let Err(e) = crate::cluster::client(url)
+                && let Err(e) = redis::IntoConnectionInfo::into_connection_info(url.as_str())
             {
                 return err(
                     "cluster.redis_url",
@@ -540,7 +540,7 @@ impl Config {
                 );
             }
             for (i, url) in c.redis_cluster.iter().enumerate() {
-                if let Err(e) = crate::cluster::client(url) {
+                if let Err(e) = redis::IntoConnectionInfo::into_connection_info(url.as_str()) {
                     return err(
                         &format!("cluster.redis_cluster[{i}]"),
                         format!("not a Redis URL (redis://host:port, rediss://): {e}"),

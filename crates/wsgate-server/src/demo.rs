@@ -11,11 +11,13 @@ use std::time::Duration;
 use axum::Json;
 use axum::Router;
 use axum::extract::State;
+use axum::extract::rejection::JsonRejection;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::Deserialize;
 use serde_json::json;
+use wsgate::protocol::{ErrorBody, ErrorCode};
 
 use crate::auth::Minting;
 
@@ -65,15 +67,19 @@ struct TokenRequest {
 
 /// `POST /api/demo/token {"name", "ttl_secs"?}` → a token for `name` that may read and write
 /// `room:*`. Names are 1 to 32 characters, spaces and accents welcome, no control characters.
-async fn token(State(minting): State<Minting>, Json(req): Json<TokenRequest>) -> Response {
+async fn token(
+    State(minting): State<Minting>,
+    req: Result<Json<TokenRequest>, JsonRejection>,
+) -> Response {
+    let Ok(Json(req)) = req else {
+        let why = r#"the body is JSON: {"name": "...", "ttl_secs": 60}"#;
+        return ErrorBody::new(ErrorCode::BadRequest, why).with_status(StatusCode::BAD_REQUEST);
+    };
     let name = req.name.trim();
     let valid = (1..=32).contains(&name.chars().count()) && !name.chars().any(char::is_control);
     if !valid {
-        return (
-            StatusCode::BAD_REQUEST,
-            Json(json!({"error": "bad_request", "message": "a name is 1 to 32 characters"})),
-        )
-            .into_response();
+        return ErrorBody::new(ErrorCode::BadRequest, "a name is 1 to 32 characters")
+            .with_status(StatusCode::BAD_REQUEST);
     }
     let ttl = req.ttl_secs.map_or(DEMO_TOKEN_TTL, |s| {
         Duration::from_secs(s.clamp(5, DEMO_TOKEN_TTL.as_secs()))
@@ -83,11 +89,8 @@ async fn token(State(minting): State<Minting>, Json(req): Json<TokenRequest>) ->
         Ok(token) => Json(json!({"token": token, "expires_in": ttl.as_secs()})).into_response(),
         Err(e) => {
             tracing::error!(target: "wsgate::demo", error = %e, "cannot sign a demo token");
-            (
-                StatusCode::INTERNAL_SERVER_ERROR,
-                Json(json!({"error": "internal", "message": "cannot sign a demo token"})),
-            )
-                .into_response()
+            ErrorBody::new(ErrorCode::Internal, "cannot sign a demo token")
+                .with_status(StatusCode::INTERNAL_SERVER_ERROR)
         }
     }
 }

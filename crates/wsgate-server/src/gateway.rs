@@ -2,23 +2,22 @@
 //!
 //! `serve` is the whole life of the process: open the store, build the verifiers, mount one
 //! router per endpoint next to `/healthz` and `/readyz`, serve until a signal, then close
-//! every socket with 1001 and wait for them (bounded).
+//! every socket with `CloseReason::Shutdown` and wait for them (bounded).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use axum::Json;
 use axum::Router;
 use axum::http::StatusCode;
 use axum::http::header;
 use axum::routing::get;
 use axum::serve::ListenerExt;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
-use serde_json::json;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use wsgate::protocol::{ErrorBody, ErrorCode};
 use wsgate::{
     Authenticator, FailureLimiter, Registry, Revocations, SessionOptions, SocketSettings,
     SourceKind, Sources, TicketStore, TicketVerifier, Tickets,
@@ -307,10 +306,7 @@ pub fn router(cfg: &Config, s: &Services) -> Router {
         app = app.merge(endpoints::router(ep, state));
     }
     app.fallback(|| async {
-        (
-            StatusCode::NOT_FOUND,
-            Json(json!({"error": "not_found", "message": "no such path"})),
-        )
+        ErrorBody::new(ErrorCode::NotFound, "no such path").with_status(StatusCode::NOT_FOUND)
     })
 }
 

@@ -8,7 +8,7 @@
 
 use std::sync::Arc;
 
-use wsgate::{CloseOrder, Revocations, Revoked, Target};
+use wsgate::{CloseReason, Revocations, Revoked, Target};
 
 use crate::store::Store;
 
@@ -38,15 +38,12 @@ pub async fn keep_revocations(
     matches!(stored, Ok(Ok(())))
 }
 
-/// The close a disconnect sends: 4003, saying whether the token was revoked.
-pub fn disconnect_order(revoke: bool) -> CloseOrder {
-    CloseOrder {
-        code: wsgate::reject::codes::REVOKED,
-        reason: if revoke {
-            "revoked"
-        } else {
-            "disconnected by admin"
-        },
+/// The close a disconnect sends, saying whether the token was revoked.
+pub fn disconnect_order(revoke: bool) -> CloseReason {
+    if revoke {
+        CloseReason::Revoked
+    } else {
+        CloseReason::Disconnected
     }
 }
 

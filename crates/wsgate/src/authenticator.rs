@@ -13,18 +13,16 @@ use std::time::Duration;
 use axum::extract::ConnectInfo;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::http::{header, request::Parts};
-use serde::Deserialize;
 
 use tokio_util::sync::CancellationToken;
 
 use crate::forwarded::TrustedProxies;
 use crate::identity::{Identity, Verified};
 use crate::limits::FailureLimiter;
+use crate::protocol::{ClientFrame, close_socket};
 use crate::registry::Registry;
 use crate::reject::{AuthError, RejectMode};
 use crate::revocation::Revocations;
-use crate::session::SessionOptions;
-use crate::session::close_socket;
 use crate::source::{Credential, SUBPROTOCOL, SourceKind, Sources};
 use crate::verify::{VerifierChain, VerifyContext};
 
@@ -44,7 +42,7 @@ pub struct SocketSettings {
     /// Bound on queued outgoing bytes: a client that stops reading errors out instead of
     /// growing the server's memory.
     pub max_write_buffer_size: usize,
-    /// Larger messages close the socket with 1009.
+    /// Larger messages close the socket (`CloseReason::TooBig`).
     pub max_message_bytes: usize,
 }
 
@@ -84,6 +82,38 @@ pub enum Handshake {
     AwaitMessage(VerifyContext),
 }
 
+/// Per-endpoint session behaviour.
+#[derive(Debug, Clone)]
+pub struct SessionOptions {
+    /// Send the `welcome` frame first (endpoint option `welcome = false` turns it off).
+    pub welcome: bool,
+    /// Cancelled on shutdown: every session closes (`CloseReason::Shutdown`). `None` (the default): the
+    /// authenticator's own token, which [`Authenticator::shutdown`] and
+    /// [`shutdown_signal`](crate::shutdown_signal) cancel — nothing to wire by hand.
+    pub shutdown: Option<CancellationToken>,
+    /// Ping every half of this; close (`CloseReason::IdleTimeout`) a peer silent for all of it, pongs included.
+    pub idle_timeout: Option<Duration>,
+    /// Data frames a client may send per second; past it the socket closes (`CloseReason::RateLimited`).
+    pub messages_per_sec: Option<u32>,
+    /// How long before the credential's `exp` the client is sent
+    /// `{"type":"expiring","expires_at":exp}` (once per deadline), so it can refresh in time
+    /// without a clock of its own (SPEC §13). The server turns it off where no `welcome` is
+    /// sent (and on proxies without `refresh_frames`).
+    pub expiry_warning: Option<Duration>,
+}
+
+impl Default for SessionOptions {
+    fn default() -> Self {
+        Self {
+            welcome: true,
+            shutdown: None,
+            idle_timeout: None,
+            messages_per_sec: None,
+            expiry_warning: Some(Duration::from_secs(30)),
+        }
+    }
+}
+
 /// How one endpoint authenticates. Cheap to clone (`Arc` inside where it matters).
 #[derive(Debug, Clone)]
 pub struct Authenticator {
@@ -97,7 +127,7 @@ pub struct Authenticator {
     registry: Option<Arc<Registry>>,
     revocations: Option<Arc<Revocations>>,
     trusted_proxies: Arc<TrustedProxies>,
-    /// Ends every session of this authenticator with 1001 when cancelled.
+    /// Ends every session of this authenticator (`CloseReason::Shutdown`) when cancelled.
     shutdown: CancellationToken,
     /// What [`WsAuth::on_session`](crate::WsAuth::on_session) gives each session.
     session: SessionOptions,
@@ -109,7 +139,7 @@ impl Authenticator {
     /// says), so it is set in one place.
     pub fn new(verifiers: VerifierChain) -> Self {
         crate::install_crypto();
-        let leeway = verifiers.leeway().unwrap_or(Duration::from_secs(30));
+        let leeway = verifiers.leeway().unwrap_or(crate::verify::DEFAULT_LEEWAY);
         Self {
             sources: Sources::default(),
             verifiers,
@@ -126,14 +156,14 @@ impl Authenticator {
         }
     }
 
-    /// Ends sessions with 1001 when `token` is cancelled (the server's own shutdown token);
+    /// Ends sessions (`CloseReason::Shutdown`) when `token` is cancelled (the server's own shutdown token);
     /// by default each authenticator has its own, cancelled by [`Self::shutdown`].
     pub fn shutdown_on(mut self, token: CancellationToken) -> Self {
         self.shutdown = token;
         self
     }
 
-    /// Closes every session of this authenticator (and its clones) with 1001.
+    /// Closes every session of this authenticator (and its clones): `CloseReason::Shutdown`.
     pub fn shutdown(&self) {
         self.shutdown.cancel();
     }
@@ -159,7 +189,7 @@ impl Authenticator {
         self.sources = sources;
         self
     }
-    /// How refusals are answered: HTTP status, or accept-then-close 1008.
+    /// How refusals are answered: HTTP status, or accept-then-close (`CloseReason::Refused`).
     pub fn reject(mut self, mode: RejectMode) -> Self {
         self.reject = mode;
         self
@@ -169,7 +199,7 @@ impl Authenticator {
         self.message_timeout = d;
         self
     }
-    /// Added to a credential's `exp` before the session guard closes the socket with 4001.
+    /// Added to a credential's `exp` before the session guard closes the socket (`CloseReason::TokenExpired`).
     pub fn leeway(mut self, d: Duration) -> Self {
         self.leeway = d;
         self
@@ -185,7 +215,7 @@ impl Authenticator {
         self
     }
 
-    /// Live sessions: per-subject connection limits (403) and closing from outside (4003).
+    /// Live sessions: per-subject connection limits (403) and closing from outside.
     pub fn registry(mut self, r: Arc<Registry>) -> Self {
         self.registry = Some(r);
         self
@@ -349,14 +379,14 @@ impl Authenticator {
             path,
             remote = %remote(ctx),
             source = source.map(SourceKind::as_str).unwrap_or("-"),
-            reason = e.code(),
+            reason = e.code().as_str(),
             detail = %e,
             "connection refused"
         );
     }
 
     /// After an upgrade with no handshake credential: the first frame must be
-    /// `{"type":"auth","token":"..."}` within the message timeout, else close 1008.
+    /// `{"type":"auth","token":"..."}` within the message timeout, else close (`CloseReason::Refused`).
     pub async fn await_message(
         &self,
         mut socket: WebSocket,
@@ -380,7 +410,7 @@ impl Authenticator {
             }
             Err(e) => {
                 self.refused(path, &ctx, Some(SourceKind::Message), &e);
-                close_socket(socket, e.close_frame()).await;
+                close_socket(socket, e.close_reason()).await;
                 None
             }
         }
@@ -411,16 +441,11 @@ fn origin(parts: &Parts) -> Option<String> {
 
 /// Reads frames until the first data frame; `Err(None)` when the socket ended first.
 async fn first_auth_frame(socket: &mut WebSocket) -> Result<String, Option<AuthError>> {
-    #[derive(Deserialize)]
-    struct AuthFrame {
-        r#type: String,
-        token: String,
-    }
     loop {
         match socket.recv().await {
             Some(Ok(Message::Text(t))) => {
-                return match serde_json::from_str::<AuthFrame>(t.as_str()) {
-                    Ok(f) if f.r#type == "auth" && !f.token.is_empty() => Ok(f.token),
+                return match ClientFrame::parse(t.as_str()).1 {
+                    Ok(ClientFrame::Auth { token }) if !token.is_empty() => Ok(token),
                     _ => Err(Some(AuthError::Missing)),
                 };
             }

@@ -32,8 +32,9 @@ use futures_util::future::Either;
 
 use crate::authenticator::{Authenticator, Handshake};
 use crate::identity::Identity;
+use crate::protocol::close_socket;
 use crate::reject::{AuthError, RejectMode};
-use crate::session::{Session, close_socket};
+use crate::session::Session;
 use crate::verify::VerifyContext;
 
 /// An authenticated (or, in the deferred cases, authenticatable) upgrade request.
@@ -48,7 +49,7 @@ pub struct WsAuth {
 enum State {
     Ready(Identity),
     AwaitMessage(VerifyContext),
-    /// Refused in `reject = "close"` mode: upgrade, then close with 1008.
+    /// Refused in `reject = "close"` mode: upgrade, then close (`CloseReason::Refused`).
     Refused(AuthError),
 }
 
@@ -98,7 +99,7 @@ impl WsAuth {
     }
 
     /// Applies the socket settings and upgrades; `f` runs only for an authenticated socket.
-    /// A deferred refusal closes with 1008; a `message` source is awaited first.
+    /// A deferred refusal closes (`CloseReason::Refused`); a `message` source is awaited first.
     pub fn on_upgrade<F, Fut>(mut self, ws: WebSocketUpgrade, f: F) -> Response
     where
         F: FnOnce(WebSocket, Identity) -> Fut + Send + 'static,
@@ -154,13 +155,13 @@ impl WsAuth {
     }
 
     /// The part of authentication that happens after the upgrade: for an authenticated
-    /// request, nothing; otherwise wait for the `auth` frame or close with 1008.
+    /// request, nothing; otherwise wait for the `auth` frame or close (`CloseReason::Refused`).
     pub async fn finish(self, socket: WebSocket) -> Option<(WebSocket, Identity)> {
         match self.state {
             State::Ready(id) => Some((socket, id)),
             State::AwaitMessage(ctx) => self.auth.await_message(socket, ctx, &self.path).await,
             State::Refused(e) => {
-                close_socket(socket, e.close_frame()).await;
+                close_socket(socket, e.close_reason()).await;
                 None
             }
         }

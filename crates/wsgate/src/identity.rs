@@ -9,7 +9,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::registry::Slot;
+use crate::slots::Slot;
 use crate::source::SourceKind;
 
 /// What a verifier learned from a credential: plain data, no behaviour. Serializable so a
@@ -216,20 +216,12 @@ impl Identity {
 
     /// The first frame a client receives: `{"type":"welcome","sub","session","expires_at"}`.
     pub fn welcome_frame(&self) -> String {
-        #[derive(Serialize)]
-        struct Welcome<'a> {
-            r#type: &'static str,
-            sub: &'a str,
-            session: &'a str,
-            expires_at: Option<u64>,
-        }
-        serde_json::to_string(&Welcome {
-            r#type: "welcome",
+        crate::protocol::ServerFrame::Welcome {
             sub: self.sub(),
             session: self.session(),
             expires_at: self.expires_at(),
-        })
-        .unwrap_or_default()
+        }
+        .to_text()
     }
 }
 

@@ -10,7 +10,7 @@
 //!   the first message), with any [`verify::Verifier`] (static tokens, JWT with secret, PEM
 //!   or JWKS, a backend over HTTP).
 //! - [`Session`] guards the accepted socket for its whole life: welcome frame, expiry
-//!   (`4001`), refresh, shutdown (`1001`), size limits (`1009`).
+//!   refresh, shutdown, size and rate limits, each ending with its [`CloseReason`].
 //!
 //! The library has no config files, no CLI and no global state: everything is built in code
 //! and passed as axum state. See `examples/echo.rs`.
@@ -25,25 +25,29 @@ pub mod limits;
 pub mod metrics;
 pub mod outbox;
 pub mod permissions;
+pub mod protocol;
 pub mod registry;
 pub mod reject;
 #[cfg(feature = "relay")]
 pub mod relay;
 pub mod revocation;
 pub mod session;
+pub mod slots;
 pub mod source;
 pub mod tickets;
 pub mod verify;
 
-pub use authenticator::{Authenticator, Handshake, SocketSettings};
+pub use authenticator::{Authenticator, Handshake, SessionOptions, SocketSettings};
 pub use extract::WsAuth;
 pub use forwarded::{IpNet, TrustedProxies};
 pub use identity::{Claims, Identity, Verified};
 pub use limits::FailureLimiter;
-pub use registry::{CloseOrder, Registry, SharedCounts, Target};
+pub use protocol::{ClientFrame, CloseReason, ErrorBody, ErrorCode, ServerFrame};
+pub use registry::{Registry, Target};
 pub use reject::{AuthError, GatewayError, RejectMode};
 pub use revocation::{Revocations, Revoked};
-pub use session::{Incoming, Session, SessionOptions};
+pub use session::{Incoming, Session};
+pub use slots::{SharedCounts, Slot, Slots};
 pub use source::{Credential, SourceKind, Sources};
 pub use tickets::{TicketStore, TicketVerifier, Tickets};
 
@@ -51,7 +55,7 @@ pub use tickets::{TicketStore, TicketVerifier, Tickets};
 pub use jsonwebtoken::Algorithm;
 
 /// Resolves on SIGTERM or SIGINT after closing every session of `auth` (and its clones) with
-/// 1001: hand it to axum's `with_graceful_shutdown`, which waits for HTTP requests but not
+/// [`CloseReason::Shutdown`]: hand it to axum's `with_graceful_shutdown`, which waits for HTTP requests but not
 /// for upgraded sockets.
 ///
 /// ```no_run

@@ -65,7 +65,7 @@ pub(crate) fn accepted(source: SourceKind) {
 
 pub(crate) fn refused(source: Option<SourceKind>, e: &AuthError) {
     let source = source.map(SourceKind::as_str).unwrap_or("none");
-    metrics::counter!(HANDSHAKES, "outcome" => "refused", "reason" => e.code(), "source" => source)
+    metrics::counter!(HANDSHAKES, "outcome" => "refused", "reason" => e.code().as_str(), "source" => source)
         .increment(1);
 }
 
@@ -79,21 +79,7 @@ pub(crate) fn opened() {
 
 pub(crate) fn ended(close_code: Option<u16>, msgs_in: u64, msgs_out: u64) {
     metrics::gauge!(CONNECTIONS_OPEN).decrement(1.0);
-    let code = match close_code {
-        None => "peer",
-        Some(1000) => "1000",
-        Some(1001) => "1001",
-        Some(1002) => "1002",
-        Some(1007) => "1007",
-        Some(1008) => "1008",
-        Some(1009) => "1009",
-        Some(1014) => "1014",
-        Some(1011) => "1011",
-        Some(4001) => "4001",
-        Some(4003) => "4003",
-        Some(4029) => "4029",
-        Some(_) => "other",
-    };
+    let code = crate::protocol::close_label(close_code);
     metrics::counter!(CLOSES, "code" => code).increment(1);
     messages(msgs_in, msgs_out);
 }
@@ -114,7 +100,7 @@ pub(crate) fn upstream_connect(took: Duration, failed: Option<&crate::reject::Ga
             metrics::counter!(PROXIED).increment(1);
             metrics::histogram!(UPSTREAM_CONNECT_SECONDS).record(took.as_secs_f64());
         }
-        Some(e) => metrics::counter!(UPSTREAM_FAILURES, "reason" => e.code()).increment(1),
+        Some(e) => metrics::counter!(UPSTREAM_FAILURES, "reason" => e.code().as_str()).increment(1),
     }
 }
 

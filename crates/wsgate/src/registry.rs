@@ -2,40 +2,26 @@
 //!
 //! An admin disconnect, a revoked API key or a revoked token must close sockets that are
 //! already open: each [`Session`](crate::Session) registers here with a one-shot close
-//! channel, and [`Registry::close`] fires the channels of the matching sessions. The registry
-//! also counts connections per subject, so `max_connections_per_user` is refused with 403
-//! at the handshake, before any upgrade: a [`Slot`] is taken when the credential is verified
-//! and given back when the last holder of the identity (the session) goes away.
+//! channel, and [`Registry::close`] fires the channels of the matching sessions with a
+//! [`CloseReason`]. The registry also holds the endpoint's [`Slots`] (connections per
+//! subject, `max_connections_per_user`), taken at the handshake, before any upgrade.
 //!
-//! With [`SharedCounts`] (the server's cluster mode) the limit counts every process: the
-//! local count is checked first (cheap, and still enforced when the shared store is down),
-//! then the shared one.
-//!
-//! One mutex around three maps: the registry is touched once per connect, once per
+//! One mutex around two maps: the registry is touched once per connect, once per
 //! disconnect, once per refresh and by admin calls, never per message. Sessions are indexed
 //! by subject, so closing a subject's sockets and a refresh cost the same at 19,000 open
-//! sockets as at 10 (only orders by session id or API key scan). Invariant: nothing that may
-//! drop an [`Identity`] runs under the lock, because dropping the last one gives its slot
-//! back (same lock).
+//! sockets as at 10 (only orders by session id or API key scan). Identities are dropped
+//! outside the lock: dropping the last one gives its slot back (another lock, and maybe a
+//! shared store's release).
 
 use std::collections::HashMap;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::oneshot;
 
 use crate::identity::Identity;
+use crate::protocol::CloseReason;
 use crate::reject::AuthError;
-
-/// Why a session is being closed from outside: the close code and a short reason.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct CloseOrder {
-    /// The close code sent.
-    pub code: u16,
-    /// The close reason sent.
-    pub reason: &'static str,
-}
+use crate::slots::{SharedCounts, Slot, Slots};
 
 /// Which sessions an order applies to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,26 +34,10 @@ pub enum Target {
     Credential(String),
 }
 
-/// Connection counts shared with other processes, so `max_connections_per_user` holds
-/// across a cluster.
-pub trait SharedCounts: Send + Sync + std::fmt::Debug + 'static {
-    /// Takes one of `sub`'s slots if fewer than `max` are taken everywhere: `Ok(true)` taken,
-    /// `Ok(false)` at the limit, `Err(())` the shared store is unreachable (the local limit
-    /// alone then applies, and the store is expected to resync from [`Registry::counts`]).
-    fn acquire<'a>(
-        &'a self,
-        sub: &'a str,
-        max: usize,
-    ) -> Pin<Box<dyn Future<Output = Result<bool, ()>> + Send + 'a>>;
-    /// Gives a slot taken by `acquire` back; must not block (called from `Drop`).
-    fn release(&self, sub: &str);
-}
-
 /// Live sessions: who is connected, per-subject slots, and close orders from outside.
 #[derive(Debug, Default)]
 pub struct Registry {
-    max_per_user: Option<usize>,
-    shared: Option<Arc<dyn SharedCounts>>,
+    slots: Arc<Slots>,
     inner: Mutex<Inner>,
 }
 
@@ -77,7 +47,6 @@ struct Inner {
     sessions: HashMap<u64, Entry>,
     /// The keys of each subject's open sessions.
     by_sub: HashMap<String, Vec<u64>>,
-    per_sub: HashMap<String, usize>,
     next: u64,
 }
 
@@ -98,22 +67,22 @@ impl Inner {
 #[derive(Debug)]
 struct Entry {
     identity: Identity,
-    close: oneshot::Sender<CloseOrder>,
+    close: oneshot::Sender<CloseReason>,
 }
 
 impl Registry {
     /// `max_per_user`: connections one subject may hold at once (`None`: no limit).
     pub fn new(max_per_user: Option<usize>) -> Self {
         Self {
-            max_per_user,
-            shared: None,
+            slots: Arc::new(Slots::new(max_per_user, None)),
             inner: Mutex::default(),
         }
     }
 
     /// Counts connections per subject in `shared` too (cluster mode).
     pub fn with_shared_counts(mut self, shared: Arc<dyn SharedCounts>) -> Self {
-        self.shared = Some(shared);
+        // Builder stage: no slot has been handed out yet, so none points at the old counts.
+        self.slots = Arc::new(Slots::new(self.slots.max_per_user(), Some(shared)));
         self
     }
 
@@ -123,42 +92,18 @@ impl Registry {
     }
 
     /// Takes a connection slot for `sub`, or refuses with 403.
-    pub async fn admit(self: &Arc<Self>, sub: &str) -> Result<Slot, AuthError> {
-        let mut slot = self.admit_local(sub)?;
-        if let (Some(shared), Some(max)) = (&self.shared, self.max_per_user) {
-            match shared.acquire(sub, max).await {
-                Ok(false) => return Err(AuthError::TooManyConnections),
-                // Counted there; or, unreachable, counted at the store's next resync (which
-                // copies `counts()`): either way the slot is given back there too.
-                Ok(true) | Err(()) => slot.shared = true,
-            }
-        }
-        Ok(slot)
+    pub async fn admit(&self, sub: &str) -> Result<Slot, AuthError> {
+        self.slots.admit(sub).await
     }
 
     /// The subjects with open slots here and how many each holds (to resync shared counts).
     pub fn counts(&self) -> Vec<(String, usize)> {
-        let inner = self.lock();
-        inner.per_sub.iter().map(|(s, n)| (s.clone(), *n)).collect()
+        self.slots.counts()
     }
 
-    fn admit_local(self: &Arc<Self>, sub: &str) -> Result<Slot, AuthError> {
-        let mut inner = self.lock();
-        let count = inner.per_sub.get(sub).copied().unwrap_or_default();
-        if self.max_per_user.is_some_and(|max| count >= max) {
-            return Err(AuthError::TooManyConnections);
-        }
-        match inner.per_sub.get_mut(sub) {
-            Some(n) => *n += 1,
-            None => {
-                inner.per_sub.insert(sub.to_owned(), 1);
-            }
-        }
-        Ok(Slot {
-            registry: Arc::clone(self),
-            sub: sub.to_owned(),
-            shared: false,
-        })
+    /// Connections `sub` holds (slots taken, including handshakes not yet upgraded).
+    pub fn count(&self, sub: &str) -> usize {
+        self.slots.count(sub)
     }
 
     /// Registers a live session; dropping the returned handle unregisters it.
@@ -200,7 +145,7 @@ impl Registry {
     }
 
     /// Closes every matching session; returns their identities (for revocation).
-    pub fn close(&self, target: &Target, order: CloseOrder) -> Vec<Identity> {
+    pub fn close(&self, target: &Target, order: CloseReason) -> Vec<Identity> {
         let mut inner = self.lock();
         let matching: Vec<u64> = match target {
             Target::Sub(sub) => inner.by_sub.get(sub).cloned().unwrap_or_default(),
@@ -239,35 +184,6 @@ impl Registry {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
-
-    /// Connections `sub` holds (slots taken, including handshakes not yet upgraded).
-    pub fn count(&self, sub: &str) -> usize {
-        self.lock().per_sub.get(sub).copied().unwrap_or_default()
-    }
-}
-
-/// One of a subject's connection slots; given back on drop.
-#[derive(Debug)]
-pub struct Slot {
-    registry: Arc<Registry>,
-    sub: String,
-    /// Also counted in the registry's [`SharedCounts`].
-    shared: bool,
-}
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        if let (true, Some(shared)) = (self.shared, &self.registry.shared) {
-            shared.release(&self.sub);
-        }
-        let mut inner = self.registry.lock();
-        if let Some(n) = inner.per_sub.get_mut(&self.sub) {
-            *n = n.saturating_sub(1);
-            if *n == 0 {
-                inner.per_sub.remove(&self.sub);
-            }
-        }
-    }
 }
 
 /// A registered session: receives close orders; unregisters on drop.
@@ -275,7 +191,7 @@ impl Drop for Slot {
 pub struct Registration {
     registry: Arc<Registry>,
     key: u64,
-    orders: oneshot::Receiver<CloseOrder>,
+    orders: oneshot::Receiver<CloseReason>,
 }
 
 impl Registration {
@@ -285,7 +201,7 @@ impl Registration {
     }
 
     /// Resolves when the session is ordered closed.
-    pub async fn ordered(&mut self) -> CloseOrder {
+    pub async fn ordered(&mut self) -> CloseReason {
         match (&mut self.orders).await {
             Ok(order) => order,
             // The sender is gone only when the entry was removed without an order, which
@@ -342,10 +258,7 @@ mod tests {
         let mut ra1 = r.register(&a1);
         let mut ra2 = r.register(&a2);
         let rb = r.register(&b);
-        let order = CloseOrder {
-            code: 4003,
-            reason: "x",
-        };
+        let order = CloseReason::Disconnected;
         assert_eq!(r.close(&Target::Sub("alice".into()), order).len(), 2);
         assert_eq!(ra1.ordered().await, order);
         assert_eq!(ra2.ordered().await, order);
@@ -366,10 +279,7 @@ mod tests {
             .map(|i| r.register(&id(&format!("u{i}"))))
             .collect();
         let mut mine = r.register(&id("target"));
-        let order = CloseOrder {
-            code: 4003,
-            reason: "x",
-        };
+        let order = CloseReason::Disconnected;
         assert_eq!(r.close(&Target::Sub("target".into()), order).len(), 1);
         assert_eq!(
             r.lock().by_sub.len(),

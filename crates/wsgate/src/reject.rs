@@ -6,11 +6,11 @@
 //! accepted socket closed at once with `1008` and the error code as the reason.
 //! Messages are fixed strings: nothing from the request (least of all the token) is echoed.
 
-use axum::Json;
-use axum::extract::ws::{CloseFrame, close_code};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
+
+use crate::protocol::{CloseReason, ErrorBody, ErrorCode};
 
 /// How a refused handshake is answered.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -21,18 +21,6 @@ pub enum RejectMode {
     Http,
     /// Upgrade, then close with `1008` and a short reason.
     Close,
-}
-
-/// Close codes wsgate uses (beside the standard ones in `axum::extract::ws::close_code`).
-pub mod codes {
-    /// The credential expired (`exp` + leeway) without a refresh.
-    pub const TOKEN_EXPIRED: u16 = 4001;
-    /// Disconnected by an admin, or the credential was revoked.
-    pub const REVOKED: u16 = 4003;
-    /// More messages per second than `messages_per_sec`.
-    pub const RATE_LIMITED: u16 = 4029;
-    /// RFC 6455 §7.4.1 "Bad Gateway": the upstream failed or went away (proxy endpoints).
-    pub const BAD_GATEWAY: u16 = 1014;
 }
 
 /// Why a proxied connection could not reach its upstream (SPEC §12): `502 bad_gateway`
@@ -50,10 +38,10 @@ pub enum GatewayError {
 
 impl GatewayError {
     /// The body's `error` and the close reason: `bad_gateway` or `gateway_timeout`.
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> ErrorCode {
         match self {
-            Self::Unreachable(_) => "bad_gateway",
-            Self::Timeout => "gateway_timeout",
+            Self::Unreachable(_) => ErrorCode::BadGateway,
+            Self::Timeout => ErrorCode::GatewayTimeout,
         }
     }
     /// 502 or 504.
@@ -64,21 +52,14 @@ impl GatewayError {
         }
     }
     /// After an upgrade (`reject = "close"`, the `message` source): close 1014.
-    pub fn close_frame(&self) -> CloseFrame {
-        CloseFrame {
-            code: codes::BAD_GATEWAY,
-            reason: self.code().into(),
-        }
+    pub fn close_reason(&self) -> CloseReason {
+        CloseReason::Gateway(self.code().as_str())
     }
 }
 
 impl IntoResponse for GatewayError {
     fn into_response(self) -> Response {
-        let body = Body {
-            error: self.code(),
-            message: self.to_string(),
-        };
-        (self.status(), Json(body)).into_response()
+        ErrorBody::new(self.code(), self.to_string()).with_status(self.status())
     }
 }
 
@@ -126,18 +107,18 @@ pub enum AuthError {
 
 impl AuthError {
     /// Stable machine-readable code: the body's `error`, the close reason, the log's `reason`.
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> ErrorCode {
         match self {
-            Self::Missing => "missing_token",
-            Self::Invalid(_) => "invalid_token",
-            Self::ForeignOrigin => "forbidden_origin",
-            Self::CookieOrigin => "cookie_origin",
-            Self::TooManyConnections => "too_many_connections",
-            Self::RateLimited { .. } => "rate_limited",
-            Self::Unavailable(_) => "auth_unavailable",
-            Self::MessageTimeout => "auth_timeout",
-            Self::Ambiguous(_) => "ambiguous_request",
-            Self::TooManyTickets { .. } => "too_many_tickets",
+            Self::Missing => ErrorCode::MissingToken,
+            Self::Invalid(_) => ErrorCode::InvalidToken,
+            Self::ForeignOrigin => ErrorCode::ForbiddenOrigin,
+            Self::CookieOrigin => ErrorCode::CookieOrigin,
+            Self::TooManyConnections => ErrorCode::TooManyConnections,
+            Self::RateLimited { .. } => ErrorCode::RateLimited,
+            Self::Unavailable(_) => ErrorCode::AuthUnavailable,
+            Self::MessageTimeout => ErrorCode::AuthTimeout,
+            Self::Ambiguous(_) => ErrorCode::AmbiguousRequest,
+            Self::TooManyTickets { .. } => ErrorCode::TooManyTickets,
         }
     }
 
@@ -163,28 +144,16 @@ impl AuthError {
         )
     }
 
-    /// The frame that ends a socket in [`RejectMode::Close`] (and a failed `message` auth).
-    pub fn close_frame(&self) -> CloseFrame {
-        CloseFrame {
-            code: close_code::POLICY,
-            reason: self.code().into(),
-        }
+    /// How a socket ends in [`RejectMode::Close`] (and a failed `message` auth): 1008 with
+    /// the code as reason.
+    pub fn close_reason(&self) -> CloseReason {
+        CloseReason::Refused(self.code().as_str())
     }
-}
-
-#[derive(Serialize)]
-struct Body {
-    error: &'static str,
-    message: String,
 }
 
 impl IntoResponse for AuthError {
     fn into_response(self) -> Response {
-        let body = Body {
-            error: self.code(),
-            message: self.to_string(),
-        };
-        let mut res = (self.status(), Json(body)).into_response();
+        let mut res = ErrorBody::new(self.code(), self.to_string()).with_status(self.status());
         let headers = res.headers_mut();
         match &self {
             Self::Missing => {
@@ -231,7 +200,7 @@ mod tests {
 
     #[test]
     fn close_frame_is_policy_with_code() {
-        let f = AuthError::Invalid("x").close_frame();
+        let f = AuthError::Invalid("x").close_reason().frame();
         assert_eq!(f.code, 1008);
         assert_eq!(f.reason.as_str(), "invalid_token");
     }

@@ -473,6 +473,14 @@ pub(crate) mod convert {
         })
     }
 
+    /// One of wsgate's own close reasons, for the upstream.
+    pub fn to_upstream_reason(reason: crate::protocol::CloseReason) -> UpCloseFrame {
+        UpCloseFrame {
+            code: reason.code().into(),
+            reason: reason.reason().into(),
+        }
+    }
+
     pub fn to_client_close(f: Option<UpCloseFrame>) -> Option<CloseFrame> {
         f.map(|f| CloseFrame {
             code: f.code.into(),

@@ -1,13 +1,16 @@
 //! The guard around an accepted socket: what only a WebSocket-aware layer can do.
 //!
 //! HTTP middleware checks a credential once; a socket then lives for hours. [`Session`]
-//! sends the `welcome` frame and then enforces, for the socket's whole life:
-//! - expiry: close `4001` at the credential's `exp` plus leeway, unless a
-//!   `{"type":"refresh","token":...}` frame for the same subject moved it (`refreshed`);
-//! - revocation and admin disconnects: close `4003` on an order from the [`Registry`](crate::Registry);
-//! - limits: `1009` for an oversized message, `4029` past the message rate, `1001` for a
-//!   peer silent (pongs included) for the idle timeout, after pings every half of it;
-//! - shutdown: `1001`; and it finishes every close handshake properly.
+//! sends the `welcome` frame and then enforces, for the socket's whole life, each rule
+//! ending with its [`CloseReason`]:
+//! - expiry (`TokenExpired`) at the credential's `exp` plus leeway, unless a `refresh`
+//!   frame for the same subject moved it (`refreshed`);
+//! - revocation and admin disconnects (`Revoked`, `Disconnected`) on an order from the
+//!   [`Registry`](crate::Registry);
+//! - limits: `TooBig` for an oversized message, `RateLimited` past the message rate,
+//!   `IdleTimeout` for a peer silent (pongs included) for the idle timeout, after pings
+//!   every half of it;
+//! - shutdown (`Shutdown`); and it finishes every close handshake properly.
 //!
 //! Endpoints see only their application frames through [`Session::recv`]. Expiry and idle
 //! checks share **one** entry in tokio's timer wheel per connection, re-armed only when it
@@ -17,57 +20,22 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, close_code};
-use serde::{Deserialize, Serialize};
+use axum::extract::ws::{Message, Utf8Bytes, WebSocket};
 use serde_json::Value;
 use tokio::time::{Instant, Sleep};
-use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
+use tokio_util::sync::WaitForCancellationFutureOwned;
 
-use crate::authenticator::Authenticator;
+use crate::authenticator::{Authenticator, SessionOptions};
 use crate::identity::Identity;
 use crate::outbox::Outbox;
-use crate::registry::{CloseOrder, Registration};
-use crate::reject::codes;
+use crate::protocol::{ClientFrame, CloseReason, ErrorCode, ServerFrame, close_with, is_refresh};
+use crate::registry::Registration;
 use crate::source::{Credential, SourceKind};
 use crate::verify::{VerifyContext, now_unix};
 
-/// How long a closing socket waits for the peer's Close reply before it is dropped.
-const CLOSE_WAIT: Duration = Duration::from_secs(2);
 const SECOND: Duration = Duration::from_secs(1);
 /// Deadlines further away than this (ten years) are treated as this far.
 const MAX_DEADLINE_SECS: u64 = 10 * 365 * 24 * 3600;
-
-/// Per-endpoint session behaviour.
-#[derive(Debug, Clone)]
-pub struct SessionOptions {
-    /// Send the `welcome` frame first (endpoint option `welcome = false` turns it off).
-    pub welcome: bool,
-    /// Cancelled on shutdown: every session closes with 1001. `None` (the default): the
-    /// authenticator's own token, which [`Authenticator::shutdown`] and
-    /// [`shutdown_signal`](crate::shutdown_signal) cancel — nothing to wire by hand.
-    pub shutdown: Option<CancellationToken>,
-    /// Ping every half of this; close (1001) a peer silent for all of it, pongs included.
-    pub idle_timeout: Option<Duration>,
-    /// Data frames a client may send per second; past it the socket closes with 4029.
-    pub messages_per_sec: Option<u32>,
-    /// How long before the credential's `exp` the client is sent
-    /// `{"type":"expiring","expires_at":exp}` (once per deadline), so it can refresh in time
-    /// without a clock of its own (SPEC §13). The server turns it off where no `welcome` is
-    /// sent (and on proxies without `refresh_frames`).
-    pub expiry_warning: Option<Duration>,
-}
-
-impl Default for SessionOptions {
-    fn default() -> Self {
-        Self {
-            welcome: true,
-            shutdown: None,
-            idle_timeout: None,
-            messages_per_sec: None,
-            expiry_warning: Some(Duration::from_secs(30)),
-        }
-    }
-}
 
 /// An authenticated socket under the session's rules.
 pub struct Session {
@@ -122,7 +90,7 @@ struct Rate {
 enum Event {
     Shutdown,
     Tick,
-    Ordered(CloseOrder),
+    Ordered(CloseReason),
     Outbound(Option<Utf8Bytes>),
     Frame(Option<Result<Message, axum::Error>>),
 }
@@ -217,8 +185,8 @@ impl Session {
                 msg = self.socket.recv() => Event::Frame(msg),
             };
             let msg = match event {
-                Event::Shutdown => return self.end(close_code::AWAY, "server shutting down").await,
-                Event::Ordered(o) => return self.end(o.code, o.reason).await,
+                Event::Shutdown => return self.end(CloseReason::Shutdown).await,
+                Event::Ordered(reason) => return self.end(reason).await,
                 Event::Outbound(Some(text)) => {
                     if !self.send(Message::Text(text)).await {
                         return None;
@@ -226,11 +194,11 @@ impl Session {
                     continue;
                 }
                 Event::Outbound(None) => {
-                    return self.end(close_code::POLICY, "slow consumer").await;
+                    return self.end(CloseReason::SlowConsumer).await;
                 }
                 Event::Tick => {
-                    if let Some((code, reason)) = self.tick().await {
-                        return self.end(code, reason).await;
+                    if let Some(reason) = self.tick().await {
+                        return self.end(reason).await;
                     }
                     continue;
                 }
@@ -242,7 +210,7 @@ impl Session {
                 if matches!(msg, Some(Ok(Message::Text(_) | Message::Binary(_))))
                     && self.over_rate(now)
                 {
-                    return self.end(codes::RATE_LIMITED, "rate limited").await;
+                    return self.end(CloseReason::RateLimited).await;
                 }
             }
             match msg {
@@ -261,7 +229,7 @@ impl Session {
                 Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Close(_))) => {}
                 // A peer that broke the protocol is told why before the connection ends.
                 Some(Err(e)) => match violation(&e) {
-                    Some((code, reason)) => return self.end(code, reason).await,
+                    Some(reason) => return self.end(reason).await,
                     None => return None,
                 },
                 None => return None,
@@ -275,24 +243,20 @@ impl Session {
         self.socket.send(msg).await.is_ok()
     }
 
-    /// Closes with `code` and waits (bounded) for the peer's reply.
-    pub async fn close(mut self, code: u16, reason: &'static str) {
-        self.close_in_place(code, reason).await;
+    /// Closes for `reason` and waits (bounded) for the peer's reply.
+    pub async fn close(mut self, reason: CloseReason) {
+        self.close_in_place(reason).await;
     }
 
-    async fn end<T>(&mut self, code: u16, reason: &'static str) -> Option<T> {
-        self.close_in_place(code, reason).await;
+    async fn end<T>(&mut self, reason: CloseReason) -> Option<T> {
+        self.close_in_place(reason).await;
         None
     }
 
-    async fn close_in_place(&mut self, code: u16, reason: &'static str) {
-        self.closed_with = Some(code);
-        let frame = CloseFrame {
-            code,
-            reason: Utf8Bytes::from_static(reason),
-        };
+    async fn close_in_place(&mut self, reason: CloseReason) {
+        self.closed_with = Some(reason.code());
         // Boxed: a cold path whose state would otherwise sit in every idle connection's task.
-        Box::pin(close_inner(&mut self.socket, Some(frame))).await;
+        Box::pin(close_with(&mut self.socket, Some(reason.frame()))).await;
     }
 
     fn over_rate(&mut self, now: Instant) -> bool {
@@ -342,24 +306,24 @@ impl Session {
     }
 
     /// The timer fired: expire, give up on a silent peer, or ping it. `Some` = close.
-    async fn tick(&mut self) -> Option<(u16, &'static str)> {
+    async fn tick(&mut self) -> Option<CloseReason> {
         let now = Instant::now();
         if self.expires.is_some_and(|e| e <= now) {
-            return Some((codes::TOKEN_EXPIRED, "token expired"));
+            return Some(CloseReason::TokenExpired);
         }
         if self.warn_at.is_some_and(|w| w <= now) {
             self.warn_at = None;
-            if let Some(exp) = self.identity.expires_at() {
-                let frame = format!(r#"{{"type":"expiring","expires_at":{exp}}}"#);
+            if let Some(expires_at) = self.identity.expires_at() {
+                let frame = ServerFrame::Expiring { expires_at }.to_text();
                 if self.socket.send(Message::text(frame)).await.is_err() {
-                    return Some((close_code::AWAY, "gone"));
+                    return Some(CloseReason::ClientGone);
                 }
             }
         }
         if let Some(idle) = self.idle {
             let quiet = now.duration_since(self.last_seen);
             if quiet >= idle {
-                return Some((close_code::AWAY, "idle timeout"));
+                return Some(CloseReason::IdleTimeout);
             }
             let pinged = self.last_ping.is_some_and(|p| p > self.last_seen);
             if quiet >= idle / 2 && !pinged {
@@ -369,7 +333,7 @@ impl Session {
                     .await
                     .is_err()
                 {
-                    return Some((close_code::AWAY, "idle timeout"));
+                    return Some(CloseReason::IdleTimeout);
                 }
                 self.last_ping = Some(now);
             }
@@ -381,29 +345,23 @@ impl Session {
     }
 
     async fn refresh(&mut self, text: &str) {
-        #[derive(Deserialize)]
-        struct Refresh {
-            #[serde(default)]
-            token: String,
-            #[serde(default)]
-            id: Option<Value>,
-        }
-        let Ok(req) = serde_json::from_str::<Refresh>(text) else {
-            self.reply(&Reply::error(None, "bad_request", "refresh needs a token"))
+        let (id, frame) = ClientFrame::parse(text);
+        let Ok(ClientFrame::Refresh { token }) = frame else {
+            let why = "refresh needs a token";
+            self.reply(error_frame(id.as_ref(), ErrorCode::BadRequest, why))
                 .await;
             return;
         };
-        let cred = Credential::new(req.token, SourceKind::Message);
-        let reply = match self
+        let cred = Credential::new(token, SourceKind::Message);
+        let verified = self
             .auth
             .verify_credential(&cred, &VerifyContext::default())
-            .await
-        {
-            Ok((new, _)) if new.sub != self.identity.sub() => Reply::error(
-                req.id,
-                "sub_mismatch",
-                "the new token is for another subject",
-            ),
+            .await;
+        let reply = match verified {
+            Ok((new, _)) if new.sub != self.identity.sub() => {
+                let why = "the new token is for another subject";
+                error_frame(id.as_ref(), ErrorCode::SubMismatch, why)
+            }
             Ok((new, by)) => {
                 // Keep the session id and slot: they name this connection, not the credential.
                 self.identity = self.identity.refreshed(new, by);
@@ -414,56 +372,40 @@ impl Session {
                 self.arm();
                 self.refreshed = true;
                 tracing::info!(target: "wsgate::conn", sub = self.identity.sub(), session = self.identity.session(), "credential refreshed");
-                Reply {
-                    r#type: "refreshed",
-                    id: req.id,
-                    expires_at: Some(self.identity.expires_at()),
-                    code: None,
-                    message: None,
+                ServerFrame::Refreshed {
+                    id: id.as_ref(),
+                    expires_at: self.identity.expires_at(),
                 }
+                .to_text()
             }
-            Err(e) => Reply::error(req.id, e.code(), "refresh refused; the old expiry stands"),
+            Err(e) => {
+                let why = "refresh refused; the old expiry stands";
+                error_frame(id.as_ref(), e.code(), why)
+            }
         };
-        self.reply(&reply).await;
+        self.reply(reply).await;
     }
 
-    async fn reply(&mut self, reply: &Reply) {
-        if let Ok(text) = serde_json::to_string(reply) {
-            let _ = self.socket.send(Message::text(text)).await;
-        }
+    async fn reply(&mut self, frame: String) {
+        let _ = self.socket.send(Message::text(frame)).await;
     }
 }
 
-#[derive(Serialize)]
-struct Reply {
-    r#type: &'static str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    id: Option<Value>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    expires_at: Option<Option<u64>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    code: Option<&'static str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    message: Option<&'static str>,
-}
-
-impl Reply {
-    fn error(id: Option<Value>, code: &'static str, message: &'static str) -> Self {
-        Self {
-            r#type: "error",
-            id,
-            expires_at: None,
-            code: Some(code),
-            message: Some(message),
-        }
+fn error_frame(id: Option<&Value>, code: ErrorCode, message: &str) -> String {
+    ServerFrame::Error {
+        code,
+        message,
+        channel: None,
+        id,
     }
+    .to_text()
 }
 
 /// What woke the relay up.
 #[cfg(feature = "relay")]
 enum RelayEvent {
-    /// The session ended it (shutdown, a close order): both sides get this code.
-    Stop(u16, &'static str),
+    /// The session ended it (shutdown, a close order): both sides get this reason.
+    Stop(CloseReason),
     /// The session's timer: expiry, idle check, `expiring`.
     Tick,
     /// A frame (or the end) from the upstream.
@@ -479,15 +421,16 @@ enum RelayEvent {
 /// What ended a relay, and so how each side is closed.
 #[cfg(feature = "relay")]
 enum RelayEnd {
-    /// The session (or a limit) ended it: both sides get this code.
-    Both(u16, &'static str),
+    /// The session (or a limit) ended it: both sides get this reason.
+    Both(CloseReason),
     /// The client sent a close frame: the upstream gets it as is.
-    ClientClosed(Option<CloseFrame>),
+    ClientClosed(Option<axum::extract::ws::CloseFrame>),
     /// The upstream sent a close frame: the client gets it as is.
-    UpstreamClosed(Option<CloseFrame>),
-    /// The client's connection is gone: the upstream gets 1001.
+    UpstreamClosed(Option<axum::extract::ws::CloseFrame>),
+    /// The client's connection is gone: the upstream gets [`CloseReason::ClientGone`].
     ClientLost,
-    /// The upstream's connection is gone without a close frame: the client gets 1014.
+    /// The upstream's connection is gone without a close frame: the client gets
+    /// [`CloseReason::UpstreamGone`].
     UpstreamLost,
 }
 
@@ -496,13 +439,14 @@ impl Session {
     /// Forwards frames between this socket and an upstream until either side or the session
     /// ends (SPEC §12): text, binary, ping and pong both ways, unchanged and in order; close
     /// frames passed through with their code and reason; the session's own endings (expiry
-    /// 4001, revocation 4003, shutdown 1001, limits) close both sides with the same code.
+    /// revocation, shutdown, limits) close both sides with the same [`CloseReason`].
     /// With `refresh_frames`, a client `refresh` frame is taken here and never forwarded.
     ///
     /// Backpressure: one frame is in flight at a time, so a side that does not read stops
     /// the reading of the other (memory stays bounded by the socket buffers), and a blocked
     /// write still yields to the session's endings.
     pub async fn relay(mut self, upstream: crate::relay::Connected, refresh_frames: bool) {
+        use crate::protocol::code_of;
         use crate::relay::convert;
         use futures_util::{SinkExt, StreamExt};
         use tokio_tungstenite::tungstenite::Message as UpMessage;
@@ -512,16 +456,16 @@ impl Session {
         let end = loop {
             let event = tokio::select! {
                 biased;
-                _ = self.shutdown.as_mut() => RelayEvent::Stop(close_code::AWAY, "server shutting down"),
-                o = ordered(&mut self.registration) => RelayEvent::Stop(o.code, o.reason),
+                _ = self.shutdown.as_mut() => RelayEvent::Stop(CloseReason::Shutdown),
+                reason = ordered(&mut self.registration) => RelayEvent::Stop(reason),
                 _ = until(&mut self.timer) => RelayEvent::Tick,
                 m = up.next() => RelayEvent::Upstream(m),
                 m = self.socket.recv() => RelayEvent::Client(m),
             };
             let msg = match event {
-                RelayEvent::Stop(code, reason) => break RelayEnd::Both(code, reason),
+                RelayEvent::Stop(reason) => break RelayEnd::Both(reason),
                 RelayEvent::Tick => match self.tick().await {
-                    Some((code, reason)) => break RelayEnd::Both(code, reason),
+                    Some(reason) => break RelayEnd::Both(reason),
                     None => continue,
                 },
                 RelayEvent::Upstream(from_upstream) => match from_upstream {
@@ -544,7 +488,7 @@ impl Session {
                         {
                             Ok(true) => continue,
                             Ok(false) => break RelayEnd::ClientLost,
-                            Err((code, reason)) => break RelayEnd::Both(code, reason),
+                            Err(reason) => break RelayEnd::Both(reason),
                         }
                     }
                     Some(Err(_)) | None => break RelayEnd::UpstreamLost,
@@ -556,7 +500,7 @@ impl Session {
                 Some(Ok(m)) => {
                     let data = matches!(m, Message::Text(_) | Message::Binary(_));
                     if data && self.over_rate(Instant::now()) {
-                        break RelayEnd::Both(codes::RATE_LIMITED, "rate limited");
+                        break RelayEnd::Both(CloseReason::RateLimited);
                     }
                     if let Message::Text(t) = &m
                         && refresh_frames
@@ -579,23 +523,21 @@ impl Session {
                     {
                         Ok(true) => {}
                         Ok(false) => break RelayEnd::UpstreamLost,
-                        Err((code, reason)) => break RelayEnd::Both(code, reason),
+                        Err(reason) => break RelayEnd::Both(reason),
                     }
                 }
                 Some(Err(e)) => match violation(&e) {
-                    Some((code, reason)) => break RelayEnd::Both(code, reason),
+                    Some(reason) => break RelayEnd::Both(reason),
                     None => break RelayEnd::ClientLost,
                 },
                 None => break RelayEnd::ClientLost,
             }
         };
         let code = match &end {
-            RelayEnd::Both(code, _) => Some(*code),
-            RelayEnd::ClientClosed(f) | RelayEnd::UpstreamClosed(f) => {
-                Some(f.as_ref().map_or(close_code::STATUS, |f| f.code))
-            }
+            RelayEnd::Both(reason) => Some(reason.code()),
+            RelayEnd::ClientClosed(f) | RelayEnd::UpstreamClosed(f) => Some(code_of(f.as_ref())),
             RelayEnd::ClientLost => None,
-            RelayEnd::UpstreamLost => Some(codes::BAD_GATEWAY),
+            RelayEnd::UpstreamLost => Some(CloseReason::UpstreamGone.code()),
         };
         tracing::info!(
             target: "wsgate::conn",
@@ -609,40 +551,30 @@ impl Session {
         crate::metrics::proxied_frames(to_upstream, to_client);
         (self.msgs_in, self.msgs_out) = (to_upstream, to_client);
         match end {
-            RelayEnd::Both(code, reason) => {
-                let frame = UpCloseFrame {
-                    code: code.into(),
-                    reason: reason.into(),
-                };
+            RelayEnd::Both(reason) => {
                 tokio::join!(
-                    self.close_in_place(code, reason),
-                    close_upstream(&mut up, Some(frame))
+                    self.close_in_place(reason),
+                    close_upstream(&mut up, Some(convert::to_upstream_reason(reason)))
                 );
             }
             RelayEnd::ClientClosed(f) => {
                 self.closed_with = code;
                 // tungstenite answered the client's close; read until the end of it.
                 tokio::join!(
-                    drain(&mut self.socket),
+                    crate::protocol::drain(&mut self.socket),
                     close_upstream(&mut up, convert::to_upstream_close(f))
                 );
             }
             RelayEnd::UpstreamClosed(f) => {
                 self.closed_with = code;
                 // tungstenite answered the upstream's close; read until the end of it.
-                tokio::join!(close_inner(&mut self.socket, f), drain_upstream(&mut up));
+                tokio::join!(close_with(&mut self.socket, f), drain_upstream(&mut up));
             }
             RelayEnd::ClientLost => {
-                let frame = UpCloseFrame {
-                    code: close_code::AWAY.into(),
-                    reason: "client gone".into(),
-                };
+                let frame = convert::to_upstream_reason(CloseReason::ClientGone);
                 close_upstream(&mut up, Some(frame)).await;
             }
-            RelayEnd::UpstreamLost => {
-                self.close_in_place(codes::BAD_GATEWAY, "upstream gone")
-                    .await;
-            }
+            RelayEnd::UpstreamLost => self.close_in_place(CloseReason::UpstreamGone).await,
         }
     }
 }
@@ -661,11 +593,11 @@ async fn close_upstream(up: &mut crate::relay::UpstreamSocket, frame: Option<UpC
     drain_upstream(up).await;
 }
 
-/// [`drain`] for the upstream side.
+/// The close handshake's bounded wait, for the upstream side.
 #[cfg(feature = "relay")]
 async fn drain_upstream(up: &mut crate::relay::UpstreamSocket) {
     use futures_util::StreamExt;
-    let _ = tokio::time::timeout(CLOSE_WAIT, async {
+    let _ = tokio::time::timeout(crate::protocol::CLOSE_WAIT, async {
         while let Some(Ok(_)) = up.next().await {}
     })
     .await;
@@ -679,7 +611,7 @@ async fn bounded<E>(
     shutdown: &mut Pin<Box<WaitForCancellationFutureOwned>>,
     registration: &mut Option<Registration>,
     expires: Option<Instant>,
-) -> Result<bool, (u16, &'static str)> {
+) -> Result<bool, CloseReason> {
     let expiry = async {
         match expires {
             Some(at) => tokio::time::sleep_until(at).await,
@@ -688,23 +620,11 @@ async fn bounded<E>(
     };
     tokio::select! {
         biased;
-        _ = shutdown.as_mut() => Err((close_code::AWAY, "server shutting down")),
-        o = ordered(registration) => Err((o.code, o.reason)),
-        _ = expiry => Err((codes::TOKEN_EXPIRED, "token expired")),
+        _ = shutdown.as_mut() => Err(CloseReason::Shutdown),
+        reason = ordered(registration) => Err(reason),
+        _ = expiry => Err(CloseReason::TokenExpired),
         sent = send => Ok(sent.is_ok()),
     }
-}
-
-/// Cheap pre-filter so ordinary traffic is never JSON-parsed here.
-fn is_refresh(text: &str) -> bool {
-    #[derive(Deserialize)]
-    struct Kind<'a> {
-        #[serde(borrow)]
-        r#type: std::borrow::Cow<'a, str>,
-    }
-    text.trim_start().starts_with('{')
-        && text.contains("\"refresh\"")
-        && serde_json::from_str::<Kind>(text).is_ok_and(|k| k.r#type == "refresh")
 }
 
 async fn next_outbound(outbound: &mut Option<Outbox>) -> Option<Utf8Bytes> {
@@ -714,7 +634,7 @@ async fn next_outbound(outbound: &mut Option<Outbox>) -> Option<Utf8Bytes> {
     }
 }
 
-async fn ordered(registration: &mut Option<Registration>) -> CloseOrder {
+async fn ordered(registration: &mut Option<Registration>) -> CloseReason {
     match registration {
         Some(r) => r.ordered().await,
         None => std::future::pending().await,
@@ -728,66 +648,30 @@ async fn until(deadline: &mut Option<Pin<Box<Sleep>>>) {
     }
 }
 
-/// The close a read error deserves: `1009` for a message over the limit, `1002` for a
-/// protocol violation (reserved opcode or bits, unmasked or fragmented control frame …),
-/// `1007` for a text message that is not UTF-8. `None` when the connection itself failed.
-pub fn violation(e: &axum::Error) -> Option<(u16, &'static str)> {
+/// The close a read error deserves: [`CloseReason::TooBig`] for a message over the limit,
+/// [`CloseReason::ProtocolError`] for a protocol violation, [`CloseReason::InvalidUtf8`] for
+/// a text message that is not UTF-8. `None` when the connection itself failed.
+pub fn violation(e: &axum::Error) -> Option<CloseReason> {
     use std::error::Error as _;
     let mut source: Option<&(dyn std::error::Error + 'static)> = e.source();
     while let Some(s) = source {
         match s.downcast_ref::<tungstenite::Error>() {
             Some(tungstenite::Error::Capacity(_)) => {
-                return Some((close_code::SIZE, "message too big"));
+                return Some(CloseReason::TooBig);
             }
             // A peer that vanished without a close frame is gone, not in violation.
             Some(tungstenite::Error::Protocol(
                 tungstenite::error::ProtocolError::ResetWithoutClosingHandshake,
             )) => return None,
             Some(tungstenite::Error::Protocol(_)) => {
-                return Some((close_code::PROTOCOL, "protocol error"));
+                return Some(CloseReason::ProtocolError);
             }
             Some(tungstenite::Error::Utf8(_)) => {
-                return Some((close_code::INVALID, "invalid UTF-8"));
+                return Some(CloseReason::InvalidUtf8);
             }
             Some(_) => return None,
             None => source = s.source(),
         }
     }
     None
-}
-
-/// Sends a close frame (`None`: one without a code) and finishes the close handshake.
-async fn close_inner(socket: &mut WebSocket, frame: Option<CloseFrame>) {
-    if socket.send(Message::Close(frame)).await.is_err() {
-        return;
-    }
-    drain(socket).await;
-}
-
-/// Keeps reading until the peer's Close (or EOF), at most [`CLOSE_WAIT`]: a clean close
-/// handshake, whoever started it.
-async fn drain(socket: &mut WebSocket) {
-    let _ = tokio::time::timeout(CLOSE_WAIT, async {
-        while let Some(Ok(_)) = socket.recv().await {}
-    })
-    .await;
-}
-
-/// Closes a socket that never became a session (refused after the upgrade).
-pub async fn close_socket(mut socket: WebSocket, frame: CloseFrame) {
-    close_inner(&mut socket, Some(frame)).await;
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn refresh_detection() {
-        assert!(is_refresh(r#"{"type":"refresh","token":"x"}"#));
-        assert!(is_refresh(r#" {"token":"x","type":"refresh"}"#));
-        assert!(!is_refresh(r#"{"type":"publish","data":"refresh"}"#));
-        assert!(!is_refresh(r#"refresh"#));
-        assert!(!is_refresh(r#"{"type":"refresh""#));
-    }
 }

@@ -9,7 +9,7 @@
 //! forgets nothing.
 
 use serde::{Deserialize, Serialize};
-use wsgate::{CloseOrder, Revoked, Target};
+use wsgate::{CloseReason, Revoked, Target};
 
 use super::{Cluster, ClusterError, Parts};
 use crate::revoke::{disconnect_order, keep_revocations, revocations_of};
@@ -112,7 +112,7 @@ pub async fn handle(cluster: &Cluster, parts: &Parts, payload: &str) {
                 _ => return,
             };
             keep(parts, &revoked).await;
-            let order: CloseOrder = disconnect_order(revoke);
+            let order: CloseReason = disconnect_order(revoke);
             let closed = parts.registry.close(&target, order);
             tracing::info!(target: "wsgate::cluster", target = ?target, closed = closed.len(), "disconnect from another node");
             if revoke && !closed.is_empty() {

@@ -13,8 +13,8 @@ use axum::extract::{FromRef, Request, State};
 use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use wsgate::protocol::close_socket;
 use wsgate::relay::Upstream;
-use wsgate::session::close_socket;
 use wsgate::{Authenticator, Identity, RejectMode, Session, SessionOptions, WsAuth};
 
 use super::Endpoint;
@@ -57,7 +57,7 @@ async fn upgrade(
                 Ok(conn) => run(&p, socket, identity, conn).await,
                 Err(e) => {
                     log_failure(&parts, &identity, &e);
-                    close_socket(socket, e.close_frame()).await;
+                    close_socket(socket, e.close_reason()).await;
                 }
             }
         });
@@ -79,7 +79,7 @@ async fn upgrade(
             log_failure(&parts, &identity, &e);
             drop(identity);
             if p.ep.auth.reject_mode() == RejectMode::Close {
-                auth.on_upgrade(ws, move |socket, _| close_socket(socket, e.close_frame()))
+                auth.on_upgrade(ws, move |socket, _| close_socket(socket, e.close_reason()))
             } else {
                 e.into_response()
             }
@@ -112,7 +112,7 @@ fn log_failure(parts: &Parts, identity: &Identity, e: &wsgate::GatewayError) {
         target: "wsgate::conn",
         path = parts.uri.path(),
         sub = identity.sub(),
-        reason = e.code(),
+        reason = e.code().as_str(),
         detail = %e,
         "upstream unavailable"
     );

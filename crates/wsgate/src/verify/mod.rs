@@ -15,12 +15,18 @@ use crate::identity::Verified;
 use crate::reject::AuthError;
 use crate::source::{Credential, SourceKind};
 
+pub mod jwks;
 pub mod jwt;
 #[cfg(feature = "remote")]
 pub mod proxy;
 pub mod static_tokens;
 
-pub use jwt::{JwksCache, JwksError, JwksSource, JwtConfig, JwtSetupError, JwtVerifier};
+/// How far past `exp` (and before `nbf`) a credential is still accepted when nothing else is
+/// configured: clocks of issuers and gateways drift.
+pub const DEFAULT_LEEWAY: std::time::Duration = std::time::Duration::from_secs(30);
+
+pub use jwks::{JwksCache, JwksError, JwksSource};
+pub use jwt::{JwtConfig, JwtSetupError, JwtVerifier};
 #[cfg(feature = "remote")]
 pub use proxy::ProxyVerifier;
 pub use static_tokens::StaticTokens;
