@@ -1,6 +1,7 @@
 //! The library through its public API, in process: an axum app on a free port, a real
 //! WebSocket client. The one-call session, the app's own state via `FromRef`, a policy per
-//! route, shutdown without wiring, one leeway setting and expiry.
+//! route, shutdown without wiring, one leeway setting and expiry; and the session rules on
+//! tokio's paused clock (hour-long deadlines, `expiring`, refresh) in milliseconds.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -177,4 +178,144 @@ async fn the_leeway_is_the_verifiers_and_expiry_closes_with_4001() {
         other => panic!("expected 4001, got {other:?}"),
     }
     assert!(started.elapsed() < Duration::from_secs(4));
+}
+
+/// A JWT verifier on `SECRET` with the default leeway, and a token for `sub` expiring at `exp`.
+mod jwt {
+    pub const SECRET: &[u8] = b"library-test-secret-long-enough-32b";
+
+    pub fn auth(options: wsgate::SessionOptions) -> std::sync::Arc<wsgate::Authenticator> {
+        use wsgate::verify::{JwtConfig, JwtVerifier, VerifierChain};
+        let jwt = JwtVerifier::new(JwtConfig::default())
+            .unwrap()
+            .with_secret(SECRET)
+            .unwrap();
+        std::sync::Arc::new(
+            wsgate::Authenticator::new(VerifierChain::new().with(jwt)).session_options(options),
+        )
+    }
+
+    pub fn token(sub: &str, exp: u64) -> String {
+        jsonwebtoken::encode(
+            &jsonwebtoken::Header::default(),
+            &serde_json::json!({"sub": sub, "exp": exp}),
+            &jsonwebtoken::EncodingKey::from_secret(SECRET),
+        )
+        .unwrap()
+    }
+}
+
+/// The next frame as JSON, with no timeout of its own: under a paused clock a timeout would
+/// fire before the hour-long deadlines these tests wait for.
+async fn next_json(ws: &mut Ws) -> serde_json::Value {
+    match ws.next().await.expect("open").expect("frame") {
+        Message::Text(t) => serde_json::from_str(t.as_str()).expect("JSON"),
+        other => panic!("expected a text frame, got {other:?}"),
+    }
+}
+
+async fn next_close(ws: &mut Ws) -> u16 {
+    loop {
+        match ws.next().await {
+            Some(Ok(Message::Close(Some(f)))) => return u16::from(f.code),
+            Some(Ok(Message::Text(_))) => continue,
+            other => panic!("expected a close frame, got {other:?}"),
+        }
+    }
+}
+
+/// An hour-long credential, in virtual time: `expiring` 30 s before `exp` (the default
+/// warning), then the close at `exp` + the 30 s leeway — the session's one timer, driven by
+/// tokio's clock, not the wall clock.
+#[tokio::test(start_paused = true)]
+async fn expiring_then_expiry_on_the_tokio_clock() {
+    let app = Router::new()
+        .route("/ws", get(echo))
+        .with_state(jwt::auth(SessionOptions::default()));
+    let addr = serve(app).await;
+    let exp = wsgate::verify::now_unix() + 3600;
+    let mut ws = connect(addr, "/ws", &jwt::token("al", exp)).await.unwrap();
+    let wall = std::time::Instant::now();
+    let start = tokio::time::Instant::now();
+    let welcome = next_json(&mut ws).await;
+    assert_eq!(
+        (welcome["type"].as_str(), welcome["expires_at"].as_u64()),
+        (Some("welcome"), Some(exp))
+    );
+
+    let expiring = next_json(&mut ws).await;
+    assert_eq!(expiring["type"], "expiring");
+    assert_eq!(expiring["expires_at"].as_u64(), Some(exp));
+    let warned = start.elapsed();
+    assert!(
+        (Duration::from_secs(3565)..=Duration::from_secs(3571)).contains(&warned),
+        "warned {warned:?} into the hour"
+    );
+
+    assert_eq!(
+        next_close(&mut ws).await,
+        wsgate::CloseReason::TokenExpired.code()
+    );
+    let closed = start.elapsed();
+    assert!(
+        (Duration::from_secs(3625)..=Duration::from_secs(3631)).contains(&closed),
+        "closed {closed:?} into the hour (exp + 30 s leeway)"
+    );
+    assert!(
+        wall.elapsed() < Duration::from_secs(5),
+        "virtual time, not the wall clock"
+    );
+}
+
+/// A refresh moves the deadline: the old `exp` passes without a close, the warning comes for
+/// the new one. A refresh for another subject is refused and the old expiry stands.
+#[tokio::test(start_paused = true)]
+async fn a_refresh_moves_the_deadline_and_another_subject_cannot() {
+    let app = Router::new()
+        .route("/ws", get(echo))
+        .with_state(jwt::auth(SessionOptions::default()));
+    let addr = serve(app).await;
+    let now = wsgate::verify::now_unix();
+    let (old_exp, new_exp) = (now + 120, now + 7200);
+    let mut ws = connect(addr, "/ws", &jwt::token("al", old_exp))
+        .await
+        .unwrap();
+    assert_eq!(next_json(&mut ws).await["type"], "welcome");
+
+    let foreign =
+        serde_json::json!({"type": "refresh", "id": 1, "token": jwt::token("bo", new_exp)});
+    ws.send(Message::text(foreign.to_string())).await.unwrap();
+    let refused = next_json(&mut ws).await;
+    assert_eq!(
+        (refused["type"].as_str(), refused["code"].as_str()),
+        (Some("error"), Some("sub_mismatch"))
+    );
+    assert_eq!(refused["id"], 1);
+
+    let mine =
+        serde_json::json!({"type": "refresh", "id": "r", "token": jwt::token("al", new_exp)});
+    ws.send(Message::text(mine.to_string())).await.unwrap();
+    let refreshed = next_json(&mut ws).await;
+    assert_eq!(refreshed["type"], "refreshed");
+    assert_eq!(
+        (refreshed["id"].as_str(), refreshed["expires_at"].as_u64()),
+        (Some("r"), Some(new_exp))
+    );
+
+    let start = tokio::time::Instant::now();
+    let expiring = next_json(&mut ws).await;
+    assert_eq!(expiring["type"], "expiring");
+    assert_eq!(
+        expiring["expires_at"].as_u64(),
+        Some(new_exp),
+        "warned for the new exp only"
+    );
+    assert!(
+        start.elapsed() > Duration::from_secs(7000),
+        "the old exp passed silently"
+    );
+    assert_eq!(
+        next_close(&mut ws).await,
+        wsgate::CloseReason::TokenExpired.code()
+    );
 }
