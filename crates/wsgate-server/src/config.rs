@@ -422,6 +422,18 @@ impl Config {
         Ok(cfg)
     }
 
+    /// `trusted_proxies` as networks; the first bad entry's index and why.
+    pub fn trusted_proxies(&self) -> Result<wsgate::TrustedProxies, (usize, String)> {
+        let nets = self
+            .trusted_proxies
+            .iter()
+            .enumerate()
+            .map(|(i, p)| p.parse::<wsgate::IpNet>().map_err(|e| (i, e)));
+        Ok(wsgate::TrustedProxies::new(
+            nets.collect::<Result<Vec<_>, _>>()?,
+        ))
+    }
+
     /// Value checks beyond types. File-system and environment checks that depend on the
     /// keys (secret variables, key files) happen when the verifiers are built.
     pub fn check(&self, origin: &Origin) -> Result<(), ConfigError> {
@@ -429,10 +441,8 @@ impl Config {
         if let Err(e) = check_listen(&self.listen) {
             return err("listen", e);
         }
-        for (i, p) in self.trusted_proxies.iter().enumerate() {
-            if let Err(e) = p.parse::<wsgate::IpNet>() {
-                return err(&format!("trusted_proxies[{i}]"), e);
-            }
+        if let Err((i, e)) = self.trusted_proxies() {
+            return err(&format!("trusted_proxies[{i}]"), e);
         }
         for (key, value, min, max) in [
             (

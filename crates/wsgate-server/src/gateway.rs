@@ -20,7 +20,7 @@ use tokio_util::task::TaskTracker;
 use wsgate::protocol::{ErrorBody, ErrorCode};
 use wsgate::{
     Authenticator, FailureLimiter, Registry, Revocations, SessionOptions, SocketSettings,
-    SourceKind, Sources, TicketStore, TicketVerifier, Tickets,
+    SourceKind, Sources, TicketStore, TicketVerifier, Tickets, TrustedProxies,
 };
 
 use crate::admin::{self, Admin};
@@ -54,6 +54,8 @@ pub struct Services {
     /// Refused handshakes (and wrong admin keys) per address; `None` when
     /// `limits.auth_failures_per_min = 0` turns the limit off.
     pub failures: Option<Arc<FailureLimiter>>,
+    /// Load balancers whose `X-Forwarded-For` names the client.
+    pub trusted_proxies: TrustedProxies,
     pub shutdown: CancellationToken,
     pub tracker: TaskTracker,
     /// Renders `/metrics`; `None` when no recorder could be installed (tests of the router).
@@ -81,6 +83,9 @@ impl Services {
         let admin_key = admin_key(cfg)?.map(|k| Arc::from(k.into_bytes()));
         let failures = (cfg.limits.auth_failures_per_min > 0)
             .then(|| Arc::new(FailureLimiter::new(cfg.limits.auth_failures_per_min)));
+        let trusted_proxies = cfg
+            .trusted_proxies()
+            .map_err(|(i, e)| anyhow::anyhow!("trusted_proxies[{i}]: {e}"))?;
         let per_user = cfg.limits.max_connections_per_user;
         let mut registry = Registry::new((per_user > 0).then_some(per_user as usize));
         let ticket_ttl = Duration::from_secs(cfg.tickets.ttl_secs);
@@ -110,6 +115,7 @@ impl Services {
             tickets,
             admin_key,
             failures,
+            trusted_proxies,
             shutdown: CancellationToken::new(),
             tracker: TaskTracker::new(),
             prometheus: None,
@@ -182,15 +188,10 @@ pub fn base_authenticator(cfg: &Config, s: &Services) -> Authenticator {
     // API keys before the rest: a backend proxy verifier would otherwise claim `wsk_` tokens.
     chain.prepend(s.api_keys.clone());
     chain.push(Arc::new(TicketVerifier(s.tickets.clone())));
-    let trusted = wsgate::TrustedProxies::new(
-        cfg.trusted_proxies
-            .iter()
-            .filter_map(|p| p.parse::<wsgate::IpNet>().ok()), // checked by Config::check
-    );
     let auth = Authenticator::new(chain)
         .shutdown_on(s.shutdown.clone())
         .sources(sources)
-        .trusted_proxies(trusted)
+        .trusted_proxies(s.trusted_proxies.clone())
         .reject(a.reject)
         .message_timeout(Duration::from_millis(a.message_timeout_ms))
         .socket_settings(SocketSettings {

@@ -29,16 +29,7 @@ async fn start(limits: &str) -> Server {
 }
 
 async fn post(s: &Server, path: &str, auth: Option<&str>, body: Value) -> (u16, Value) {
-    let mut req = reqwest::Client::new().post(s.http(path)).json(&body);
-    if let Some(a) = auth {
-        req = req.header("authorization", format!("Bearer {a}"));
-    }
-    let res = tokio::time::timeout(WAIT, req.send())
-        .await
-        .expect("timeout")
-        .expect("request");
-    let status = res.status().as_u16();
-    (status, res.json().await.unwrap_or(Value::Null))
+    common::post(&s.http(path), auth, Some(&body)).await
 }
 
 fn token(sub: &str, jti: &str) -> String {
@@ -219,12 +210,8 @@ async fn tickets_are_single_use_and_carry_the_identity() {
     let (status, _) = post(&s, "/api/tickets", None, json!({})).await;
     assert_eq!(status, 401);
     let t2 = ticket(&s, &token("frank", "f-2")).await;
-    let res = reqwest::Client::new()
-        .post(s.http(&format!("/api/tickets?ticket={t2}")))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 401);
+    let url = s.http(&format!("/api/tickets?ticket={t2}"));
+    assert_eq!(common::post(&url, None, None).await.0, 401);
 }
 
 #[tokio::test]
@@ -381,20 +368,8 @@ async fn metrics_count_handshakes_closes_and_messages_without_credentials() {
 }
 
 fn cli(s: &Server, args: &[&str]) -> (i32, String, String) {
-    let cfg = s.dir.path().join("wsgate.toml");
-    let out = std::process::Command::new(bin())
-        .args(args)
-        .arg("--config")
-        .arg(&cfg)
-        .current_dir(s.dir.path())
-        .env("WSGATE_TEST_SECRET", SECRET)
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    let args = [args, &["--config", "wsgate.toml"]].concat();
+    run_cli(s.dir.path(), &args, &[("WSGATE_TEST_SECRET", SECRET)])
 }
 
 #[tokio::test]

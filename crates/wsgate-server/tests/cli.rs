@@ -3,22 +3,6 @@
 mod common;
 
 use common::*;
-use std::process::Command;
-
-fn run(dir: &std::path::Path, args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
-    let out = Command::new(bin())
-        .args(args)
-        .current_dir(dir)
-        .env_remove("WSGATE_TEST_SECRET")
-        .envs(env.iter().copied())
-        .output()
-        .expect("run wsgate");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
 
 #[test]
 fn check_config_summarises_a_good_file() {
@@ -28,7 +12,7 @@ fn check_config_summarises_a_good_file() {
         "[auth.static]\ntokens = { \"valid-token\" = \"demo-user\" }\n[[endpoints]]\npath = \"/echo\"\nkind = \"echo\"\n",
     )
     .unwrap();
-    let (code, out, err) = run(dir.path(), &["check-config"], &[]);
+    let (code, out, err) = run_cli(dir.path(), &["check-config"], &[]);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("wsgate.toml: ok"), "{out}");
     assert!(out.contains("static tokens: 1"), "{out}");
@@ -51,7 +35,7 @@ fn check_config_shows_the_cluster_without_its_password() {
         "[cluster]\nredis_url = \"redis://:hunter2@10.1.2.3:6380/0\"\nkey_prefix = \"app1:\"\n",
     )
     .unwrap();
-    let (code, out, err) = run(dir.path(), &["check-config"], &[]);
+    let (code, out, err) = run_cli(dir.path(), &["check-config"], &[]);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("cluster: redis at 10.1.2.3:6380"), "{out}");
     assert!(out.contains("app1:"), "{out}");
@@ -86,7 +70,7 @@ fn check_config_names_file_key_and_problem() {
     for (text, needle) in cases {
         let path = dir.path().join("bad.toml");
         std::fs::write(&path, text).unwrap();
-        let (code, _, err) = run(
+        let (code, _, err) = run_cli(
             dir.path(),
             &["check-config", "--config", path.to_str().unwrap()],
             &[],
@@ -96,7 +80,7 @@ fn check_config_names_file_key_and_problem() {
         assert!(err.contains(needle), "{text:?}: {err}");
         assert!(!err.contains("panicked"), "{err}");
     }
-    let (code, _, err) = run(
+    let (code, _, err) = run_cli(
         dir.path(),
         &["check-config", "--config", "missing.toml"],
         &[],
@@ -108,13 +92,13 @@ fn check_config_names_file_key_and_problem() {
 #[test]
 fn bad_flags_are_usage_errors() {
     let dir = tempfile::tempdir().unwrap();
-    let (code, _, err) = run(dir.path(), &["token"], &[]);
+    let (code, _, err) = run_cli(dir.path(), &["token"], &[]);
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("--sub"), "{err}");
-    let (code, _, err) = run(dir.path(), &["token", "--sub", "a", "--ttl", "1w"], &[]);
+    let (code, _, err) = run_cli(dir.path(), &["token", "--sub", "a", "--ttl", "1w"], &[]);
     assert_eq!(code, 2);
     assert!(err.contains("unknown unit"), "{err}");
-    let (code, _, err) = run(dir.path(), &["serve", "--listen", "nonsense"], &[]);
+    let (code, _, err) = run_cli(dir.path(), &["serve", "--listen", "nonsense"], &[]);
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("listen"), "{err}");
 }
@@ -133,7 +117,7 @@ kind = "echo"
 "#;
     let s = Server::start(cfg).await;
     let cfg_path = s.dir.path().join("wsgate.toml");
-    let (code, out, err) = run(
+    let (code, out, err) = run_cli(
         s.dir.path(),
         &[
             "token",
@@ -177,7 +161,7 @@ fn token_needs_an_hmac_secret() {
         ),
     )
     .unwrap();
-    let (code, out, err) = run(dir.path(), &["token", "--sub", "a"], &[]);
+    let (code, out, err) = run_cli(dir.path(), &["token", "--sub", "a"], &[]);
     assert_eq!(code, 1);
     assert!(out.is_empty());
     assert!(err.contains("HMAC"), "{err}");
@@ -188,7 +172,7 @@ async fn embedded_defaults_keep_a_generated_secret() {
     install_crypto();
     // No config file anywhere: `token` and `serve` share the secret generated in ./wsgate.db.
     let dir = tempfile::tempdir().unwrap();
-    let (code, token, err) = run(dir.path(), &["token", "--sub", "dev"], &[]);
+    let (code, token, err) = run_cli(dir.path(), &["token", "--sub", "dev"], &[]);
     assert_eq!(code, 0, "{err}");
     assert!(dir.path().join("wsgate.db").exists());
     let mut child = tokio::process::Command::new(bin())
@@ -248,10 +232,10 @@ fn check_config_refuses_what_serve_would_refuse() {
         let cfg = dir.path().join("c.toml");
         std::fs::write(&cfg, format!("listen = \"127.0.0.1:0\"\n{config}")).unwrap();
         let cfg = cfg.to_str().unwrap();
-        let (code, _, err) = run(dir.path(), &["check-config", "--config", cfg], &[]);
+        let (code, _, err) = run_cli(dir.path(), &["check-config", "--config", cfg], &[]);
         assert_eq!(code, 1, "check-config accepted {config:?}");
         assert!(err.contains(needle), "{config:?}: {err}");
-        let (code, _, serve_err) = run(dir.path(), &["serve", "--config", cfg], &[]);
+        let (code, _, serve_err) = run_cli(dir.path(), &["serve", "--config", cfg], &[]);
         assert_eq!(code, 1, "serve accepted {config:?}");
         assert!(serve_err.contains(needle), "{config:?}: {serve_err}");
         assert_eq!(err.matches(needle).count(), 1, "said twice: {err}");
@@ -265,7 +249,7 @@ fn check_config_refuses_what_serve_would_refuse() {
 #[tokio::test]
 async fn listen_takes_host_names_and_blames_the_flag() {
     let dir = tempfile::tempdir().unwrap();
-    let (code, _, err) = run(dir.path(), &["serve", "--listen", "no such host:1"], &[]);
+    let (code, _, err) = run_cli(dir.path(), &["serve", "--listen", "no such host:1"], &[]);
     assert_eq!(code, 1);
     assert!(err.contains("--listen"), "{err}");
     assert!(!err.contains("embedded defaults"), "{err}");
@@ -312,7 +296,7 @@ async fn metrics_list_their_families_from_the_start() {
 #[test]
 fn keys_list_shows_dates_a_person_can_read() {
     let dir = tempfile::tempdir().unwrap();
-    let (code, _, err) = run(
+    let (code, _, err) = run_cli(
         dir.path(),
         &[
             "keys",
@@ -327,14 +311,14 @@ fn keys_list_shows_dates_a_person_can_read() {
         &[],
     );
     assert_eq!(code, 0, "{err}");
-    let (code, out, _) = run(dir.path(), &["keys", "list"], &[]);
+    let (code, out, _) = run_cli(dir.path(), &["keys", "list"], &[]);
     assert_eq!(code, 0);
     let row = out
         .lines()
         .find(|l| l.contains(" ci "))
         .expect("the key is listed");
     assert_eq!(row.matches(" UTC").count(), 2, "created and expires: {row}");
-    let (code, _, err) = run(
+    let (code, _, err) = run_cli(
         dir.path(),
         &["keys", "create", "--name", "ci", "--sub", "svc"],
         &[],
@@ -346,14 +330,14 @@ fn keys_list_shows_dates_a_person_can_read() {
 #[test]
 fn absurd_lifetimes_are_refused_not_wrapped() {
     let dir = tempfile::tempdir().unwrap();
-    let (code, out, err) = run(
+    let (code, out, err) = run_cli(
         dir.path(),
         &["token", "--sub", "a", "--ttl", "18446744073709551615"],
         &[],
     );
     assert_eq!(code, 2, "{out}{err}");
     assert!(out.is_empty());
-    let (code, _, _) = run(
+    let (code, _, _) = run_cli(
         dir.path(),
         &[
             "keys",

@@ -132,21 +132,7 @@ async fn subscribe(ws: &mut Ws, channel: &str) {
 }
 
 async fn post(s: &Server, path: &str, auth: &str, body: Value) -> (u16, Value) {
-    let res = tokio::time::timeout(
-        WAIT,
-        reqwest::Client::new()
-            .post(s.http(path))
-            .bearer_auth(auth)
-            .json(&body)
-            .send(),
-    )
-    .await
-    .expect("timeout")
-    .expect("request");
-    (
-        res.status().as_u16(),
-        res.json().await.unwrap_or(Value::Null),
-    )
+    common::post(&s.http(path), Some(auth), Some(&body)).await
 }
 
 async fn readyz(s: &Server) -> u16 {
@@ -602,13 +588,8 @@ async fn an_absurd_exp_is_revoked_on_every_node_and_survives_a_redis_blip() {
     })
     .await;
     assert_invalid(&a.url("/echo"), &far).await;
-    let res = reqwest::Client::new()
-        .post(b.http("/api/tickets"))
-        .bearer_auth(tok("carol"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 200, "tickets work after the resync");
+    let (status, _) = common::post(&b.http("/api/tickets"), Some(&tok("carol")), None).await;
+    assert_eq!(status, 200, "tickets work after the resync");
 }
 
 /// A private Redis Cluster: three masters on free ports (each port + 10,000 free too, for

@@ -8,15 +8,7 @@ use common::*;
 use serde_json::{Value, json};
 
 async fn post_json(url: String, auth: Option<&str>, body: Value) -> (u16, Value) {
-    let mut req = reqwest::Client::new().post(url).json(&body);
-    if let Some(a) = auth {
-        req = req.bearer_auth(a);
-    }
-    let res = req.send().await.unwrap();
-    (
-        res.status().as_u16(),
-        res.json().await.unwrap_or(Value::Null),
-    )
+    post(&url, auth, Some(&body)).await
 }
 
 #[tokio::test]

@@ -137,13 +137,7 @@ async fn a_fractional_exp_through_refresh_and_tickets_is_kept() {
     assert_eq!(expect_close(&mut ws).await.0, 4001);
 
     let token = hs256(&json!({"sub":"t","exp": now() as f64 + 600.5}));
-    let res = reqwest::Client::new()
-        .post(s.http("/api/tickets"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
-    let ticket: Value = res.json().await.unwrap();
+    let (_, ticket) = post(&s.http("/api/tickets"), Some(&token), None).await;
     let mut ws = connect_ok(
         &s.url(&format!(
             "/echo?ticket={}",
@@ -216,15 +210,7 @@ async fn ambiguous_requests_get_400() {
 }
 
 async fn admin_post(s: &Server, key: &str, body: Value) -> (u16, Value) {
-    let res = reqwest::Client::new()
-        .post(s.http("/api/disconnect"))
-        .bearer_auth(key)
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    let status = res.status().as_u16();
-    (status, res.json().await.unwrap_or(Value::Null))
+    post(&s.http("/api/disconnect"), Some(key), Some(&body)).await
 }
 
 #[tokio::test]

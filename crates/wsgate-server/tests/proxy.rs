@@ -117,16 +117,8 @@ async fn the_upstream_gets_the_identity_and_never_the_credential() {
     assert!(!format!("{h:?}").contains(&token));
     assert!(header(&h, "sec-websocket-protocol").is_empty());
     // Nor a ticket.
-    let res = reqwest::Client::new()
-        .post(s.http("/api/tickets"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
-    let ticket = res.json::<Value>().await.unwrap()["ticket"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let (_, res) = post(&s.http("/api/tickets"), Some(&token), None).await;
+    let ticket = res["ticket"].as_str().unwrap().to_owned();
     let ticket_ws = connect_ok(&s.url(&format!("/app?ticket={ticket}&room=b")), &[]).await;
     let (uri, h) = up.request().await;
     assert_eq!(uri, "/ws?v=1&room=b");
@@ -436,14 +428,9 @@ async fn the_session_ends_both_sides_with_the_same_code() {
     // Admin disconnect: 4003 on both sides.
     let mut ws = bearer(&s.url("/app"), &hs256(&claims("d"))).await;
     up.request().await;
-    let res = reqwest::Client::new()
-        .post(s.http("/api/disconnect"))
-        .bearer_auth(ADMIN_KEY)
-        .json(&json!({"sub":"d","revoke":true}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 200);
+    let order = json!({"sub":"d","revoke":true});
+    let (status, _) = post(&s.http("/api/disconnect"), Some(ADMIN_KEY), Some(&order)).await;
+    assert_eq!(status, 200);
     assert_eq!(expect_close(&mut ws).await.0, 4003);
     assert_eq!(up.closed().await.map(|c| c.0), Some(4003));
     // Oversized client message: 1009 to the client, the upstream closed too.

@@ -39,17 +39,7 @@ async fn ask(ws: &mut Ws, frame: Value) -> Value {
 }
 
 async fn admin_publish(s: &Server, body: Value) -> (u16, Value) {
-    let res = reqwest::Client::new()
-        .post(s.http("/api/publish"))
-        .bearer_auth(ADMIN_KEY)
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    (
-        res.status().as_u16(),
-        res.json().await.unwrap_or(Value::Null),
-    )
+    post(&s.http("/api/publish"), Some(ADMIN_KEY), Some(&body)).await
 }
 
 #[tokio::test]
@@ -204,13 +194,9 @@ async fn fan_out_reaches_every_subscriber_once_and_backend_publish_counts_them()
             .1["delivered"],
         0
     );
-    let res = reqwest::Client::new()
-        .post(s.http("/api/publish"))
-        .json(&json!({"channel":"feed","data":1}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 401, "admin key required");
+    let body = json!({"channel":"feed","data":1});
+    let (status, _) = post(&s.http("/api/publish"), None, Some(&body)).await;
+    assert_eq!(status, 401, "admin key required");
 }
 
 #[tokio::test]

@@ -254,6 +254,41 @@ pub async fn next_text_all(ws: &mut Ws) -> String {
     }
 }
 
+/// Runs the `wsgate` binary to completion in `dir` with only the `env` given of the test
+/// variables: its exit code, stdout and stderr.
+pub fn run_cli(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+    let out = std::process::Command::new(bin())
+        .args(args)
+        .current_dir(dir)
+        .env_remove("WSGATE_TEST_SECRET")
+        .envs(env.iter().copied())
+        .output()
+        .expect("run wsgate");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// POSTs to the HTTP API: `body` as JSON when given, a bearer credential when given; bounded
+/// by [`WAIT`]. The status and the JSON answer (`null` when it is not JSON).
+pub async fn post(url: &str, bearer: Option<&str>, body: Option<&Value>) -> (u16, Value) {
+    let mut req = reqwest::Client::new().post(url);
+    if let Some(b) = bearer {
+        req = req.bearer_auth(b);
+    }
+    if let Some(body) = body {
+        req = req.json(body);
+    }
+    let res = tokio::time::timeout(WAIT, req.send())
+        .await
+        .expect("an answer in time")
+        .expect("request");
+    let status = res.status().as_u16();
+    (status, res.json().await.unwrap_or(Value::Null))
+}
+
 pub async fn next_json(ws: &mut Ws) -> Value {
     let t = next_text(ws).await;
     serde_json::from_str(&t).unwrap_or_else(|e| panic!("not JSON ({e}): {t}"))
