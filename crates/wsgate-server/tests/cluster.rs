@@ -417,6 +417,46 @@ async fn per_user_limit_counts_every_node() {
     .await;
 }
 
+/// A burst of disconnects is given back to Redis in batches (one script call for everything
+/// queued): every slot of every subject comes back, counted per subject.
+#[tokio::test]
+async fn a_burst_of_disconnects_gives_every_slot_back() {
+    let redis = Redis::start();
+    let limits = "[limits]\nmax_connections_per_user = 12";
+    let (a, b) = (node(&redis, limits).await, node(&redis, limits).await);
+    let (carol, dave) = (tok("carol"), tok("dave"));
+    let mut held = Vec::new();
+    for t in [&carol, &dave] {
+        for _ in 0..12 {
+            held.push(bearer(&a.url("/echo"), t).await);
+        }
+        assert_eq!(
+            handshake_status(&b.url("/echo"), t).await,
+            403,
+            "full everywhere"
+        );
+    }
+    drop(held); // 24 disconnects at once
+    let mut again = Vec::new();
+    for t in [&carol, &dave] {
+        let auth = format!("Bearer {t}");
+        let mut mine = 0;
+        eventually("every slot given back", async || {
+            if let Ok(ws) = connect(&b.url("/echo"), &[("authorization", &auth)]).await {
+                again.push(ws);
+                mine += 1;
+            }
+            mine == 12
+        })
+        .await;
+        assert_eq!(
+            handshake_status(&a.url("/echo"), t).await,
+            403,
+            "and counted again"
+        );
+    }
+}
+
 #[tokio::test]
 async fn nodes_survive_a_redis_restart_and_recover_by_themselves() {
     let mut redis = Redis::start();

@@ -5,9 +5,11 @@
 //! is one Lua script (atomic in Redis): sum the fields of live nodes (dropping those of dead
 //! ones, so a crashed node's sockets stop counting once its key expires), refuse at the
 //! limit, else count one more here. Giving a slot back is queued to a background task,
-//! because it happens in `Drop`. While Redis is down each node enforces the limit on its own
+//! because it happens in `Drop`; the task gives back everything queued meanwhile in one
+//! script call (one round trip for a burst of disconnects, not one each). While Redis is down each node enforces the limit on its own
 //! sockets, and the resync after an outage rewrites this node's fields from its registry.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use tokio::sync::mpsc::{UnboundedSender, unbounded_channel};
@@ -30,10 +32,19 @@ redis.call('HINCRBY', KEYS[1], ARGV[1], 1)
 return 1
 ";
 
+/// KEYS: the subjects' count hashes; ARGV[1]: this node; ARGV[i + 1]: slots to give back
+/// for KEYS[i].
 const RELEASE: &str = r"
-if redis.call('HINCRBY', KEYS[1], ARGV[1], -1) <= 0 then redis.call('HDEL', KEYS[1], ARGV[1]) end
-return 1
+for i, key in ipairs(KEYS) do
+  if redis.call('HINCRBY', key, ARGV[1], -tonumber(ARGV[i + 1])) <= 0 then
+    redis.call('HDEL', key, ARGV[1])
+  end
+end
+return #KEYS
 ";
+
+/// Most subjects given back in one script call.
+const RELEASE_BATCH: usize = 512;
 
 #[derive(Debug)]
 pub struct RedisCounts {
@@ -48,11 +59,22 @@ impl RedisCounts {
         let worker = cluster.clone();
         tokio::spawn(async move {
             let release = Lua::new(RELEASE);
-            while let Some(sub) = rx.recv().await {
-                let key = worker.key(&["conns:", &sub]);
+            let mut queued = Vec::with_capacity(RELEASE_BATCH);
+            while rx.recv_many(&mut queued, RELEASE_BATCH).await > 0 {
+                let mut per_sub: HashMap<String, u64> = HashMap::with_capacity(queued.len());
+                for sub in queued.drain(..) {
+                    *per_sub.entry(sub).or_default() += 1;
+                }
+                let mut keys = Vec::with_capacity(per_sub.len());
+                let mut args = Vec::with_capacity(per_sub.len() + 1);
+                args.push(worker.node().to_owned());
+                for (sub, n) in per_sub {
+                    keys.push(worker.key(&["conns:", &sub]));
+                    args.push(n.to_string());
+                }
+                let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
                 // Lost while Redis is down; the resync after the outage corrects it.
-                let node = [worker.node().to_owned()];
-                let _ = worker.eval::<i64>(&release, &key, &node).await;
+                let _ = worker.eval::<i64>(&release, &keys, &args).await;
             }
         });
         Self {
@@ -76,7 +98,11 @@ impl SharedCounts for RedisCounts {
             let key = self.cluster.key(&["conns:", sub]);
             let nodes = self.cluster.key(&["node:"]);
             let args = [self.cluster.node().to_owned(), max.to_string(), nodes];
-            match self.cluster.eval::<i64>(&self.acquire, &key, &args).await {
+            match self
+                .cluster
+                .eval::<i64>(&self.acquire, &[&key], &args)
+                .await
+            {
                 Ok(taken) => Ok(taken == 1),
                 Err(e) => {
                     tracing::warn!(target: "wsgate::cluster", error = %e, "cluster-wide connection count unavailable; local limit only");

@@ -335,11 +335,11 @@ impl Cluster {
     pub async fn eval<T: FromRedisValue>(
         &self,
         lua: &Lua,
-        key: &str,
+        keys: &[&str],
         args: &[String],
     ) -> Result<T, ClusterError> {
         let mut cmd = redis::cmd("EVALSHA");
-        cmd.arg(&lua.hash).arg(1).arg(key).arg(args);
+        cmd.arg(&lua.hash).arg(keys.len()).arg(keys).arg(args);
         match self.query(&cmd).await {
             Err(ClusterError::Redis(e))
                 if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) =>

@@ -62,7 +62,7 @@ impl TicketStore for RedisTickets {
             let ttl = self.ttl.as_secs().max(1);
             let issued: u32 = self
                 .cluster
-                .eval(&self.count, &counter, &[ttl.to_string()])
+                .eval(&self.count, &[&counter], &[ttl.to_string()])
                 .await
                 .map_err(|e| {
                     tracing::warn!(target: "wsgate::cluster", error = %e, "ticket count failed");
