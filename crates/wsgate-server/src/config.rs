@@ -411,12 +411,19 @@ impl Config {
 
     /// Parses and checks TOML text.
     pub fn parse(text: &str, origin: &Origin) -> Result<Config, ConfigError> {
-        let cfg: Config = toml::from_str(text).map_err(|e| {
-            ConfigError::new(
-                origin,
-                key_at(text, &e),
-                e.message().trim().to_owned() + &line_of(text, &e),
-            )
+        let error = |key: String, e: toml::de::Error| {
+            let problem = e.message().trim().to_owned() + &line_of(text, &e);
+            ConfigError::new(origin, key, problem)
+        };
+        // Not valid TOML: the line says where.
+        let document = toml::Deserializer::parse(text).map_err(|e| error(String::new(), e))?;
+        // Valid TOML but not a config: the deserializer's own path names the key.
+        let cfg: Config = serde_path_to_error::deserialize(document).map_err(|e| {
+            let key = match e.path().to_string() {
+                root if root == "." => String::new(),
+                key => key,
+            };
+            error(key, e.into_inner())
         })?;
         cfg.check(origin)?;
         Ok(cfg)
@@ -719,37 +726,6 @@ fn line_of(text: &str, e: &toml::de::Error) -> String {
         .unwrap_or_default()
 }
 
-/// The dotted key a parse error points at: the table header above it plus the key itself.
-fn key_at(text: &str, e: &toml::de::Error) -> String {
-    let Some(span) = e.span() else {
-        return String::new();
-    };
-    let before = &text[..span.start.min(text.len())];
-    let table = before
-        .lines()
-        .rev()
-        .map(str::trim)
-        .find(|l| l.starts_with('['))
-        .map(|l| l.trim_matches(['[', ']']).trim().to_owned());
-    // The span covers either the key itself or the value after `key =` on its line.
-    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
-    let key = match text[line_start..span.start.min(text.len())].split_once('=') {
-        Some((k, _)) => Some(k.trim().trim_matches('"').to_owned()),
-        None => text
-            .get(span)
-            .map(|k| k.trim().trim_matches('"'))
-            .filter(|k| !k.is_empty() && k.len() < 80 && !k.contains(['\n', '=', '[', '{']))
-            .map(str::to_owned),
-    }
-    .filter(|k| !k.is_empty());
-    match (table, key) {
-        (Some(t), Some(k)) => format!("{t}.{k}"),
-        (Some(t), None) => t,
-        (None, Some(k)) => k,
-        (None, None) => String::new(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -888,6 +864,15 @@ kind = "echo"
                 "limits.idle_timeout_secs",
             ),
             ("trusted_proxies = [\"10.0.0.0/33\"]", "trusted_proxies[0]"),
+            // Which of several endpoints: the deserializer's path, not a guess from the text.
+            (
+                "[[endpoints]]\npath = \"/x\"\nkind = \"echo\"\n[[endpoints]]\npath = \"/y\"\nkind = \"ech\"",
+                "endpoints[1].kind",
+            ),
+            (
+                "[limits]\nidle_timeout_secs = -1",
+                "limits.idle_timeout_secs",
+            ),
         ] {
             let e = parse(text).unwrap_err().to_string();
             assert!(e.contains(key), "{text:?} gave {e}");
