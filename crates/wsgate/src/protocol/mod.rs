@@ -11,7 +11,9 @@ mod close;
 mod error;
 mod frames;
 
-pub(crate) use close::{CLOSE_WAIT, close_with, drain};
+pub(crate) use close::close_with;
+#[cfg(feature = "relay")]
+pub(crate) use close::{CLOSE_WAIT, drain};
 pub use close::{CloseReason, close_label, close_socket, code_of};
 pub use error::{ErrorBody, ErrorCode};
 pub use frames::{ClientFrame, FrameError, ServerFrame, is_refresh};

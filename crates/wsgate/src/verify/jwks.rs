@@ -108,7 +108,9 @@ impl JwksCache {
     pub const MIN_REFETCH: Duration = Duration::from_secs(10);
     /// A URL-sourced set older than this is refreshed in the background on next use.
     pub const MAX_AGE: Duration = Duration::from_secs(600);
+    #[cfg(feature = "remote")]
     const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
+    #[cfg(feature = "remote")]
     const MAX_BYTES: usize = 1024 * 1024;
 
     /// An empty cache; call [`Self::refresh`] to load it (keys can also arrive on first use).

@@ -16,22 +16,24 @@
 //! checks share **one** entry in tokio's timer wheel per connection, re-armed only when it
 //! fires (every half idle period), never per message; no extra task per connection.
 
+mod refresh;
+#[cfg(feature = "relay")]
+mod relay;
+
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::ws::{Message, Utf8Bytes, WebSocket};
-use serde_json::Value;
 use tokio::time::{Instant, Sleep};
 use tokio_util::sync::WaitForCancellationFutureOwned;
 
 use crate::authenticator::{Authenticator, SessionOptions};
 use crate::identity::Identity;
 use crate::outbox::Outbox;
-use crate::protocol::{ClientFrame, CloseReason, ErrorCode, ServerFrame, close_with, is_refresh};
+use crate::protocol::{CloseReason, ServerFrame, close_with, is_refresh};
 use crate::registry::Registration;
-use crate::source::{Credential, SourceKind};
-use crate::verify::{VerifyContext, now_unix};
+use crate::verify::now_unix;
 
 const SECOND: Duration = Duration::from_secs(1);
 /// Deadlines further away than this (ten years) are treated as this far.
@@ -342,288 +344,6 @@ impl Session {
         (self.msgs_in, self.msgs_out) = (0, 0);
         self.arm();
         None
-    }
-
-    async fn refresh(&mut self, text: &str) {
-        let (id, frame) = ClientFrame::parse(text);
-        let Ok(ClientFrame::Refresh { token }) = frame else {
-            let why = "refresh needs a token";
-            self.reply(error_frame(id.as_ref(), ErrorCode::BadRequest, why))
-                .await;
-            return;
-        };
-        let cred = Credential::new(token, SourceKind::Message);
-        let verified = self
-            .auth
-            .verify_credential(&cred, &VerifyContext::default())
-            .await;
-        let reply = match verified {
-            Ok((new, _)) if new.sub != self.identity.sub() => {
-                let why = "the new token is for another subject";
-                error_frame(id.as_ref(), ErrorCode::SubMismatch, why)
-            }
-            Ok((new, by)) => {
-                // Keep the session id and slot: they name this connection, not the credential.
-                self.identity = self.identity.refreshed(new, by);
-                if let Some(r) = &self.registration {
-                    r.update(&self.identity);
-                }
-                self.set_expiry();
-                self.arm();
-                self.refreshed = true;
-                tracing::info!(target: "wsgate::conn", sub = self.identity.sub(), session = self.identity.session(), "credential refreshed");
-                ServerFrame::Refreshed {
-                    id: id.as_ref(),
-                    expires_at: self.identity.expires_at(),
-                }
-                .to_text()
-            }
-            Err(e) => {
-                let why = "refresh refused; the old expiry stands";
-                error_frame(id.as_ref(), e.code(), why)
-            }
-        };
-        self.reply(reply).await;
-    }
-
-    async fn reply(&mut self, frame: String) {
-        let _ = self.socket.send(Message::text(frame)).await;
-    }
-}
-
-fn error_frame(id: Option<&Value>, code: ErrorCode, message: &str) -> String {
-    ServerFrame::Error {
-        code,
-        message,
-        channel: None,
-        id,
-    }
-    .to_text()
-}
-
-/// What woke the relay up.
-#[cfg(feature = "relay")]
-enum RelayEvent {
-    /// The session ended it (shutdown, a close order): both sides get this reason.
-    Stop(CloseReason),
-    /// The session's timer: expiry, idle check, `expiring`.
-    Tick,
-    /// A frame (or the end) from the upstream.
-    Upstream(
-        Option<
-            Result<tokio_tungstenite::tungstenite::Message, tokio_tungstenite::tungstenite::Error>,
-        >,
-    ),
-    /// A frame (or the end) from the client.
-    Client(Option<Result<Message, axum::Error>>),
-}
-
-/// What ended a relay, and so how each side is closed.
-#[cfg(feature = "relay")]
-enum RelayEnd {
-    /// The session (or a limit) ended it: both sides get this reason.
-    Both(CloseReason),
-    /// The client sent a close frame: the upstream gets it as is.
-    ClientClosed(Option<axum::extract::ws::CloseFrame>),
-    /// The upstream sent a close frame: the client gets it as is.
-    UpstreamClosed(Option<axum::extract::ws::CloseFrame>),
-    /// The client's connection is gone: the upstream gets [`CloseReason::ClientGone`].
-    ClientLost,
-    /// The upstream's connection is gone without a close frame: the client gets
-    /// [`CloseReason::UpstreamGone`].
-    UpstreamLost,
-}
-
-#[cfg(feature = "relay")]
-impl Session {
-    /// Forwards frames between this socket and an upstream until either side or the session
-    /// ends (SPEC §12): text, binary, ping and pong both ways, unchanged and in order; close
-    /// frames passed through with their code and reason; the session's own endings (expiry
-    /// revocation, shutdown, limits) close both sides with the same [`CloseReason`].
-    /// With `refresh_frames`, a client `refresh` frame is taken here and never forwarded.
-    ///
-    /// Backpressure: one frame is in flight at a time, so a side that does not read stops
-    /// the reading of the other (memory stays bounded by the socket buffers), and a blocked
-    /// write still yields to the session's endings.
-    pub async fn relay(mut self, upstream: crate::relay::Connected, refresh_frames: bool) {
-        use crate::protocol::code_of;
-        use crate::relay::convert;
-        use futures_util::{SinkExt, StreamExt};
-        use tokio_tungstenite::tungstenite::Message as UpMessage;
-
-        let mut up = upstream.socket;
-        let (mut to_upstream, mut to_client) = (0u64, 0u64);
-        let end = loop {
-            let event = tokio::select! {
-                biased;
-                _ = self.shutdown.as_mut() => RelayEvent::Stop(CloseReason::Shutdown),
-                reason = ordered(&mut self.registration) => RelayEvent::Stop(reason),
-                _ = until(&mut self.timer) => RelayEvent::Tick,
-                m = up.next() => RelayEvent::Upstream(m),
-                m = self.socket.recv() => RelayEvent::Client(m),
-            };
-            let msg = match event {
-                RelayEvent::Stop(reason) => break RelayEnd::Both(reason),
-                RelayEvent::Tick => match self.tick().await {
-                    Some(reason) => break RelayEnd::Both(reason),
-                    None => continue,
-                },
-                RelayEvent::Upstream(from_upstream) => match from_upstream {
-                    Some(Ok(UpMessage::Close(f))) => {
-                        break RelayEnd::UpstreamClosed(convert::to_client_close(f));
-                    }
-                    Some(Ok(m)) => {
-                        let Some(m) = convert::to_client(m) else {
-                            continue;
-                        };
-                        to_client += 1;
-                        let send = self.socket.send(m);
-                        match bounded(
-                            send,
-                            &mut self.shutdown,
-                            &mut self.registration,
-                            self.expires,
-                        )
-                        .await
-                        {
-                            Ok(true) => continue,
-                            Ok(false) => break RelayEnd::ClientLost,
-                            Err(reason) => break RelayEnd::Both(reason),
-                        }
-                    }
-                    Some(Err(_)) | None => break RelayEnd::UpstreamLost,
-                },
-                RelayEvent::Client(from_client) => from_client,
-            };
-            match msg {
-                Some(Ok(Message::Close(f))) => break RelayEnd::ClientClosed(f),
-                Some(Ok(m)) => {
-                    let data = matches!(m, Message::Text(_) | Message::Binary(_));
-                    if data && self.over_rate(Instant::now()) {
-                        break RelayEnd::Both(CloseReason::RateLimited);
-                    }
-                    if let Message::Text(t) = &m
-                        && refresh_frames
-                        && is_refresh(t)
-                    {
-                        let t = t.clone();
-                        Box::pin(self.refresh(&t)).await;
-                        self.refreshed = false;
-                        continue;
-                    }
-                    to_upstream += 1;
-                    let send = up.send(convert::to_upstream(m));
-                    match bounded(
-                        send,
-                        &mut self.shutdown,
-                        &mut self.registration,
-                        self.expires,
-                    )
-                    .await
-                    {
-                        Ok(true) => {}
-                        Ok(false) => break RelayEnd::UpstreamLost,
-                        Err(reason) => break RelayEnd::Both(reason),
-                    }
-                }
-                Some(Err(e)) => match violation(&e) {
-                    Some(reason) => break RelayEnd::Both(reason),
-                    None => break RelayEnd::ClientLost,
-                },
-                None => break RelayEnd::ClientLost,
-            }
-        };
-        let code = match &end {
-            RelayEnd::Both(reason) => Some(reason.code()),
-            RelayEnd::ClientClosed(f) | RelayEnd::UpstreamClosed(f) => Some(code_of(f.as_ref())),
-            RelayEnd::ClientLost => None,
-            RelayEnd::UpstreamLost => Some(CloseReason::UpstreamGone.code()),
-        };
-        tracing::info!(
-            target: "wsgate::conn",
-            sub = self.identity.sub(),
-            session = self.identity.session(),
-            to_upstream,
-            to_client,
-            close = code.map_or_else(|| "client gone".to_owned(), |c| c.to_string()),
-            "proxied connection ended"
-        );
-        crate::metrics::proxied_frames(to_upstream, to_client);
-        (self.msgs_in, self.msgs_out) = (to_upstream, to_client);
-        match end {
-            RelayEnd::Both(reason) => {
-                tokio::join!(
-                    self.close_in_place(reason),
-                    close_upstream(&mut up, Some(convert::to_upstream_reason(reason)))
-                );
-            }
-            RelayEnd::ClientClosed(f) => {
-                self.closed_with = code;
-                // tungstenite answered the client's close; read until the end of it.
-                tokio::join!(
-                    crate::protocol::drain(&mut self.socket),
-                    close_upstream(&mut up, convert::to_upstream_close(f))
-                );
-            }
-            RelayEnd::UpstreamClosed(f) => {
-                self.closed_with = code;
-                // tungstenite answered the upstream's close; read until the end of it.
-                tokio::join!(close_with(&mut self.socket, f), drain_upstream(&mut up));
-            }
-            RelayEnd::ClientLost => {
-                let frame = convert::to_upstream_reason(CloseReason::ClientGone);
-                close_upstream(&mut up, Some(frame)).await;
-            }
-            RelayEnd::UpstreamLost => self.close_in_place(CloseReason::UpstreamGone).await,
-        }
-    }
-}
-
-#[cfg(feature = "relay")]
-use tokio_tungstenite::tungstenite::protocol::CloseFrame as UpCloseFrame;
-
-/// Sends the upstream a close frame and waits (bounded) for its answer.
-#[cfg(feature = "relay")]
-async fn close_upstream(up: &mut crate::relay::UpstreamSocket, frame: Option<UpCloseFrame>) {
-    use futures_util::SinkExt;
-    use tokio_tungstenite::tungstenite::Message as UpMessage;
-    if up.send(UpMessage::Close(frame)).await.is_err() {
-        return;
-    }
-    drain_upstream(up).await;
-}
-
-/// The close handshake's bounded wait, for the upstream side.
-#[cfg(feature = "relay")]
-async fn drain_upstream(up: &mut crate::relay::UpstreamSocket) {
-    use futures_util::StreamExt;
-    let _ = tokio::time::timeout(crate::protocol::CLOSE_WAIT, async {
-        while let Some(Ok(_)) = up.next().await {}
-    })
-    .await;
-}
-
-/// A write to one side of a relay that still yields to the session's endings: `Ok(sent)`,
-/// or `Err` with the close code when the session ended while the peer was not reading.
-#[cfg(feature = "relay")]
-async fn bounded<E>(
-    send: impl std::future::Future<Output = Result<(), E>>,
-    shutdown: &mut Pin<Box<WaitForCancellationFutureOwned>>,
-    registration: &mut Option<Registration>,
-    expires: Option<Instant>,
-) -> Result<bool, CloseReason> {
-    let expiry = async {
-        match expires {
-            Some(at) => tokio::time::sleep_until(at).await,
-            None => std::future::pending().await,
-        }
-    };
-    tokio::select! {
-        biased;
-        _ = shutdown.as_mut() => Err(CloseReason::Shutdown),
-        reason = ordered(registration) => Err(reason),
-        _ = expiry => Err(CloseReason::TokenExpired),
-        sent = send => Ok(sent.is_ok()),
     }
 }
 
