@@ -319,3 +319,45 @@ async fn a_refresh_moves_the_deadline_and_another_subject_cannot() {
         wsgate::CloseReason::TokenExpired.code()
     );
 }
+
+/// Idle checks on the paused clock: a peer that answers pings is pinged every half idle
+/// period (a little early, so one timer event serves both the answer's deadline and the
+/// next ping) and is never closed; ten virtual minutes take milliseconds.
+#[tokio::test(start_paused = true)]
+async fn an_answering_peer_is_pinged_every_half_period_and_kept() {
+    let auth = Authenticator::new(VerifierChain::new().with(StaticTokens::new([("t", "al")])))
+        .session_options(SessionOptions {
+            idle_timeout: Some(Duration::from_secs(60)),
+            expiry_warning: None,
+            ..SessionOptions::default()
+        });
+    let app = Router::new()
+        .route("/ws", get(echo))
+        .with_state(Arc::new(auth));
+    let addr = serve(app).await;
+    let mut ws = connect(addr, "/ws", "t").await.unwrap();
+    assert!(
+        matches!(ws.next().await, Some(Ok(Message::Text(_)))),
+        "welcome"
+    );
+    let start = tokio::time::Instant::now();
+    let mut pings = Vec::new();
+    while start.elapsed() < Duration::from_secs(600) {
+        // Reading answers each ping with a pong (tungstenite does it on the next poll).
+        match ws.next().await {
+            Some(Ok(Message::Ping(_))) => pings.push(start.elapsed()),
+            other => panic!("only pings expected, got {other:?}"),
+        }
+    }
+    assert!(
+        (19..=21).contains(&pings.len()),
+        "{} pings: {pings:?}",
+        pings.len()
+    );
+    for gap in pings.windows(2).map(|w| w[1] - w[0]) {
+        assert!(
+            (Duration::from_secs(26)..=Duration::from_secs(31)).contains(&gap),
+            "pings {gap:?} apart: {pings:?}"
+        );
+    }
+}
