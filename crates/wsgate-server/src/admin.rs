@@ -1,10 +1,10 @@
 //! The HTTP API beside the sockets (SPEC §7): `POST /api/tickets` for any valid credential,
 //! and the admin call `POST /api/disconnect`, guarded by the key in `admin.api_key_env`.
 //!
-//! Disconnects close matching sessions (`CloseReason::Disconnected`/`Revoked`) through the registry; with `"revoke": true`
-//! they also refuse the token's `jti` (or the subject's tokens issued until now) at future
-//! handshakes and refreshes, and write the revocation to the store so a restart forgets
-//! nothing.
+//! Disconnects close matching sessions (`CloseReason::Disconnected`/`Revoked`) through the
+//! registry; with `"revoke": true` they also refuse the token's `jti` (or the subject's tokens
+//! issued until now) at future handshakes and refreshes, and write the revocation to the store so a
+//! restart forgets nothing.
 
 use std::sync::Arc;
 

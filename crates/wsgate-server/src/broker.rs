@@ -1,12 +1,12 @@
 //! Channels: who is subscribed where, and delivery of published frames.
 //!
-//! [`Broker`] is the small seam cluster mode puts Redis behind
-//! (`cluster::broker::ClusterBroker`); [`MemoryBroker`] is the
-//! single-node implementation, and the local delivery of the cluster one. A published frame is encoded once by the caller and the
-//! same bytes are shared by every subscriber (`Utf8Bytes` clones are reference counts).
-//! Delivery never waits: each subscriber has a bounded outbox drained by its own socket task,
-//! and a subscriber whose outbox is full is closed with `CloseReason::SlowConsumer` (by its own
-//! session guard) instead of slowing the publisher or the other subscribers.
+//! [`Broker`] is the small seam cluster mode puts Redis behind (`cluster::broker::ClusterBroker`);
+//! [`MemoryBroker`] is the single-node implementation, and the local delivery of the cluster one. A
+//! published frame is encoded once by the caller and the same bytes are shared by every subscriber
+//! (`Utf8Bytes` clones are reference counts). Delivery never waits: each subscriber has a bounded
+//! outbox drained by its own socket task, and a subscriber whose outbox is full is closed with
+//! `CloseReason::SlowConsumer` (by its own session guard) instead of slowing the publisher or the
+//! other subscribers.
 
 use std::collections::HashMap;
 use std::future::Future;

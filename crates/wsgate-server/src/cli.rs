@@ -70,7 +70,8 @@ pub enum KeysCommand {
     },
     /// List keys: id, name, sub, created, last used, expiry (never the key)
     List,
-    /// Revoke a key by id or name: new handshakes are refused at once, open sockets close (`CloseReason::KeyRevoked`)
+    /// Revoke a key by id or name: new handshakes are refused at once, open sockets close
+    /// (`CloseReason::KeyRevoked`)
     Revoke {
         #[arg(value_name = "ID_OR_NAME")]
         key: String,

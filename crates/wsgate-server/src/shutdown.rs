@@ -1,5 +1,5 @@
-//! Shutdown: SIGTERM or SIGINT cancels one token. The listener stops accepting, every
-//! session closes with `CloseReason::Shutdown`, and `serve` waits (bounded) for the socket tasks to finish.
+//! Shutdown: SIGTERM or SIGINT cancels one token. The listener stops accepting, every session
+//! closes with `CloseReason::Shutdown`, and `serve` waits (bounded) for the socket tasks to finish.
 //! axum's own graceful shutdown does not wait for upgraded sockets, hence the tracker.
 
 use tokio_util::sync::CancellationToken;

@@ -87,13 +87,15 @@ pub enum Handshake {
 pub struct SessionOptions {
     /// Send the `welcome` frame first (endpoint option `welcome = false` turns it off).
     pub welcome: bool,
-    /// Cancelled on shutdown: every session closes (`CloseReason::Shutdown`). `None` (the default): the
-    /// authenticator's own token, which [`Authenticator::shutdown`] and
+    /// Cancelled on shutdown: every session closes (`CloseReason::Shutdown`). `None` (the default):
+    /// the authenticator's own token, which [`Authenticator::shutdown`] and
     /// [`shutdown_signal`](crate::shutdown_signal) cancel — nothing to wire by hand.
     pub shutdown: Option<CancellationToken>,
-    /// Ping every half of this; close (`CloseReason::IdleTimeout`) a peer silent for all of it, pongs included.
+    /// Ping every half of this; close (`CloseReason::IdleTimeout`) a peer silent for all of it,
+    /// pongs included.
     pub idle_timeout: Option<Duration>,
-    /// Data frames a client may send per second; past it the socket closes (`CloseReason::RateLimited`).
+    /// Data frames a client may send per second; past it the socket closes
+    /// (`CloseReason::RateLimited`).
     pub messages_per_sec: Option<u32>,
     /// How long before the credential's `exp` the client is sent
     /// `{"type":"expiring","expires_at":exp}` (once per deadline), so it can refresh in time
@@ -156,8 +158,8 @@ impl Authenticator {
         }
     }
 
-    /// Ends sessions (`CloseReason::Shutdown`) when `token` is cancelled (the server's own shutdown token);
-    /// by default each authenticator has its own, cancelled by [`Self::shutdown`].
+    /// Ends sessions (`CloseReason::Shutdown`) when `token` is cancelled (the server's own shutdown
+    /// token); by default each authenticator has its own, cancelled by [`Self::shutdown`].
     pub fn shutdown_on(mut self, token: CancellationToken) -> Self {
         self.shutdown = token;
         self
@@ -199,7 +201,8 @@ impl Authenticator {
         self.message_timeout = d;
         self
     }
-    /// Added to a credential's `exp` before the session guard closes the socket (`CloseReason::TokenExpired`).
+    /// Added to a credential's `exp` before the session guard closes the socket
+    /// (`CloseReason::TokenExpired`).
     pub fn leeway(mut self, d: Duration) -> Self {
         self.leeway = d;
         self
@@ -386,7 +389,8 @@ impl Authenticator {
     }
 
     /// After an upgrade with no handshake credential: the first frame must be
-    /// `{"type":"auth","token":"..."}` within the message timeout, else close (`CloseReason::Refused`).
+    /// `{"type":"auth","token":"..."}` within the message timeout, else close
+    /// (`CloseReason::Refused`).
     pub async fn await_message(
         &self,
         mut socket: WebSocket,

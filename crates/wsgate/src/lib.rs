@@ -55,8 +55,8 @@ pub use tickets::{TicketStore, TicketVerifier, Tickets};
 pub use jsonwebtoken::Algorithm;
 
 /// Resolves on SIGTERM or SIGINT after closing every session of `auth` (and its clones) with
-/// [`CloseReason::Shutdown`]: hand it to axum's `with_graceful_shutdown`, which waits for HTTP requests but not
-/// for upgraded sockets.
+/// [`CloseReason::Shutdown`]: hand it to axum's `with_graceful_shutdown`, which waits for HTTP
+/// requests but not for upgraded sockets.
 ///
 /// ```no_run
 /// # async fn run(app: axum::Router, auth: std::sync::Arc<wsgate::Authenticator>) {

@@ -1,11 +1,11 @@
 //! A socket's outbox: frames others send it (pub/sub deliveries), drained by its own task.
 //!
-//! Bounded, because a subscriber that stops reading must not grow the server's memory: a
-//! frame that finds the outbox full marks it overflowed, drops what it held, and the socket's
-//! own guard then closes it (`CloseReason::SlowConsumer`) — no search for the socket needed. Lazily allocated, because most sockets
-//! are idle most of the time: tokio's bounded `mpsc` allocates a 32-slot block per channel up
-//! front (~1.4 KiB with its state), while an empty `VecDeque` owns nothing and a drained one
-//! gives its buffer back.
+//! Bounded, because a subscriber that stops reading must not grow the server's memory: a frame that
+//! finds the outbox full marks it overflowed, drops what it held, and the socket's own guard then
+//! closes it (`CloseReason::SlowConsumer`) — no search for the socket needed. Lazily allocated,
+//! because most sockets are idle most of the time: tokio's bounded `mpsc` allocates a 32-slot block
+//! per channel up front (~1.4 KiB with its state), while an empty `VecDeque` owns nothing and a
+//! drained one gives its buffer back.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};

@@ -2,11 +2,12 @@
 //!
 //! The frames and their error codes are [`wsgate::protocol`]'s: `subscribe`, `unsubscribe`,
 //! `publish`, `ping` in ([`ClientFrame`]; `refresh` is taken by the session guard), and
-//! `subscribed`, `unsubscribed`, `message`, `published`, `pong`, `error` out
-//! ([`ServerFrame`]). A request's `id` (any JSON value) is repeated in its answer. Permissions come from the identity's `channels` and `publish` patterns and are
-//! re-checked when the credential is refreshed: channels no longer allowed are left with an
-//! `unsubscribed` frame. Nothing a client sends ends its own connection except the session
-//! rules (size, rate, expiry); every bad frame gets an `error` with a stable code.
+//! `subscribed`, `unsubscribed`, `message`, `published`, `pong`, `error` out ([`ServerFrame`]). A
+//! request's `id` (any JSON value) is repeated in its answer. Permissions come from the identity's
+//! `channels` and `publish` patterns and are re-checked when the credential is refreshed: channels
+//! no longer allowed are left with an `unsubscribed` frame. Nothing a client sends ends its own
+//! connection except the session rules (size, rate, expiry); every bad frame gets an `error` with a
+//! stable code.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
