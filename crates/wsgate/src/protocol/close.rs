@@ -97,13 +97,14 @@ impl CloseReason {
 }
 
 /// The code a received close frame carries; `1005` ("no status") for one without a code.
-pub fn code_of(frame: Option<&CloseFrame>) -> u16 {
+#[cfg(feature = "relay")]
+pub(crate) fn code_of(frame: Option<&CloseFrame>) -> u16 {
     frame.map_or(1005, |f| f.code)
 }
 
 /// A bounded metrics label for a close code (`None`: the peer's connection just ended):
 /// the codes wsgate sends or passes through commonly, and `other`.
-pub fn close_label(code: Option<u16>) -> &'static str {
+pub(crate) fn close_label(code: Option<u16>) -> &'static str {
     match code {
         None => "peer",
         Some(1000) => "1000",
@@ -159,6 +160,7 @@ mod tests {
         assert_eq!(CloseReason::Gateway("bad_gateway").code(), 1014);
         assert_eq!(close_label(Some(CloseReason::RateLimited.code())), "4029");
         assert_eq!(close_label(Some(4999)), "other");
+        #[cfg(feature = "relay")]
         assert_eq!(code_of(None), 1005);
     }
 

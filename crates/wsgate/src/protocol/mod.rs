@@ -11,9 +11,9 @@ mod close;
 mod error;
 mod frames;
 
-pub(crate) use close::close_with;
 #[cfg(feature = "relay")]
-pub(crate) use close::{CLOSE_WAIT, drain};
-pub use close::{CloseReason, close_label, close_socket, code_of};
+pub(crate) use close::{CLOSE_WAIT, code_of, drain};
+pub use close::{CloseReason, close_socket};
+pub(crate) use close::{close_label, close_with};
 pub use error::{ErrorBody, ErrorCode};
 pub use frames::{ClientFrame, FrameError, ServerFrame, is_refresh};
