@@ -72,7 +72,8 @@ enum AdminError {
     NotClusterWide { closed: usize, revoked: usize },
 }
 
-/// A refusal that says what was done anyway (on this node only).
+/// An admin refusal: the one error body, plus what was done anyway (on this node only) when
+/// the cluster could not be reached.
 #[derive(Serialize)]
 struct Partial<'a> {
     #[serde(flatten)]
@@ -97,29 +98,19 @@ impl IntoResponse for AdminError {
                 (StatusCode::SERVICE_UNAVAILABLE, ErrorCode::Unavailable)
             }
         };
-        let body = ErrorBody::new(code, self.to_string());
         // What did happen, on this node, so a caller can tell a retry from a rollback.
-        let mut res = match self {
-            Self::LocalOnly(delivered) => {
-                let partial = Partial {
-                    body,
-                    delivered: Some(delivered),
-                    closed: None,
-                    revoked: None,
-                };
-                (status, Json(partial)).into_response()
-            }
-            Self::NotClusterWide { closed, revoked } => {
-                let partial = Partial {
-                    body,
-                    delivered: None,
-                    closed: Some(closed),
-                    revoked: Some(revoked),
-                };
-                (status, Json(partial)).into_response()
-            }
-            _ => body.with_status(status),
+        let (delivered, closed, revoked) = match self {
+            Self::LocalOnly(delivered) => (Some(delivered), None, None),
+            Self::NotClusterWide { closed, revoked } => (None, Some(closed), Some(revoked)),
+            _ => (None, None, None),
         };
+        let body = Partial {
+            body: ErrorBody::new(code, self.to_string()),
+            delivered,
+            closed,
+            revoked,
+        };
+        let mut res = (status, Json(body)).into_response();
         if status == StatusCode::UNAUTHORIZED {
             res.headers_mut().insert(
                 header::WWW_AUTHENTICATE,
