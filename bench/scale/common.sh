@@ -4,7 +4,7 @@
 # Builds the release binary and the load tool; sets WSGATE and WSLOAD.
 scale_build() {
   echo "== building (release)" >&2
-  cargo build --release -q -p wsgate-server "$@"
+  cargo build --release -q -p wsgate-server --bins "$@"
   (cd bench && cargo build --release -q -p wsload)
   WSGATE=$PWD/target/release/wsgate
   WSLOAD=$PWD/bench/target/release/wsload

@@ -3,8 +3,10 @@
 //! [`Broker`] is the small seam cluster mode puts Redis behind (`cluster::broker::ClusterBroker`);
 //! [`MemoryBroker`] is the single-node implementation, and the local delivery of the cluster one. A
 //! published frame is encoded once by the caller and the same bytes are shared by every subscriber
-//! (`Utf8Bytes` clones are reference counts). Delivery never waits: each subscriber has a bounded
-//! outbox drained by its own socket task, and a subscriber whose outbox is full is closed with
+//! (`Utf8Bytes` clones are reference counts), and encoded as a WebSocket frame once too. Delivery
+//! never waits: each subscriber's outbox either writes the frame to the socket at once (when the
+//! socket takes it without waiting and nothing must come first: see `wsgate::outbox`) or queues it
+//! for the socket's own task, bounded; a subscriber whose outbox is full is closed with
 //! `CloseReason::SlowConsumer` (by its own session guard) instead of slowing the publisher or the
 //! other subscribers.
 
@@ -14,7 +16,7 @@ use std::pin::Pin;
 use std::sync::RwLock;
 
 use axum::extract::ws::Utf8Bytes;
-use wsgate::outbox::{OutboxSender, SendError};
+use wsgate::outbox::{Delivery, OutboxSender, SendError};
 
 /// Frames a subscriber may have queued before it counts as a slow consumer.
 pub const QUEUE: usize = 256;
@@ -62,9 +64,10 @@ impl MemoryBroker {
         let Some(subs) = channels.get(channel) else {
             return 0;
         };
+        let frame = Delivery::new(frame.clone());
         let mut delivered = 0;
         for s in subs.values() {
-            match s.tx.try_send(frame.clone()) {
+            match s.tx.try_deliver(&frame) {
                 Ok(()) => delivered += 1,
                 // Reported once per socket; its own guard closes it (`CloseReason::SlowConsumer`).
                 Err(SendError::Full) => {

@@ -34,7 +34,7 @@ use crate::config::{Config, Origin};
 use crate::demo;
 use crate::endpoints::{self, Endpoint};
 use crate::keys::{self, ApiKeyVerifier};
-use crate::listener::HandshakeDeadline;
+use crate::listener::{HandshakeDeadline, PerConnection};
 use crate::shutdown;
 use crate::store::Store;
 
@@ -428,13 +428,10 @@ pub async fn serve(cfg: Config, origin: Origin) -> anyhow::Result<()> {
     ));
     tokio::spawn(shutdown::on_signal(shutdown.clone()));
     tokio::spawn(prune_revocations(services.revocations.clone()));
-    axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown.cancelled_owned())
-    .await
-    .context("server error")?;
+    axum::serve(listener, PerConnection::new(app))
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await
+        .context("server error")?;
 
     tracker.close();
     if tokio::time::timeout(DRAIN, tracker.wait()).await.is_err() {

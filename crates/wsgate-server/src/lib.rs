@@ -17,3 +17,4 @@ pub mod listener;
 pub mod revoke;
 pub mod shutdown;
 pub mod store;
+pub mod wire;

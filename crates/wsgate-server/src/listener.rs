@@ -16,16 +16,29 @@
 //!   the timer is freed so an idle WebSocket carries no extra state beyond an empty `Option`.
 //!
 //! When it fires, the next read or write fails and hyper drops the connection.
+//!
+//! The stream's write side is a [`Wire`], shared with the publishers that write deliveries
+//! to the socket directly; [`PerConnection`] puts it (and the peer's address) in each of the
+//! connection's requests, for the endpoints to pick up.
 
+use std::convert::Infallible;
 use std::io;
+use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use axum::serve::Listener;
+use axum::Router;
+use axum::extract::{ConnectInfo, Request};
+use axum::serve::{IncomingStream, Listener};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
+use tokio::net::tcp::OwnedReadHalf;
 use tokio::time::{Instant, Sleep};
+use tower_service::Service;
+
+use crate::wire::Wire;
 
 pub struct HandshakeDeadline {
     inner: TcpListener,
@@ -44,8 +57,10 @@ impl Listener for HandshakeDeadline {
 
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {
         let (stream, addr) = Listener::accept(&mut self.inner).await;
+        let (read, write) = stream.into_split();
         let io = DeadlineIo {
-            inner: stream,
+            read,
+            wire: Arc::new(Wire::new(write)),
             timer: Some(Box::new(Timer {
                 timeout: self.timeout,
                 sleep: Box::pin(tokio::time::sleep(self.timeout)),
@@ -63,7 +78,8 @@ impl Listener for HandshakeDeadline {
 
 /// A TCP stream held to the deadline until it becomes a WebSocket.
 pub struct DeadlineIo {
-    inner: TcpStream,
+    read: OwnedReadHalf,
+    wire: Arc<Wire>,
     /// `None` once upgraded: nothing left to time.
     timer: Option<Box<Timer>>,
 }
@@ -131,8 +147,13 @@ impl HeadScan {
 }
 
 impl DeadlineIo {
-    pub fn stream(&self) -> &TcpStream {
-        &self.inner
+    pub fn stream(&self) -> &tokio::net::TcpStream {
+        self.read.as_ref()
+    }
+
+    /// The connection's write side.
+    pub fn wire(&self) -> &Arc<Wire> {
+        &self.wire
     }
 
     /// The server wrote `data` (the start of it, at least).
@@ -154,11 +175,11 @@ impl AsyncRead for DeadlineIo {
     ) -> Poll<io::Result<()>> {
         let this = &mut *self;
         let Some(timer) = &mut this.timer else {
-            return Pin::new(&mut this.inner).poll_read(cx, buf);
+            return Pin::new(&mut this.read).poll_read(cx, buf);
         };
         timer.check(cx)?;
         let before = buf.filled().len();
-        let r = Pin::new(&mut this.inner).poll_read(cx, buf);
+        let r = Pin::new(&mut this.read).poll_read(cx, buf);
         if let Poll::Ready(Ok(())) = r
             && timer.armed
             && timer.head.feed(&buf.filled()[before..]) == Some(true)
@@ -178,7 +199,7 @@ impl AsyncWrite for DeadlineIo {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = &mut *self;
-        let r = Pin::new(&mut this.inner).poll_write(cx, buf);
+        let r = this.wire.poll_write(cx, buf);
         match &r {
             Poll::Ready(Ok(n)) if *n > 0 => this.wrote(buf),
             Poll::Pending => {
@@ -197,7 +218,7 @@ impl AsyncWrite for DeadlineIo {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let this = &mut *self;
-        let r = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
+        let r = this.wire.poll_write_vectored(cx, bufs);
         match &r {
             Poll::Ready(Ok(n)) if *n > 0 => {
                 let first = bufs.iter().find(|b| !b.is_empty()).map_or(&[][..], |b| b);
@@ -213,13 +234,80 @@ impl AsyncWrite for DeadlineIo {
         r
     }
     fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
+        true
     }
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
+        let this = &mut *self;
+        let r = this.wire.poll_flush(cx);
+        if r.is_pending()
+            && let Some(timer) = &mut this.timer
+        {
+            // The end of an answer the client does not read is held to the deadline too.
+            timer.check(cx)?;
+        }
+        r
     }
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.wire.poll_shutdown(cx)
+    }
+}
+
+/// Makes, for each accepted connection, the service for its requests: the router, with the
+/// peer's address (`ConnectInfo<SocketAddr>`, as axum's own connect info) and the
+/// connection's [`Wire`] in every request's extensions.
+#[derive(Clone)]
+pub struct PerConnection {
+    router: Router,
+}
+
+impl PerConnection {
+    pub fn new(router: Router) -> Self {
+        Self { router }
+    }
+}
+
+impl<L> Service<IncomingStream<'_, L>> for PerConnection
+where
+    L: Listener<Io = DeadlineIo, Addr = SocketAddr>,
+{
+    type Response = ConnectionService;
+    type Error = Infallible;
+    type Future = std::future::Ready<Result<ConnectionService, Infallible>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, stream: IncomingStream<'_, L>) -> Self::Future {
+        std::future::ready(Ok(ConnectionService {
+            router: self.router.clone(),
+            peer: *stream.remote_addr(),
+            wire: stream.io().wire().clone(),
+        }))
+    }
+}
+
+/// The service for one connection's requests (see [`PerConnection`]).
+#[derive(Clone)]
+pub struct ConnectionService {
+    router: Router,
+    peer: SocketAddr,
+    wire: Arc<Wire>,
+}
+
+impl Service<Request> for ConnectionService {
+    type Response = axum::response::Response;
+    type Error = Infallible;
+    type Future = <Router as Service<Request>>::Future;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        <Router as Service<Request>>::poll_ready(&mut self.router, cx)
+    }
+
+    fn call(&mut self, mut req: Request) -> Self::Future {
+        req.extensions_mut().insert(ConnectInfo(self.peer));
+        req.extensions_mut().insert(self.wire.clone());
+        self.router.call(req)
     }
 }
 

@@ -199,29 +199,56 @@ async fn fan_out_reaches_every_subscriber_once_and_backend_publish_counts_them()
     assert_eq!(status, 401, "admin key required");
 }
 
+/// Subscribes a fresh connection of `sub` to `channel`.
+async fn subscriber(s: &Server, sub: &str, channel: &str) -> Ws {
+    let mut ws = join(s, &tok(sub, &[channel], &[])).await;
+    assert_eq!(
+        ask(&mut ws, json!({"type":"subscribe","channel":channel})).await["type"],
+        "subscribed"
+    );
+    ws
+}
+
+/// Waits (bounded) until the server's metrics (at `s.http("/metrics")`) contain `line`.
+async fn metrics_show(url: &str, line: &str) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let m = reqwest::get(url).await.unwrap().text().await.unwrap();
+        if m.lines().any(|l| l == line) {
+            return;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no `{line}` in {m}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
 #[tokio::test]
 async fn a_slow_consumer_is_closed_and_others_keep_receiving() {
     let s = start().await;
-    let mut slow = join(&s, &tok("slow", &["firehose"], &[])).await;
-    assert_eq!(
-        ask(&mut slow, json!({"type":"subscribe","channel":"firehose"})).await["type"],
-        "subscribed"
-    );
-    let mut fast = join(&s, &tok("fast", &["firehose"], &[])).await;
-    assert_eq!(
-        ask(&mut fast, json!({"type":"subscribe","channel":"firehose"})).await["type"],
-        "subscribed"
-    );
-    // `slow` stops reading; `fast` keeps reading while 16 MB is published (more than the
-    // loopback socket buffers can hide).
+    let mut slow = subscriber(&s, "slow", "firehose").await;
+    let mut fast = subscriber(&s, "fast", "firehose").await;
+    // `fast` keeps reading while 16 MB is published (more than the loopback socket buffers
+    // can hide): every frame whole and in order, whether the publisher wrote it straight to
+    // the socket, in part, or through the socket's own task.
     let reader = tokio::spawn(async move {
-        let mut n = 0;
-        while n < 1000 {
+        for i in 0..1000 {
             let m = next_json(&mut fast).await;
             assert_eq!(m["type"], "message");
-            n += 1;
+            assert_eq!(m["data"]["i"], i, "in publish order");
         }
-        n
+    });
+    // `slow` reads nothing until it has been found slow; then, within the close's wait,
+    // what it finally reads ends with the 1008 close.
+    let metrics = s.http("/metrics");
+    let slow_reader = tokio::spawn(async move {
+        metrics_show(&metrics, "wsgate_slow_consumers_total 1").await;
+        loop {
+            match tokio::time::timeout(WAIT, futures_util::StreamExt::next(&mut slow)).await {
+                Ok(Some(Ok(Message::Close(Some(f))))) => break u16::from(f.code),
+                Ok(Some(Ok(_))) => continue,
+                other => panic!("{other:?}"),
+            }
+        }
     });
     let payload = "x".repeat(16_000);
     for i in 0..1000 {
@@ -231,26 +258,29 @@ async fn a_slow_consumer_is_closed_and_others_keep_receiving() {
         )
         .await;
     }
-    assert_eq!(reader.await.unwrap(), 1000);
-    // Somewhere in what `slow` finally reads is the 1008 close.
-    let code = loop {
-        match tokio::time::timeout(WAIT, futures_util::StreamExt::next(&mut slow)).await {
-            Ok(Some(Ok(Message::Close(Some(f))))) => break u16::from(f.code),
-            Ok(Some(Ok(_))) => continue,
-            other => panic!("{other:?}"),
-        }
-    };
-    assert_eq!(code, 1008);
-    let metrics = reqwest::get(s.http("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    assert!(
-        metrics.contains("wsgate_slow_consumers_total 1"),
-        "{metrics}"
-    );
+    reader.await.unwrap();
+    assert_eq!(slow_reader.await.unwrap(), 1008);
+}
+
+#[tokio::test]
+async fn a_subscriber_that_never_reads_cannot_hold_its_socket() {
+    let s = start().await;
+    let _stuck = subscriber(&s, "stuck", "firehose").await;
+    let metrics = s.http("/metrics");
+    metrics_show(&metrics, "wsgate_connections_open 1").await;
+    // Enough to fill the socket buffers and then the outbox; `_stuck` never reads a byte.
+    let payload = "x".repeat(16_000);
+    for i in 0..1000 {
+        admin_publish(
+            &s,
+            json!({"channel":"firehose","data":{"i":i,"pad":payload}}),
+        )
+        .await;
+    }
+    // Closed as slow without its help: the close frame cannot be delivered, and its wait is
+    // bounded too.
+    metrics_show(&metrics, "wsgate_slow_consumers_total 1").await;
+    metrics_show(&metrics, "wsgate_connections_open 0").await;
 }
 
 #[tokio::test]

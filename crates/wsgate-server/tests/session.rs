@@ -223,3 +223,37 @@ async fn expiring_comes_warning_secs_before_the_deadline() {
     );
     assert_eq!(expect_close(&mut ws).await.0, 4001);
 }
+
+#[tokio::test]
+async fn a_peer_that_sends_but_never_reads_cannot_hold_its_socket() {
+    use futures_util::SinkExt;
+    use tokio_tungstenite::tungstenite::Message;
+    let s = Server::start(&config(0, "idle_timeout_secs = 2\nmessages_per_sec = 0")).await;
+    let mut ws = bearer(
+        &s.url("/echo"),
+        &hs256(&json!({"sub":"f","exp":now()+3600})),
+    )
+    .await;
+    assert_eq!(next_json(&mut ws).await["type"], "welcome");
+    // Echoes pile up unread until the server's writes stall, then the client's too. The
+    // credential is good for an hour: only the stalled write's bound can end this.
+    let flood = tokio::spawn(async move {
+        let frame = "f".repeat(1000);
+        while ws.send(Message::text(frame.clone())).await.is_ok() {}
+    });
+    let metrics = s.http("/metrics");
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let m = reqwest::get(&metrics).await.unwrap().text().await.unwrap();
+        if m.lines().any(|l| l == "wsgate_connections_open 0") {
+            assert!(m.contains(r#"wsgate_closes_total{code="1001"} 1"#), "{m}");
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "still open after {WAIT:?}: {m}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    flood.abort();
+}

@@ -12,11 +12,11 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use axum::Router;
 use axum::extract::State;
 use axum::extract::ws::{Message, Utf8Bytes, WebSocketUpgrade};
 use axum::response::Response;
 use axum::routing::get;
+use axum::{Extension, Router};
 use serde_json::Value;
 use wsgate::permissions::allowed;
 use wsgate::protocol::{ClientFrame, ErrorCode, FrameError, ServerFrame};
@@ -24,6 +24,7 @@ use wsgate::{Incoming, Session, WsAuth};
 
 use super::Endpoint;
 use crate::broker::{Broker, BrokerError, QUEUE, Subscriber};
+use crate::wire::Wire;
 
 static NEXT_CONN: AtomicU64 = AtomicU64::new(1);
 /// Channels one socket may be subscribed to at once.
@@ -33,12 +34,18 @@ pub fn router(path: &str, ep: Endpoint) -> Router {
     Router::new().route(path, get(upgrade)).with_state(ep)
 }
 
-async fn upgrade(State(ep): State<Endpoint>, auth: WsAuth, ws: WebSocketUpgrade) -> Response {
+async fn upgrade(
+    State(ep): State<Endpoint>,
+    auth: WsAuth,
+    wire: Option<Extension<Arc<Wire>>>,
+    ws: WebSocketUpgrade,
+) -> Response {
     auth.on_upgrade(ws, move |socket, identity| {
         // Built here, synchronously, so the connection's task stores the session once.
         let conn = Conn::new(
             Session::new(socket, identity, ep.auth, &ep.session),
             ep.broker,
+            wire.map(|Extension(w)| w),
         );
         ep.tracker.track_future(run(conn))
     })
@@ -85,8 +92,13 @@ async fn run(mut conn: Conn) {
 }
 
 impl Conn {
-    fn new(mut session: Session, broker: Arc<dyn Broker>) -> Self {
-        let (tx, rx) = wsgate::outbox::outbox(QUEUE);
+    /// With the connection's `wire`, deliveries are written by the publisher when they can
+    /// be (`wsgate::outbox`), without waking this socket's task.
+    fn new(mut session: Session, broker: Arc<dyn Broker>, wire: Option<Arc<Wire>>) -> Self {
+        let (tx, rx) = match wire {
+            Some(wire) => wsgate::outbox::outbox_writing_to(QUEUE, wire),
+            None => wsgate::outbox::outbox(QUEUE),
+        };
         session.attach_outbound(rx);
         let me = Subscriber {
             conn: NEXT_CONN.fetch_add(1, Ordering::Relaxed),

@@ -127,12 +127,15 @@ pub async fn close_socket(mut socket: WebSocket, reason: CloseReason) {
     close_with(&mut socket, Some(reason.frame())).await;
 }
 
-/// Sends a close frame (`None`: one without a code) and finishes the close handshake.
+/// Sends a close frame (`None`: one without a code) and finishes the close handshake, all
+/// within [`CLOSE_WAIT`]: a peer that reads nothing cannot hold the close open.
 pub(crate) async fn close_with(socket: &mut WebSocket, frame: Option<CloseFrame>) {
-    if socket.send(Message::Close(frame)).await.is_err() {
-        return;
-    }
-    drain(socket).await;
+    let _ = tokio::time::timeout(CLOSE_WAIT, async {
+        if socket.send(Message::Close(frame)).await.is_ok() {
+            while let Some(Ok(_)) = socket.recv().await {}
+        }
+    })
+    .await;
 }
 
 /// Keeps reading until the peer's Close (or EOF), at most [`CLOSE_WAIT`]: a clean close

@@ -24,13 +24,13 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::ws::{Message, Utf8Bytes, WebSocket};
+use axum::extract::ws::{Message, WebSocket};
 use tokio::time::{Instant, Sleep};
 use tokio_util::sync::WaitForCancellationFutureOwned;
 
 use crate::authenticator::{Authenticator, SessionOptions};
 use crate::identity::Identity;
-use crate::outbox::Outbox;
+use crate::outbox::{Outbox, Outgoing};
 use crate::protocol::{CloseReason, ServerFrame, close_with, is_refresh};
 use crate::registry::Registration;
 use crate::verify::now_unix;
@@ -79,7 +79,8 @@ pub enum Incoming {
 
 impl Drop for Session {
     fn drop(&mut self) {
-        crate::metrics::ended(self.closed_with, self.msgs_in, self.msgs_out);
+        let out = self.msgs_out + self.written_directly();
+        crate::metrics::ended(self.closed_with, self.msgs_in, out);
     }
 }
 
@@ -95,7 +96,7 @@ enum Event {
     Shutdown,
     Tick,
     Ordered(CloseReason),
-    Outbound(Option<Utf8Bytes>),
+    Outbound(Outgoing),
     Frame(Option<Result<Message, axum::Error>>),
 }
 
@@ -151,7 +152,7 @@ impl Session {
             return true;
         }
         let frame = self.identity.welcome_frame();
-        self.socket.send(Message::text(frame)).await.is_ok()
+        self.write(Write::Frame(Message::text(frame))).await
     }
 
     /// Who is connected (the refreshed identity after a refresh).
@@ -160,8 +161,10 @@ impl Session {
     }
 
     /// Frames sent to the outbox's sender are written to this socket from inside
-    /// [`Session::recv`], so a publisher never waits on a subscriber's socket; a full outbox
-    /// is the publisher's sign of a slow consumer.
+    /// [`Session::recv`] (or by the publisher itself, for an outbox with a direct writer), so
+    /// a publisher never waits on a subscriber's socket; a full outbox is the publisher's sign
+    /// of a slow consumer. While the endpoint handles a frame from [`Session::recv`], its
+    /// answers come before any delivery.
     pub fn attach_outbound(&mut self, rx: Outbox) {
         self.outbound = Some(rx);
     }
@@ -180,6 +183,13 @@ impl Session {
     /// Like [`Session::recv`], and also tells the endpoint when the credential was refreshed.
     pub async fn recv_event(&mut self) -> Option<Incoming> {
         loop {
+            if self.closed_with.is_some() {
+                // A write closed the socket (see `write`).
+                return None;
+            }
+            if let Some(outbound) = &self.outbound {
+                outbound.release();
+            }
             let event = tokio::select! {
                 biased;
                 _ = self.shutdown.as_mut() => Event::Shutdown,
@@ -191,13 +201,15 @@ impl Session {
             let msg = match event {
                 Event::Shutdown => return self.end(CloseReason::Shutdown).await,
                 Event::Ordered(reason) => return self.end(reason).await,
-                Event::Outbound(Some(text)) => {
-                    if !self.send(Message::Text(text)).await {
-                        return None;
-                    }
+                Event::Outbound(Outgoing::Frame(text)) => {
+                    self.send(Message::Text(text)).await;
                     continue;
                 }
-                Event::Outbound(None) => {
+                Event::Outbound(Outgoing::Flush) => {
+                    self.write(Write::Flush).await;
+                    continue;
+                }
+                Event::Outbound(Outgoing::Overflowed) => {
                     return self.end(CloseReason::SlowConsumer).await;
                 }
                 Event::Tick => {
@@ -222,11 +234,13 @@ impl Session {
                 Some(Ok(Message::Text(t))) if is_refresh(&t) => {
                     Box::pin(self.refresh(&t)).await;
                     if std::mem::take(&mut self.refreshed) {
+                        self.hold_outbound();
                         return Some(Incoming::Refreshed);
                     }
                 }
                 Some(Ok(m @ (Message::Text(_) | Message::Binary(_)))) => {
                     self.msgs_in += 1;
+                    self.hold_outbound();
                     return Some(Incoming::Frame(m));
                 }
                 // Pings are answered by tungstenite; a Close is answered when we poll again.
@@ -241,10 +255,56 @@ impl Session {
         }
     }
 
-    /// Sends one frame; `false` when the socket is gone.
+    /// Sends one frame; `false` when the socket is gone, or closed: a write that waits on a
+    /// peer that does not read yields to the session's endings (shutdown, a close order,
+    /// expiry, the outbox overflowing, the idle period) and closes with their reason.
     pub async fn send(&mut self, msg: Message) -> bool {
         self.msgs_out += 1;
-        self.socket.send(msg).await.is_ok()
+        self.write(Write::Frame(msg)).await
+    }
+
+    /// Frames a publisher wrote straight to the socket since the last count.
+    fn written_directly(&self) -> u64 {
+        self.outbound.as_ref().map_or(0, Outbox::take_written)
+    }
+
+    /// Deliveries wait while the endpoint answers the frame it is given.
+    fn hold_outbound(&self) {
+        if let Some(outbound) = &self.outbound {
+            outbound.hold();
+        }
+    }
+
+    /// A write that yields to the session's endings ([`Stops`]): `false` when the socket is
+    /// gone, or when an ending came first (the socket is then closed with its reason).
+    async fn write(&mut self, write: Write) -> bool {
+        use futures_util::SinkExt;
+        let (socket, stops) = self.split();
+        let io = async move {
+            match write {
+                Write::Frame(msg) => socket.send(msg).await,
+                Write::Flush => socket.flush().await,
+            }
+        };
+        match stops.bound(io).await {
+            Ok(sent) => sent,
+            Err(reason) => {
+                self.close_in_place(reason).await;
+                false
+            }
+        }
+    }
+
+    /// The socket, and what a write to it must yield to: borrowed apart.
+    fn split(&mut self) -> (&mut WebSocket, Stops<'_>) {
+        let stops = Stops {
+            shutdown: &mut self.shutdown,
+            registration: &mut self.registration,
+            expires: self.expires,
+            outbound: self.outbound.as_ref(),
+            stall: self.idle,
+        };
+        (&mut self.socket, stops)
     }
 
     /// Closes for `reason` and waits (bounded) for the peer's reply.
@@ -253,12 +313,18 @@ impl Session {
     }
 
     async fn end<T>(&mut self, reason: CloseReason) -> Option<T> {
-        self.close_in_place(reason).await;
+        if self.closed_with.is_none() {
+            self.close_in_place(reason).await;
+        }
         None
     }
 
     async fn close_in_place(&mut self, reason: CloseReason) {
         self.closed_with = Some(reason.code());
+        if let Some(outbound) = &self.outbound {
+            // Nothing may follow the close frame, deliveries included.
+            outbound.close();
+        }
         // Boxed: a cold path whose state would otherwise sit in every idle connection's task.
         Box::pin(close_with(&mut self.socket, Some(reason.frame()))).await;
     }
@@ -319,7 +385,7 @@ impl Session {
             self.warn_at = None;
             if let Some(expires_at) = self.identity.expires_at() {
                 let frame = ServerFrame::Expiring { expires_at }.to_text();
-                if self.socket.send(Message::text(frame)).await.is_err() {
+                if !self.write(Write::Frame(Message::text(frame))).await {
                     return Some(CloseReason::ClientGone);
                 }
             }
@@ -335,28 +401,84 @@ impl Session {
             // later. Sending it now, a little early, saves a second wake-up per ping round:
             // one timer event per idle connection per half period, not two.
             if quiet + idle / PING_SLACK_DIVISOR >= idle / 2 && !pinged {
-                if self
-                    .socket
-                    .send(Message::Ping(Default::default()))
+                if !self
+                    .write(Write::Frame(Message::Ping(Default::default())))
                     .await
-                    .is_err()
                 {
                     return Some(CloseReason::IdleTimeout);
                 }
                 self.last_ping = Some(now);
             }
         }
-        crate::metrics::messages(self.msgs_in, self.msgs_out);
+        crate::metrics::messages(self.msgs_in, self.msgs_out + self.written_directly());
         (self.msgs_in, self.msgs_out) = (0, 0);
         self.arm();
         None
     }
 }
 
-async fn next_outbound(outbound: &mut Option<Outbox>) -> Option<Utf8Bytes> {
+async fn next_outbound(outbound: &mut Option<Outbox>) -> Outgoing {
     match outbound {
         Some(rx) => rx.recv().await,
         None => std::future::pending().await,
+    }
+}
+
+/// What [`Session::write`] does.
+enum Write {
+    Frame(Message),
+    /// Sends what the socket holds (the end of a frame a publisher wrote directly).
+    Flush,
+}
+
+/// What a write to a peer that does not read must yield to, so that no write waits for ever:
+/// shutdown, a close order, the credential's expiry, the outbox overflowing (the peer reads
+/// slower than it is sent to), and — when idle timeouts are on — the idle period passing
+/// without the write completing.
+pub(crate) struct Stops<'a> {
+    shutdown: &'a mut Pin<Box<WaitForCancellationFutureOwned>>,
+    registration: &'a mut Option<Registration>,
+    expires: Option<Instant>,
+    outbound: Option<&'a Outbox>,
+    stall: Option<Duration>,
+}
+
+impl Stops<'_> {
+    /// `Ok(sent)` when the write finished (`false`: the connection failed), `Err(reason)`
+    /// when the session must end first.
+    pub(crate) async fn bound<E>(
+        self,
+        write: impl std::future::Future<Output = Result<(), E>>,
+    ) -> Result<bool, CloseReason> {
+        // The write is polled first: when it completes at once (nearly always), nothing else
+        // is polled and no timer is registered.
+        let expiry = async {
+            match self.expires {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
+        let stall = async {
+            match self.stall {
+                Some(d) => tokio::time::sleep(d).await,
+                None => std::future::pending().await,
+            }
+        };
+        let overflowed = async {
+            match self.outbound {
+                Some(o) => o.overflowed().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            biased;
+            sent = write => Ok(sent.is_ok()),
+            _ = self.shutdown.as_mut() => Err(CloseReason::Shutdown),
+            reason = ordered(self.registration) => Err(reason),
+            _ = expiry => Err(CloseReason::TokenExpired),
+            _ = overflowed => Err(CloseReason::SlowConsumer),
+            _ = stall => Err(CloseReason::IdleTimeout),
+        }
     }
 }
 

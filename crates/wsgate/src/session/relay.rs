@@ -2,15 +2,11 @@
 //! peer. Everything the guard enforces still holds (expiry, revocation, shutdown, limits),
 //! and every way a relay can end is mapped to a close on each side ([`RelayEnd`]).
 
-use std::pin::Pin;
-
 use axum::extract::ws::Message;
 use tokio::time::Instant;
-use tokio_util::sync::WaitForCancellationFutureOwned;
 
 use super::{Session, ordered, until, violation};
 use crate::protocol::{CloseReason, close_with, is_refresh};
-use crate::registry::Registration;
 
 /// What woke the relay up.
 enum RelayEvent {
@@ -52,7 +48,8 @@ impl Session {
     ///
     /// Backpressure: one frame is in flight at a time, so a side that does not read stops
     /// the reading of the other (memory stays bounded by the socket buffers), and a blocked
-    /// write still yields to the session's endings.
+    /// write still yields to the session's endings — the idle period passing without the
+    /// write completing among them.
     pub async fn relay(mut self, upstream: crate::relay::Connected, refresh_frames: bool) {
         use crate::protocol::code_of;
         use crate::relay::convert;
@@ -85,15 +82,8 @@ impl Session {
                             continue;
                         };
                         to_client += 1;
-                        let send = self.socket.send(m);
-                        match bounded(
-                            send,
-                            &mut self.shutdown,
-                            &mut self.registration,
-                            self.expires,
-                        )
-                        .await
-                        {
+                        let (socket, stops) = self.split();
+                        match stops.bound(socket.send(m)).await {
                             Ok(true) => continue,
                             Ok(false) => break RelayEnd::ClientLost,
                             Err(reason) => break RelayEnd::Both(reason),
@@ -120,15 +110,8 @@ impl Session {
                         continue;
                     }
                     to_upstream += 1;
-                    let send = up.send(convert::to_upstream(m));
-                    match bounded(
-                        send,
-                        &mut self.shutdown,
-                        &mut self.registration,
-                        self.expires,
-                    )
-                    .await
-                    {
+                    let (_, stops) = self.split();
+                    match stops.bound(up.send(convert::to_upstream(m))).await {
                         Ok(true) => {}
                         Ok(false) => break RelayEnd::UpstreamLost,
                         Err(reason) => break RelayEnd::Both(reason),
@@ -189,14 +172,16 @@ impl Session {
 
 use tokio_tungstenite::tungstenite::protocol::CloseFrame as UpCloseFrame;
 
-/// Sends the upstream a close frame and waits (bounded) for its answer.
+/// Sends the upstream a close frame and waits for its answer, all within the close wait.
 async fn close_upstream(up: &mut crate::relay::UpstreamSocket, frame: Option<UpCloseFrame>) {
-    use futures_util::SinkExt;
+    use futures_util::{SinkExt, StreamExt};
     use tokio_tungstenite::tungstenite::Message as UpMessage;
-    if up.send(UpMessage::Close(frame)).await.is_err() {
-        return;
-    }
-    drain_upstream(up).await;
+    let _ = tokio::time::timeout(crate::protocol::CLOSE_WAIT, async {
+        if up.send(UpMessage::Close(frame)).await.is_ok() {
+            while let Some(Ok(_)) = up.next().await {}
+        }
+    })
+    .await;
 }
 
 /// The close handshake's bounded wait, for the upstream side.
@@ -206,27 +191,4 @@ async fn drain_upstream(up: &mut crate::relay::UpstreamSocket) {
         while let Some(Ok(_)) = up.next().await {}
     })
     .await;
-}
-
-/// A write to one side of a relay that still yields to the session's endings: `Ok(sent)`,
-/// or `Err` with the close code when the session ended while the peer was not reading.
-async fn bounded<E>(
-    send: impl std::future::Future<Output = Result<(), E>>,
-    shutdown: &mut Pin<Box<WaitForCancellationFutureOwned>>,
-    registration: &mut Option<Registration>,
-    expires: Option<Instant>,
-) -> Result<bool, CloseReason> {
-    let expiry = async {
-        match expires {
-            Some(at) => tokio::time::sleep_until(at).await,
-            None => std::future::pending().await,
-        }
-    };
-    tokio::select! {
-        biased;
-        _ = shutdown.as_mut() => Err(CloseReason::Shutdown),
-        reason = ordered(registration) => Err(reason),
-        _ = expiry => Err(CloseReason::TokenExpired),
-        sent = send => Ok(sent.is_ok()),
-    }
 }

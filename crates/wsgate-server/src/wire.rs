@@ -1,0 +1,141 @@
+//! A connection's write side, shared by the connection's own task and the publishers that
+//! write pub/sub deliveries to it directly (`wsgate::outbox`'s direct writes).
+//!
+//! Fan-out at the machine's floor means one `write` per subscriber from the publisher, with
+//! no task woken: so the publisher must be able to write to a socket that hyper and
+//! tungstenite also write to. Two writers on one byte stream stay correct only if neither
+//! ever leaves part of a frame unsent while the other writes. [`Wire`] makes that hold:
+//! - a write from the connection's own stack is taken **whole or not at all**: when the
+//!   kernel takes only the start of it, the rest is kept here (`pending`) and reported
+//!   written, so tungstenite never holds a frame's tail of its own; its flush waits until
+//!   `pending` is sent;
+//! - a publisher's frame ([`DirectWrite::try_write_frame`]) is written only when nothing is
+//!   pending and the connection's task is not writing at that very moment (the lock is free);
+//!   if the kernel takes only part of it, the rest is kept the same way and the connection's
+//!   task flushes it (the outbox tells it to).
+//!
+//! So every write call's bytes reach the socket contiguously, and frames never interleave.
+//! `pending` holds at most the end of one write (a frame, or tungstenite's batch of frames);
+//! it owns no memory while empty.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::{Mutex, MutexGuard};
+use std::task::{Context, Poll, ready};
+
+use tokio::io::AsyncWrite;
+use tokio::net::tcp::OwnedWriteHalf;
+use wsgate::outbox::{DirectWrite, Written};
+
+/// The write half of one TCP connection.
+pub struct Wire {
+    writer: Mutex<Writer>,
+}
+
+struct Writer {
+    half: OwnedWriteHalf,
+    /// Accepted, not yet in the kernel: the end of one write, sent before anything else.
+    pending: Vec<u8>,
+}
+
+impl Wire {
+    pub fn new(half: OwnedWriteHalf) -> Self {
+        Self {
+            writer: Mutex::new(Writer {
+                half,
+                pending: Vec::new(),
+            }),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Writer> {
+        self.writer.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The connection's own write: all of `buf` is taken (its unsent end kept), or none.
+    pub fn poll_write(&self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        let mut w = self.lock();
+        ready!(w.poll_drain(cx))?;
+        let n = ready!(Pin::new(&mut w.half).poll_write(cx, buf))?;
+        if n > 0 && n < buf.len() {
+            w.pending.extend_from_slice(&buf[n..]);
+        }
+        Poll::Ready(Ok(if n == 0 { 0 } else { buf.len() }))
+    }
+
+    /// Like [`Wire::poll_write`], for several buffers written as one.
+    pub fn poll_write_vectored(
+        &self,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let mut w = self.lock();
+        ready!(w.poll_drain(cx))?;
+        let n = ready!(Pin::new(&mut w.half).poll_write_vectored(cx, bufs))?;
+        let total: usize = bufs.iter().map(|b| b.len()).sum();
+        if n == 0 {
+            return Poll::Ready(Ok(0));
+        }
+        let mut skip = n;
+        for b in bufs {
+            if skip >= b.len() {
+                skip -= b.len();
+            } else {
+                w.pending.extend_from_slice(&b[skip..]);
+                skip = 0;
+            }
+        }
+        Poll::Ready(Ok(total))
+    }
+
+    /// Sends what is pending; ready once the kernel has all of it.
+    pub fn poll_flush(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.lock().poll_drain(cx)
+    }
+
+    /// Sends what is pending, then ends the write direction.
+    pub fn poll_shutdown(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let mut w = self.lock();
+        ready!(w.poll_drain(cx))?;
+        Pin::new(&mut w.half).poll_shutdown(cx)
+    }
+}
+
+impl Writer {
+    fn poll_drain(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while !self.pending.is_empty() {
+            let n = ready!(Pin::new(&mut self.half).poll_write(cx, &self.pending))?;
+            if n == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            self.pending.drain(..n);
+        }
+        if self.pending.capacity() > 0 {
+            // Give the buffer back: an idle connection owns nothing here.
+            self.pending = Vec::new();
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl DirectWrite for Wire {
+    fn try_write_frame(&self, frame: &[u8]) -> Written {
+        // Busy (the connection's task is writing right now) or poisoned: queue it instead.
+        let Ok(mut w) = self.writer.try_lock() else {
+            return Written::Nothing;
+        };
+        if !w.pending.is_empty() {
+            return Written::Nothing;
+        }
+        match w.half.try_write(frame) {
+            Ok(n) if n == frame.len() => Written::All,
+            Ok(0) => Written::Nothing,
+            Ok(n) => {
+                w.pending.extend_from_slice(&frame[n..]);
+                Written::Part
+            }
+            // Full (`WouldBlock`) or failed: the connection's task writes it, or finds out.
+            Err(_) => Written::Nothing,
+        }
+    }
+}
