@@ -139,3 +139,68 @@ impl DirectWrite for Wire {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures_util::task::noop_waker_ref;
+    use tokio::io::AsyncReadExt;
+    use tokio::net::{TcpListener, TcpStream};
+
+    #[tokio::test]
+    async fn writes_take_turns_whole_and_in_order() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        let (_read, write) = server.into_split();
+        let wire = Wire::new(write);
+
+        // The connection's own writes, until the kernel takes only the start of one.
+        let chunk = vec![b'a'; 64 * 1024];
+        let mut cx = Context::from_waker(noop_waker_ref());
+        let mut accepted = 0;
+        while wire.lock().pending.is_empty() {
+            match wire.poll_write(&mut cx, &chunk) {
+                Poll::Ready(Ok(n)) => {
+                    assert_eq!(n, chunk.len(), "a write is taken whole");
+                    accepted += n;
+                }
+                other => panic!("the kernel stopped taking bytes at a write's edge: {other:?}"),
+            }
+        }
+        assert_eq!(
+            wire.try_write_frame(b"DIRECT"),
+            Written::Nothing,
+            "nothing beside a write's unsent end"
+        );
+        assert_eq!(
+            wire.poll_write(&mut cx, b"more").map(|r| r.ok()),
+            Poll::Pending,
+            "the owner's next write waits for the end too"
+        );
+
+        let reader = tokio::spawn(async move {
+            let mut got = Vec::new();
+            client.read_to_end(&mut got).await.unwrap();
+            got
+        });
+        std::future::poll_fn(|cx| wire.poll_flush(cx))
+            .await
+            .unwrap();
+        {
+            let _owner_writing = wire.lock();
+            assert_eq!(wire.try_write_frame(b"DIRECT"), Written::Nothing, "busy");
+        }
+        assert_eq!(wire.try_write_frame(b"DIRECT"), Written::All);
+        std::future::poll_fn(|cx| wire.poll_shutdown(cx))
+            .await
+            .unwrap();
+
+        let got = reader.await.unwrap();
+        assert_eq!(got.len(), accepted + b"DIRECT".len());
+        assert!(got[..accepted].iter().all(|&b| b == b'a'));
+        assert_eq!(&got[accepted..], b"DIRECT");
+    }
+}

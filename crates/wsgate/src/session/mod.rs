@@ -20,8 +20,10 @@ mod refresh;
 #[cfg(feature = "relay")]
 mod relay;
 
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use axum::extract::ws::{Message, WebSocket};
@@ -448,10 +450,15 @@ impl Stops<'_> {
     /// when the session must end first.
     pub(crate) async fn bound<E>(
         self,
-        write: impl std::future::Future<Output = Result<(), E>>,
+        write: impl Future<Output = Result<(), E>>,
     ) -> Result<bool, CloseReason> {
-        // The write is polled first: when it completes at once (nearly always), nothing else
-        // is polled and no timer is registered.
+        // Nearly always the write completes at once: then nothing else is built or polled,
+        // and no timer is registered.
+        let mut write = std::pin::pin!(write);
+        let first = std::future::poll_fn(|cx| Poll::Ready(write.as_mut().poll(cx))).await;
+        if let Poll::Ready(sent) = first {
+            return Ok(sent.is_ok());
+        }
         let expiry = async {
             match self.expires {
                 Some(at) => tokio::time::sleep_until(at).await,
@@ -472,7 +479,7 @@ impl Stops<'_> {
         };
         tokio::select! {
             biased;
-            sent = write => Ok(sent.is_ok()),
+            sent = &mut write => Ok(sent.is_ok()),
             _ = self.shutdown.as_mut() => Err(CloseReason::Shutdown),
             reason = ordered(self.registration) => Err(reason),
             _ = expiry => Err(CloseReason::TokenExpired),
