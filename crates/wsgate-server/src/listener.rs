@@ -34,7 +34,6 @@ use axum::extract::{ConnectInfo, Request};
 use axum::serve::{IncomingStream, Listener};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
-use tokio::net::tcp::OwnedReadHalf;
 use tokio::time::{Instant, Sleep};
 use tower_service::Service;
 
@@ -57,10 +56,8 @@ impl Listener for HandshakeDeadline {
 
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {
         let (stream, addr) = Listener::accept(&mut self.inner).await;
-        let (read, write) = stream.into_split();
         let io = DeadlineIo {
-            read,
-            wire: Arc::new(Wire::new(write)),
+            wire: Arc::new(Wire::new(stream)),
             timer: Some(Box::new(Timer {
                 timeout: self.timeout,
                 sleep: Box::pin(tokio::time::sleep(self.timeout)),
@@ -78,7 +75,6 @@ impl Listener for HandshakeDeadline {
 
 /// A TCP stream held to the deadline until it becomes a WebSocket.
 pub struct DeadlineIo {
-    read: OwnedReadHalf,
     wire: Arc<Wire>,
     /// `None` once upgraded: nothing left to time.
     timer: Option<Box<Timer>>,
@@ -148,7 +144,7 @@ impl HeadScan {
 
 impl DeadlineIo {
     pub fn stream(&self) -> &tokio::net::TcpStream {
-        self.read.as_ref()
+        self.wire.stream()
     }
 
     /// The connection's write side.
@@ -175,11 +171,11 @@ impl AsyncRead for DeadlineIo {
     ) -> Poll<io::Result<()>> {
         let this = &mut *self;
         let Some(timer) = &mut this.timer else {
-            return Pin::new(&mut this.read).poll_read(cx, buf);
+            return this.wire.poll_read(cx, buf);
         };
         timer.check(cx)?;
         let before = buf.filled().len();
-        let r = Pin::new(&mut this.read).poll_read(cx, buf);
+        let r = this.wire.poll_read(cx, buf);
         if let Poll::Ready(Ok(())) = r
             && timer.armed
             && timer.head.feed(&buf.filled()[before..]) == Some(true)

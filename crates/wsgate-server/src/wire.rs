@@ -19,46 +19,62 @@
 //! it owns no memory while empty.
 
 use std::io;
-use std::pin::Pin;
+use std::net::Shutdown;
 use std::sync::{Mutex, MutexGuard};
 use std::task::{Context, Poll, ready};
 
-use tokio::io::AsyncWrite;
-use tokio::net::tcp::OwnedWriteHalf;
+use tokio::io::ReadBuf;
+use tokio::net::TcpStream;
 use wsgate::outbox::{DirectWrite, Written};
 
-/// The write half of one TCP connection.
+/// One TCP connection, readable by its owner, writable by its owner and its publishers.
+/// One allocation per connection, made at accept.
 pub struct Wire {
-    writer: Mutex<Writer>,
-}
-
-struct Writer {
-    half: OwnedWriteHalf,
+    stream: TcpStream,
     /// Accepted, not yet in the kernel: the end of one write, sent before anything else.
-    pending: Vec<u8>,
+    /// Its lock is also what makes a publisher's write wait for none of the owner's.
+    pending: Mutex<Vec<u8>>,
 }
 
 impl Wire {
-    pub fn new(half: OwnedWriteHalf) -> Self {
+    pub fn new(stream: TcpStream) -> Self {
         Self {
-            writer: Mutex::new(Writer {
-                half,
-                pending: Vec::new(),
-            }),
+            stream,
+            pending: Mutex::new(Vec::new()),
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, Writer> {
-        self.writer.lock().unwrap_or_else(|p| p.into_inner())
+    pub fn stream(&self) -> &TcpStream {
+        &self.stream
     }
 
-    /// The connection's own write: all of `buf` is taken (its unsent end kept), or none.
+    fn lock(&self) -> MutexGuard<'_, Vec<u8>> {
+        self.pending.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The owner's read.
+    pub fn poll_read(&self, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        loop {
+            ready!(self.stream.poll_read_ready(cx))?;
+            // Readiness is cleared by a `WouldBlock`, and the next poll registers the waker.
+            match self.stream.try_read(buf.initialize_unfilled()) {
+                Ok(n) => {
+                    buf.advance(n);
+                    return Poll::Ready(Ok(()));
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
+    }
+
+    /// The owner's write: all of `buf` is taken (its unsent end kept), or none.
     pub fn poll_write(&self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        let mut w = self.lock();
-        ready!(w.poll_drain(cx))?;
-        let n = ready!(Pin::new(&mut w.half).poll_write(cx, buf))?;
+        let mut pending = self.lock();
+        ready!(self.poll_drain(&mut pending, cx))?;
+        let n = ready!(self.poll_io(cx, |s| s.try_write(buf)))?;
         if n > 0 && n < buf.len() {
-            w.pending.extend_from_slice(&buf[n..]);
+            pending.extend_from_slice(&buf[n..]);
         }
         Poll::Ready(Ok(if n == 0 { 0 } else { buf.len() }))
     }
@@ -69,10 +85,9 @@ impl Wire {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        let mut w = self.lock();
-        ready!(w.poll_drain(cx))?;
-        let n = ready!(Pin::new(&mut w.half).poll_write_vectored(cx, bufs))?;
-        let total: usize = bufs.iter().map(|b| b.len()).sum();
+        let mut pending = self.lock();
+        ready!(self.poll_drain(&mut pending, cx))?;
+        let n = ready!(self.poll_io(cx, |s| s.try_write_vectored(bufs)))?;
         if n == 0 {
             return Poll::Ready(Ok(0));
         }
@@ -81,38 +96,56 @@ impl Wire {
             if skip >= b.len() {
                 skip -= b.len();
             } else {
-                w.pending.extend_from_slice(&b[skip..]);
+                pending.extend_from_slice(&b[skip..]);
                 skip = 0;
             }
         }
-        Poll::Ready(Ok(total))
+        Poll::Ready(Ok(bufs.iter().map(|b| b.len()).sum()))
     }
 
     /// Sends what is pending; ready once the kernel has all of it.
     pub fn poll_flush(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.lock().poll_drain(cx)
+        let mut pending = self.lock();
+        self.poll_drain(&mut pending, cx)
     }
 
     /// Sends what is pending, then ends the write direction.
     pub fn poll_shutdown(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let mut w = self.lock();
-        ready!(w.poll_drain(cx))?;
-        Pin::new(&mut w.half).poll_shutdown(cx)
+        ready!(self.poll_flush(cx))?;
+        let r = socket2::SockRef::from(&self.stream).shutdown(Shutdown::Write);
+        // Already gone: nothing left to end.
+        Poll::Ready(match r {
+            Err(e) if e.kind() == io::ErrorKind::NotConnected => Ok(()),
+            r => r,
+        })
     }
-}
 
-impl Writer {
-    fn poll_drain(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        while !self.pending.is_empty() {
-            let n = ready!(Pin::new(&mut self.half).poll_write(cx, &self.pending))?;
+    /// A write attempt, retried once the socket is writable again.
+    fn poll_io(
+        &self,
+        cx: &mut Context<'_>,
+        mut write: impl FnMut(&TcpStream) -> io::Result<usize>,
+    ) -> Poll<io::Result<usize>> {
+        loop {
+            ready!(self.stream.poll_write_ready(cx))?;
+            match write(&self.stream) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                r => return Poll::Ready(r),
+            }
+        }
+    }
+
+    fn poll_drain(&self, pending: &mut Vec<u8>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while !pending.is_empty() {
+            let n = ready!(self.poll_io(cx, |s| s.try_write(pending)))?;
             if n == 0 {
                 return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
             }
-            self.pending.drain(..n);
+            pending.drain(..n);
         }
-        if self.pending.capacity() > 0 {
+        if pending.capacity() > 0 {
             // Give the buffer back: an idle connection owns nothing here.
-            self.pending = Vec::new();
+            *pending = Vec::new();
         }
         Poll::Ready(Ok(()))
     }
@@ -120,21 +153,21 @@ impl Writer {
 
 impl DirectWrite for Wire {
     fn try_write_frame(&self, frame: &[u8]) -> Written {
-        // Busy (the connection's task is writing right now) or poisoned: queue it instead.
-        let Ok(mut w) = self.writer.try_lock() else {
+        // Busy (the owner is writing right now) or poisoned: queue it instead.
+        let Ok(mut pending) = self.pending.try_lock() else {
             return Written::Nothing;
         };
-        if !w.pending.is_empty() {
+        if !pending.is_empty() {
             return Written::Nothing;
         }
-        match w.half.try_write(frame) {
+        match self.stream.try_write(frame) {
             Ok(n) if n == frame.len() => Written::All,
             Ok(0) => Written::Nothing,
             Ok(n) => {
-                w.pending.extend_from_slice(&frame[n..]);
+                pending.extend_from_slice(&frame[n..]);
                 Written::Part
             }
-            // Full (`WouldBlock`) or failed: the connection's task writes it, or finds out.
+            // Full (`WouldBlock`) or failed: the owner writes it, or finds out.
             Err(_) => Written::Nothing,
         }
     }
@@ -154,14 +187,13 @@ mod tests {
             .await
             .unwrap();
         let (server, _) = listener.accept().await.unwrap();
-        let (_read, write) = server.into_split();
-        let wire = Wire::new(write);
+        let wire = Wire::new(server);
 
         // The connection's own writes, until the kernel takes only the start of one.
         let chunk = vec![b'a'; 64 * 1024];
         let mut cx = Context::from_waker(noop_waker_ref());
         let mut accepted = 0;
-        while wire.lock().pending.is_empty() {
+        while wire.lock().is_empty() {
             match wire.poll_write(&mut cx, &chunk) {
                 Poll::Ready(Ok(n)) => {
                     assert_eq!(n, chunk.len(), "a write is taken whole");

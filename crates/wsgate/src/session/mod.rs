@@ -280,14 +280,24 @@ impl Session {
     /// A write that yields to the session's endings ([`Stops`]): `false` when the socket is
     /// gone, or when an ending came first (the socket is then closed with its reason).
     async fn write(&mut self, write: Write) -> bool {
-        use futures_util::SinkExt;
-        let (socket, stops) = self.split();
-        let io = async move {
-            match write {
-                Write::Frame(msg) => socket.send(msg).await,
-                Write::Flush => socket.flush().await,
-            }
+        let mut msg = match write {
+            Write::Frame(msg) => Some(msg),
+            Write::Flush => None,
         };
+        // A poll function, not `SinkExt::send`: this state sits in every connection's task.
+        let socket = &mut self.socket;
+        let first = std::future::poll_fn(|cx| Poll::Ready(poll_write(socket, &mut msg, cx))).await;
+        if let Poll::Ready(sent) = first {
+            return sent.is_ok();
+        }
+        // The peer is not reading: boxed, a cold path whose timers would otherwise be part of
+        // every task.
+        Box::pin(self.write_waiting(msg)).await
+    }
+
+    async fn write_waiting(&mut self, mut msg: Option<Message>) -> bool {
+        let (socket, stops) = self.split();
+        let io = std::future::poll_fn(move |cx| poll_write(socket, &mut msg, cx));
         match stops.bound(io).await {
             Ok(sent) => sent,
             Err(reason) => {
@@ -426,6 +436,22 @@ async fn next_outbound(outbound: &mut Option<Outbox>) -> Outgoing {
     }
 }
 
+/// Sends `msg` (when given) and flushes the socket.
+fn poll_write(
+    socket: &mut WebSocket,
+    msg: &mut Option<Message>,
+    cx: &mut std::task::Context<'_>,
+) -> Poll<Result<(), axum::Error>> {
+    use futures_util::Sink;
+    if msg.is_some() {
+        std::task::ready!(Pin::new(&mut *socket).poll_ready(cx))?;
+        if let Some(m) = msg.take() {
+            Pin::new(&mut *socket).start_send(m)?;
+        }
+    }
+    Pin::new(socket).poll_flush(cx)
+}
+
 /// What [`Session::write`] does.
 enum Write {
     Frame(Message),
@@ -459,6 +485,14 @@ impl Stops<'_> {
         if let Poll::Ready(sent) = first {
             return Ok(sent.is_ok());
         }
+        // Boxed: a cold path whose timers would otherwise sit in every relay's task.
+        Box::pin(self.wait(write)).await
+    }
+
+    async fn wait<E>(
+        self,
+        write: Pin<&mut impl Future<Output = Result<(), E>>>,
+    ) -> Result<bool, CloseReason> {
         let expiry = async {
             match self.expires {
                 Some(at) => tokio::time::sleep_until(at).await,
@@ -479,7 +513,7 @@ impl Stops<'_> {
         };
         tokio::select! {
             biased;
-            sent = &mut write => Ok(sent.is_ok()),
+            sent = write => Ok(sent.is_ok()),
             _ = self.shutdown.as_mut() => Err(CloseReason::Shutdown),
             reason = ordered(self.registration) => Err(reason),
             _ = expiry => Err(CloseReason::TokenExpired),
