@@ -55,9 +55,18 @@ impl Listener for HandshakeDeadline {
     type Addr = std::net::SocketAddr;
 
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        let (stream, addr) = Listener::accept(&mut self.inner).await;
+        let (wire, addr) = loop {
+            let (stream, addr) = Listener::accept(&mut self.inner).await;
+            match Wire::new(stream) {
+                Ok(wire) => break (wire, addr),
+                // The reactor could not take the socket (out of memory): drop this connection.
+                Err(e) => {
+                    tracing::warn!(target: "wsgate::conn", error = %e, "connection dropped: cannot register the socket")
+                }
+            }
+        };
         let io = DeadlineIo {
-            wire: Arc::new(Wire::new(stream)),
+            wire: Arc::new(wire),
             timer: Some(Box::new(Timer {
                 timeout: self.timeout,
                 sleep: Box::pin(tokio::time::sleep(self.timeout)),
@@ -143,7 +152,7 @@ impl HeadScan {
 }
 
 impl DeadlineIo {
-    pub fn stream(&self) -> &tokio::net::TcpStream {
+    pub fn stream(&self) -> &std::net::TcpStream {
         self.wire.stream()
     }
 

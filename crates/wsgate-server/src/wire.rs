@@ -18,34 +18,49 @@
 //! `pending` holds at most the end of one write (a frame, or tungstenite's batch of frames);
 //! it owns no memory while empty.
 
-use std::io;
-use std::net::Shutdown;
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, TcpStream};
 use std::sync::{Mutex, MutexGuard};
 use std::task::{Context, Poll, ready};
 
 use tokio::io::ReadBuf;
-use tokio::net::TcpStream;
+use tokio::io::unix::AsyncFd;
 use wsgate::outbox::{DirectWrite, Written};
 
+/// The most one read takes: what a typical upgrade request needs, and as much as a WebSocket
+/// read takes (`SocketSettings`: 2 KiB read buffer).
+const READ_CHUNK: usize = 2 * 1024;
+
 /// One TCP connection, readable by its owner, writable by its owner and its publishers.
-/// One allocation per connection, made at accept.
+/// One allocation per connection, made at accept. The socket sits in tokio's reactor as an
+/// `AsyncFd` so that readiness is handled as tokio's own `TcpStream` does (a short read or
+/// write means the kernel is drained or full: wait for the next edge, no extra syscall),
+/// while every write can be made through a shared reference.
 pub struct Wire {
-    stream: TcpStream,
+    fd: AsyncFd<TcpStream>,
     /// Accepted, not yet in the kernel: the end of one write, sent before anything else.
     /// Its lock is also what makes a publisher's write wait for none of the owner's.
     pending: Mutex<Vec<u8>>,
 }
 
 impl Wire {
-    pub fn new(stream: TcpStream) -> Self {
-        Self {
-            stream,
+    /// Takes an accepted stream over from tokio's `TcpStream`.
+    pub fn new(stream: tokio::net::TcpStream) -> io::Result<Self> {
+        // `into_std` leaves the socket non-blocking.
+        let stream = stream.into_std()?;
+        // SAFETY: `register` needs the descriptor to stay open, and the same, for as long as
+        // it is registered. The `AsyncFd` owns the `TcpStream` that owns the descriptor, and
+        // gives out only `&TcpStream`, with which it cannot be closed or replaced; dropping
+        // the `AsyncFd` deregisters it before the stream closes it.
+        let fd = unsafe { AsyncFd::register(stream) }.map_err(io::Error::from)?;
+        Ok(Self {
+            fd,
             pending: Mutex::new(Vec::new()),
-        }
+        })
     }
 
     pub fn stream(&self) -> &TcpStream {
-        &self.stream
+        self.fd.get_ref()
     }
 
     fn lock(&self) -> MutexGuard<'_, Vec<u8>> {
@@ -55,15 +70,22 @@ impl Wire {
     /// The owner's read.
     pub fn poll_read(&self, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         loop {
-            ready!(self.stream.poll_read_ready(cx))?;
-            // Readiness is cleared by a `WouldBlock`, and the next poll registers the waker.
-            match self.stream.try_read(buf.initialize_unfilled()) {
-                Ok(n) => {
+            let mut ready = ready!(self.fd.poll_read_ready(cx))?;
+            // Safe code reads into initialized memory only, and hyper hands over a fresh
+            // uninitialized buffer for every read: zero at most one read's worth of it.
+            let len = buf.remaining().min(READ_CHUNK);
+            let unfilled = buf.initialize_unfilled_to(len);
+            match ready.try_io(|fd| fd.get_ref().read(unfilled)) {
+                Ok(Ok(n)) => {
+                    if n > 0 && n < len {
+                        ready.clear_ready();
+                    }
                     buf.advance(n);
                     return Poll::Ready(Ok(()));
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                Err(e) => return Poll::Ready(Err(e)),
+                Ok(Err(e)) => return Poll::Ready(Err(e)),
+                // `WouldBlock`: readiness was cleared; the next poll registers the waker.
+                Err(_) => continue,
             }
         }
     }
@@ -72,7 +94,7 @@ impl Wire {
     pub fn poll_write(&self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         let mut pending = self.lock();
         ready!(self.poll_drain(&mut pending, cx))?;
-        let n = ready!(self.poll_io(cx, |s| s.try_write(buf)))?;
+        let n = ready!(self.poll_io(cx, buf.len(), |mut s| s.write(buf)))?;
         if n > 0 && n < buf.len() {
             pending.extend_from_slice(&buf[n..]);
         }
@@ -87,7 +109,8 @@ impl Wire {
     ) -> Poll<io::Result<usize>> {
         let mut pending = self.lock();
         ready!(self.poll_drain(&mut pending, cx))?;
-        let n = ready!(self.poll_io(cx, |s| s.try_write_vectored(bufs)))?;
+        let total: usize = bufs.iter().map(|b| b.len()).sum();
+        let n = ready!(self.poll_io(cx, total, |mut s| s.write_vectored(bufs)))?;
         if n == 0 {
             return Poll::Ready(Ok(0));
         }
@@ -100,7 +123,7 @@ impl Wire {
                 skip = 0;
             }
         }
-        Poll::Ready(Ok(bufs.iter().map(|b| b.len()).sum()))
+        Poll::Ready(Ok(total))
     }
 
     /// Sends what is pending; ready once the kernel has all of it.
@@ -112,32 +135,38 @@ impl Wire {
     /// Sends what is pending, then ends the write direction.
     pub fn poll_shutdown(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         ready!(self.poll_flush(cx))?;
-        let r = socket2::SockRef::from(&self.stream).shutdown(Shutdown::Write);
         // Already gone: nothing left to end.
-        Poll::Ready(match r {
+        Poll::Ready(match self.stream().shutdown(Shutdown::Write) {
             Err(e) if e.kind() == io::ErrorKind::NotConnected => Ok(()),
             r => r,
         })
     }
 
-    /// A write attempt, retried once the socket is writable again.
+    /// A write of `len` bytes, retried once the socket is writable again.
     fn poll_io(
         &self,
         cx: &mut Context<'_>,
+        len: usize,
         mut write: impl FnMut(&TcpStream) -> io::Result<usize>,
     ) -> Poll<io::Result<usize>> {
         loop {
-            ready!(self.stream.poll_write_ready(cx))?;
-            match write(&self.stream) {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                r => return Poll::Ready(r),
+            let mut ready = ready!(self.fd.poll_write_ready(cx))?;
+            match ready.try_io(|fd| write(fd.get_ref())) {
+                Ok(Ok(n)) => {
+                    if n > 0 && n < len {
+                        ready.clear_ready();
+                    }
+                    return Poll::Ready(Ok(n));
+                }
+                Ok(Err(e)) => return Poll::Ready(Err(e)),
+                Err(_) => continue,
             }
         }
     }
 
     fn poll_drain(&self, pending: &mut Vec<u8>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         while !pending.is_empty() {
-            let n = ready!(self.poll_io(cx, |s| s.try_write(pending)))?;
+            let n = ready!(self.poll_io(cx, pending.len(), |mut s| s.write(pending)))?;
             if n == 0 {
                 return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
             }
@@ -160,7 +189,9 @@ impl DirectWrite for Wire {
         if !pending.is_empty() {
             return Written::Nothing;
         }
-        match self.stream.try_write(frame) {
+        // Straight to the kernel: tokio's readiness may stay stale on a `WouldBlock` here,
+        // which only costs the owner's next write one syscall to find out.
+        match self.stream().write(frame) {
             Ok(n) if n == frame.len() => Written::All,
             Ok(0) => Written::Nothing,
             Ok(n) => {
@@ -187,10 +218,12 @@ mod tests {
             .await
             .unwrap();
         let (server, _) = listener.accept().await.unwrap();
-        let wire = Wire::new(server);
+        let wire = Wire::new(server).unwrap();
 
         // The connection's own writes, until the kernel takes only the start of one.
         let chunk = vec![b'a'; 64 * 1024];
+        // A socket just handed to the reactor is writable once the reactor has seen it.
+        drop(wire.fd.writable().await.unwrap());
         let mut cx = Context::from_waker(noop_waker_ref());
         let mut accepted = 0;
         while wire.lock().is_empty() {
