@@ -312,3 +312,28 @@ async fn refresh_that_loses_a_permission_unsubscribes() {
         1
     );
 }
+
+#[tokio::test]
+async fn a_frames_answer_comes_before_the_deliveries_it_causes() {
+    // On one node a publisher's own copy is written by the publisher's socket itself: it
+    // must not overtake the `published` answer to the frame that caused it (nor, the same
+    // way, any delivery overtake a `subscribed`).
+    let s = start().await;
+    let mut a = join(&s, &tok("alice", &["chat:*"], &["chat:*"])).await;
+    assert_eq!(
+        ask(&mut a, json!({"type":"subscribe","channel":"chat:1"})).await["type"],
+        "subscribed"
+    );
+    for id in 0..20 {
+        let publish = json!({"type":"publish","channel":"chat:1","data":id,"id":id});
+        assert_eq!(
+            ask(&mut a, publish).await,
+            json!({"type":"published","channel":"chat:1","id":id})
+        );
+        let own = next_json(&mut a).await;
+        assert_eq!(
+            (&own["type"], &own["data"]),
+            (&json!("message"), &json!(id))
+        );
+    }
+}
