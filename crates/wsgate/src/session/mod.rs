@@ -40,6 +40,9 @@ use crate::verify::now_unix;
 const SECOND: Duration = Duration::from_secs(1);
 /// A ping is sent up to `idle / 16` before half the idle period (see `tick`).
 const PING_SLACK_DIVISOR: u32 = 16;
+/// How long a write may wait on a peer that reads nothing when idle timeouts are off (like
+/// nginx's `send_timeout`); with them on, the idle period is the bound.
+const WRITE_STALL: Duration = Duration::from_secs(60);
 /// Deadlines further away than this (ten years) are treated as this far.
 const MAX_DEADLINE_SECS: u64 = 10 * 365 * 24 * 3600;
 
@@ -259,7 +262,7 @@ impl Session {
 
     /// Sends one frame; `false` when the socket is gone, or closed: a write that waits on a
     /// peer that does not read yields to the session's endings (shutdown, a close order,
-    /// expiry, the outbox overflowing, the idle period) and closes with their reason.
+    /// expiry, the outbox overflowing, the idle period or 60 s) and closes with their reason.
     pub async fn send(&mut self, msg: Message) -> bool {
         self.msgs_out += 1;
         self.write(Write::Frame(msg)).await
@@ -314,7 +317,7 @@ impl Session {
             registration: &mut self.registration,
             expires: self.expires,
             outbound: self.outbound.as_ref(),
-            stall: self.idle,
+            stall: self.idle.unwrap_or(WRITE_STALL),
         };
         (&mut self.socket, stops)
     }
@@ -461,14 +464,14 @@ enum Write {
 
 /// What a write to a peer that does not read must yield to, so that no write waits for ever:
 /// shutdown, a close order, the credential's expiry, the outbox overflowing (the peer reads
-/// slower than it is sent to), and — when idle timeouts are on — the idle period passing
+/// slower than it is sent to), and the idle period (60 s when idle timeouts are off) passing
 /// without the write completing.
 pub(crate) struct Stops<'a> {
     shutdown: &'a mut Pin<Box<WaitForCancellationFutureOwned>>,
     registration: &'a mut Option<Registration>,
     expires: Option<Instant>,
     outbound: Option<&'a Outbox>,
-    stall: Option<Duration>,
+    stall: Duration,
 }
 
 impl Stops<'_> {
@@ -499,12 +502,7 @@ impl Stops<'_> {
                 None => std::future::pending().await,
             }
         };
-        let stall = async {
-            match self.stall {
-                Some(d) => tokio::time::sleep(d).await,
-                None => std::future::pending().await,
-            }
-        };
+        let stall = tokio::time::sleep(self.stall);
         let overflowed = async {
             match self.outbound {
                 Some(o) => o.overflowed().await,

@@ -48,8 +48,8 @@ impl Session {
     ///
     /// Backpressure: one frame is in flight at a time, so a side that does not read stops
     /// the reading of the other (memory stays bounded by the socket buffers), and a blocked
-    /// write still yields to the session's endings — the idle period passing without the
-    /// write completing among them.
+    /// write still yields to the session's endings — the idle period (or 60 s) passing
+    /// without the write completing among them.
     pub async fn relay(mut self, upstream: crate::relay::Connected, refresh_frames: bool) {
         use crate::protocol::code_of;
         use crate::relay::convert;
