@@ -222,14 +222,26 @@ async fn metrics_show(url: &str, line: &str) {
     }
 }
 
+/// Publishes 1,000 messages of 16 KB on `firehose` (more than the loopback socket buffers
+/// and an outbox can hide), each `{"i": n, "pad": …}`.
+async fn firehose(s: &Server) {
+    let payload = "x".repeat(16_000);
+    for i in 0..1000 {
+        admin_publish(
+            s,
+            json!({"channel":"firehose","data":{"i":i,"pad":payload}}),
+        )
+        .await;
+    }
+}
+
 #[tokio::test]
 async fn a_slow_consumer_is_closed_and_others_keep_receiving() {
     let s = start().await;
     let mut slow = subscriber(&s, "slow", "firehose").await;
     let mut fast = subscriber(&s, "fast", "firehose").await;
-    // `fast` keeps reading while 16 MB is published (more than the loopback socket buffers
-    // can hide): every frame whole and in order, whether the publisher wrote it straight to
-    // the socket, in part, or through the socket's own task.
+    // `fast` keeps reading while the firehose runs: every frame whole and in order, whether
+    // the publisher wrote it straight to the socket, in part, or through the socket's task.
     let reader = tokio::spawn(async move {
         for i in 0..1000 {
             let m = next_json(&mut fast).await;
@@ -250,14 +262,7 @@ async fn a_slow_consumer_is_closed_and_others_keep_receiving() {
             }
         }
     });
-    let payload = "x".repeat(16_000);
-    for i in 0..1000 {
-        admin_publish(
-            &s,
-            json!({"channel":"firehose","data":{"i":i,"pad":payload}}),
-        )
-        .await;
-    }
+    firehose(&s).await;
     reader.await.unwrap();
     assert_eq!(slow_reader.await.unwrap(), 1008);
 }
@@ -269,14 +274,7 @@ async fn a_subscriber_that_never_reads_cannot_hold_its_socket() {
     let metrics = s.http("/metrics");
     metrics_show(&metrics, "wsgate_connections_open 1").await;
     // Enough to fill the socket buffers and then the outbox; `_stuck` never reads a byte.
-    let payload = "x".repeat(16_000);
-    for i in 0..1000 {
-        admin_publish(
-            &s,
-            json!({"channel":"firehose","data":{"i":i,"pad":payload}}),
-        )
-        .await;
-    }
+    firehose(&s).await;
     // Closed as slow without its help: the close frame cannot be delivered, and its wait is
     // bounded too.
     metrics_show(&metrics, "wsgate_slow_consumers_total 1").await;
