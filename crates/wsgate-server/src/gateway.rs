@@ -399,11 +399,13 @@ pub async fn serve(cfg: Config, origin: Origin) -> anyhow::Result<()> {
     let local = listener.local_addr()?;
     let handshake_timeout = Duration::from_millis(cfg.limits.handshake_timeout_ms);
     // Small frames (welcome, pings, chat messages) must not wait for Nagle's algorithm.
-    let listener = HandshakeDeadline::new(listener, handshake_timeout).tap_io(|io| {
-        if let Err(e) = io.stream().set_nodelay(true) {
-            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
-        }
-    });
+    let listener = HandshakeDeadline::new(listener, handshake_timeout)
+        .with_context(|| format!("cannot listen on {addr}"))?
+        .tap_io(|io| {
+            if let Err(e) = io.stream().set_nodelay(true) {
+                tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+            }
+        });
     tracing::info!(config = %origin, verifiers = ?services.built.summary, revocations = services.revocations.len(), "wsgate listening on {local}");
     for ep in &cfg.endpoints {
         tracing::info!(path = %ep.path, kind = ep.kind.as_str(), "endpoint ws://{local}{}", ep.path);

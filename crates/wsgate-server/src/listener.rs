@@ -32,6 +32,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::extract::{ConnectInfo, Request};
 use axum::serve::{IncomingStream, Listener};
+use tokio::io::unix::AsyncFd;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
 use tokio::time::{Instant, Sleep};
@@ -39,14 +40,34 @@ use tower_service::Service;
 
 use crate::wire::Wire;
 
+/// The listening socket; it accepts standard streams, which go into the reactor once, as
+/// their [`Wire`] (accepting tokio streams would register each twice).
 pub struct HandshakeDeadline {
-    inner: TcpListener,
+    inner: AsyncFd<std::net::TcpListener>,
     timeout: Duration,
 }
 
 impl HandshakeDeadline {
-    pub fn new(inner: TcpListener, timeout: Duration) -> Self {
-        Self { inner, timeout }
+    pub fn new(inner: TcpListener, timeout: Duration) -> io::Result<Self> {
+        // `into_std` leaves the socket non-blocking.
+        let inner = crate::wire::register(inner.into_std()?)?;
+        Ok(Self { inner, timeout })
+    }
+
+    /// The next connection, as a [`Wire`]; errors are the accept's or the registration's.
+    async fn next(&self) -> io::Result<(Wire, SocketAddr)> {
+        loop {
+            let mut ready = self.inner.readable().await?;
+            match ready.try_io(|l| l.get_ref().accept()) {
+                Ok(Ok((stream, addr))) => {
+                    stream.set_nonblocking(true)?;
+                    return Ok((Wire::new(stream)?, addr));
+                }
+                Ok(Err(e)) => return Err(e),
+                // `WouldBlock`: readiness was cleared; wait for the next connection.
+                Err(_) => continue,
+            }
+        }
     }
 }
 
@@ -56,12 +77,14 @@ impl Listener for HandshakeDeadline {
 
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {
         let (wire, addr) = loop {
-            let (stream, addr) = Listener::accept(&mut self.inner).await;
-            match Wire::new(stream) {
-                Ok(wire) => break (wire, addr),
-                // The reactor could not take the socket (out of memory): drop this connection.
+            match self.next().await {
+                Ok(next) => break next,
+                // A client that gave up before we accepted: nothing to do.
+                Err(e) if is_connection_error(&e) => {}
+                // Out of files or memory: log it, and give the machine a moment (as axum does).
                 Err(e) => {
-                    tracing::warn!(target: "wsgate::conn", error = %e, "connection dropped: cannot register the socket")
+                    tracing::error!(target: "wsgate::conn", error = %e, "cannot accept connections");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
                 }
             }
         };
@@ -78,8 +101,18 @@ impl Listener for HandshakeDeadline {
     }
 
     fn local_addr(&self) -> io::Result<Self::Addr> {
-        Listener::local_addr(&self.inner)
+        self.inner.get_ref().local_addr()
     }
+}
+
+/// Errors of one connection, not of the listener.
+fn is_connection_error(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionRefused
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::ConnectionReset
+    )
 }
 
 /// A TCP stream held to the deadline until it becomes a WebSocket.

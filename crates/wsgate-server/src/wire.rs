@@ -20,6 +20,7 @@
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpStream};
+use std::os::fd::AsRawFd;
 use std::sync::{Mutex, MutexGuard};
 use std::task::{Context, Poll, ready};
 
@@ -44,17 +45,10 @@ pub struct Wire {
 }
 
 impl Wire {
-    /// Takes an accepted stream over from tokio's `TcpStream`.
-    pub fn new(stream: tokio::net::TcpStream) -> io::Result<Self> {
-        // `into_std` leaves the socket non-blocking.
-        let stream = stream.into_std()?;
-        // SAFETY: `register` needs the descriptor to stay open, and the same, for as long as
-        // it is registered. The `AsyncFd` owns the `TcpStream` that owns the descriptor, and
-        // gives out only `&TcpStream`, with which it cannot be closed or replaced; dropping
-        // the `AsyncFd` deregisters it before the stream closes it.
-        let fd = unsafe { AsyncFd::register(stream) }.map_err(io::Error::from)?;
+    /// Takes an accepted, non-blocking stream into tokio's reactor.
+    pub fn new(stream: TcpStream) -> io::Result<Self> {
         Ok(Self {
-            fd,
+            fd: register(stream)?,
             pending: Mutex::new(Vec::new()),
         })
     }
@@ -180,6 +174,16 @@ impl Wire {
     }
 }
 
+/// An owned socket (`TcpStream`, `TcpListener`: types that own their descriptor) in tokio's
+/// reactor.
+pub(crate) fn register<S: AsRawFd>(socket: S) -> io::Result<AsyncFd<S>> {
+    // SAFETY: `register` needs the descriptor to stay open, and the same, for as long as it
+    // is registered. The `AsyncFd` owns the socket that owns the descriptor and gives out only
+    // `&S`, with which a `TcpStream` or `TcpListener` cannot be closed or replaced; dropping
+    // the `AsyncFd` deregisters it before the socket closes it.
+    unsafe { AsyncFd::register(socket) }.map_err(io::Error::from)
+}
+
 impl DirectWrite for Wire {
     fn try_write_frame(&self, frame: &[u8]) -> Written {
         // Busy (the owner is writing right now) or poisoned: queue it instead.
@@ -218,7 +222,7 @@ mod tests {
             .await
             .unwrap();
         let (server, _) = listener.accept().await.unwrap();
-        let wire = Wire::new(server).unwrap();
+        let wire = Wire::new(server.into_std().unwrap()).unwrap();
 
         // The connection's own writes, until the kernel takes only the start of one.
         let chunk = vec![b'a'; 64 * 1024];
