@@ -1,5 +1,6 @@
-//! A connection's write side, shared by the connection's own task and the publishers that
-//! write pub/sub deliveries to it directly (`wsgate::outbox`'s direct writes).
+//! A connection's socket: read by the connection's own stack, written by it and by the
+//! publishers that write pub/sub deliveries to it directly (`wsgate::outbox`'s direct writes).
+//! Also where sockets enter tokio's reactor ([`register`], the listener's too).
 //!
 //! Fan-out at the machine's floor means one `write` per subscriber from the publisher, with
 //! no task woken: so the publisher must be able to write to a socket that hyper and
