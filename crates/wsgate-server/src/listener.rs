@@ -199,6 +199,7 @@ impl DeadlineIo {
         let Some(timer) = &mut self.timer else { return };
         if data.starts_with(b"HTTP/1.1 101 ") {
             self.timer = None;
+            self.wire.upgraded();
         } else {
             timer.rearm();
         }

@@ -17,7 +17,10 @@
 //!
 //! So every write call's bytes reach the socket contiguously, and frames never interleave.
 //! `pending` holds at most the end of one write (a frame, or tungstenite's batch of frames);
-//! it owns no memory while empty.
+//! it owns no memory while empty. And nothing follows a close frame: once the connection is
+//! a WebSocket ([`Wire::upgraded`]), the owner's writes are looked at frame by frame, and the
+//! one that carries a Close (ours, or tungstenite's answer to the client's) ends the
+//! publishers' writes in the same critical section.
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpStream};
@@ -40,9 +43,18 @@ const READ_CHUNK: usize = 2 * 1024;
 /// while every write can be made through a shared reference.
 pub struct Wire {
     fd: AsyncFd<TcpStream>,
-    /// Accepted, not yet in the kernel: the end of one write, sent before anything else.
     /// Its lock is also what makes a publisher's write wait for none of the owner's.
-    pending: Mutex<Vec<u8>>,
+    out: Mutex<Out>,
+}
+
+#[derive(Default)]
+struct Out {
+    /// Accepted, not yet in the kernel: the end of one write, sent before anything else.
+    pending: Vec<u8>,
+    /// The 101 is written: the owner's writes are whole WebSocket frames.
+    websocket: bool,
+    /// The owner wrote a close frame: publishers write nothing more.
+    closed: bool,
 }
 
 impl Wire {
@@ -50,7 +62,7 @@ impl Wire {
     pub fn new(stream: TcpStream) -> io::Result<Self> {
         Ok(Self {
             fd: register(stream)?,
-            pending: Mutex::new(Vec::new()),
+            out: Mutex::default(),
         })
     }
 
@@ -58,8 +70,13 @@ impl Wire {
         self.fd.get_ref()
     }
 
-    fn lock(&self) -> MutexGuard<'_, Vec<u8>> {
-        self.pending.lock().unwrap_or_else(|p| p.into_inner())
+    fn lock(&self) -> MutexGuard<'_, Out> {
+        self.out.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The connection is a WebSocket from now on (its `101` is written).
+    pub fn upgraded(&self) {
+        self.lock().websocket = true;
     }
 
     /// The owner's read.
@@ -87,11 +104,14 @@ impl Wire {
 
     /// The owner's write: all of `buf` is taken (its unsent end kept), or none.
     pub fn poll_write(&self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        let mut pending = self.lock();
-        ready!(self.poll_drain(&mut pending, cx))?;
+        let mut out = self.lock();
+        ready!(self.poll_drain(&mut out.pending, cx))?;
+        if out.websocket && holds_close(buf) {
+            out.closed = true;
+        }
         let n = ready!(self.poll_io(cx, buf.len(), |mut s| s.write(buf)))?;
         if n > 0 && n < buf.len() {
-            pending.extend_from_slice(&buf[n..]);
+            out.pending.extend_from_slice(&buf[n..]);
         }
         Poll::Ready(Ok(if n == 0 { 0 } else { buf.len() }))
     }
@@ -102,8 +122,13 @@ impl Wire {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        let mut pending = self.lock();
-        ready!(self.poll_drain(&mut pending, cx))?;
+        let mut out = self.lock();
+        ready!(self.poll_drain(&mut out.pending, cx))?;
+        if out.websocket {
+            // Frames may span buffers; tungstenite writes one buffer at a time, so this is
+            // never taken: when in doubt, no more direct writes.
+            out.closed = true;
+        }
         let total: usize = bufs.iter().map(|b| b.len()).sum();
         let n = ready!(self.poll_io(cx, total, |mut s| s.write_vectored(bufs)))?;
         if n == 0 {
@@ -114,7 +139,7 @@ impl Wire {
             if skip >= b.len() {
                 skip -= b.len();
             } else {
-                pending.extend_from_slice(&b[skip..]);
+                out.pending.extend_from_slice(&b[skip..]);
                 skip = 0;
             }
         }
@@ -123,8 +148,8 @@ impl Wire {
 
     /// Sends what is pending; ready once the kernel has all of it.
     pub fn poll_flush(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let mut pending = self.lock();
-        self.poll_drain(&mut pending, cx)
+        let mut out = self.lock();
+        self.poll_drain(&mut out.pending, cx)
     }
 
     /// Sends what is pending, then ends the write direction.
@@ -175,6 +200,38 @@ impl Wire {
     }
 }
 
+/// Whether `bytes`, whole server frames (unmasked), hold a Close frame; `true` too when
+/// they cannot be read as frames (then publishers stop writing directly: the safe side).
+fn holds_close(mut bytes: &[u8]) -> bool {
+    const CLOSE: u8 = 0x8;
+    while let [first, second, rest @ ..] = bytes {
+        if first & 0x0F == CLOSE {
+            return true;
+        }
+        let (extra, len) = match second & 0x7F {
+            126 => match rest {
+                [a, b, ..] => (2, u64::from(u16::from_be_bytes([*a, *b]))),
+                _ => return true,
+            },
+            127 => match rest.get(..8).and_then(|l| <[u8; 8]>::try_from(l).ok()) {
+                Some(l) => (8, u64::from_be_bytes(l)),
+                None => return true,
+            },
+            n => (0, u64::from(n)),
+        };
+        let masked = if second & 0x80 != 0 { 4 } else { 0 };
+        let Some(next) = usize::try_from(len)
+            .ok()
+            .and_then(|len| len.checked_add(extra + masked))
+            .and_then(|skip| rest.get(skip..))
+        else {
+            return true;
+        };
+        bytes = next;
+    }
+    !bytes.is_empty()
+}
+
 /// An owned socket (`TcpStream`, `TcpListener`: types that own their descriptor) in tokio's
 /// reactor.
 pub(crate) fn register<S: AsRawFd>(socket: S) -> io::Result<AsyncFd<S>> {
@@ -188,10 +245,10 @@ pub(crate) fn register<S: AsRawFd>(socket: S) -> io::Result<AsyncFd<S>> {
 impl DirectWrite for Wire {
     fn try_write_frame(&self, frame: &[u8]) -> Written {
         // Busy (the owner is writing right now) or poisoned: queue it instead.
-        let Ok(mut pending) = self.pending.try_lock() else {
+        let Ok(mut out) = self.out.try_lock() else {
             return Written::Nothing;
         };
-        if !pending.is_empty() {
+        if out.closed || !out.websocket || !out.pending.is_empty() {
             return Written::Nothing;
         }
         // Straight to the kernel: tokio's readiness may stay stale on a `WouldBlock` here,
@@ -200,7 +257,7 @@ impl DirectWrite for Wire {
             Ok(n) if n == frame.len() => Written::All,
             Ok(0) => Written::Nothing,
             Ok(n) => {
-                pending.extend_from_slice(&frame[n..]);
+                out.pending.extend_from_slice(&frame[n..]);
                 Written::Part
             }
             // Full (`WouldBlock`) or failed: the owner writes it, or finds out.
@@ -224,14 +281,23 @@ mod tests {
             .unwrap();
         let (server, _) = listener.accept().await.unwrap();
         let wire = Wire::new(server.into_std().unwrap()).unwrap();
+        assert_eq!(
+            wire.try_write_frame(b"DIRECT"),
+            Written::Nothing,
+            "not before the 101"
+        );
+        wire.upgraded();
 
-        // The connection's own writes, until the kernel takes only the start of one.
-        let chunk = vec![b'a'; 64 * 1024];
+        // The connection's own writes (binary frames of 64 KiB), until the kernel takes only
+        // the start of one.
+        let mut chunk = vec![0x82, 127];
+        chunk.extend_from_slice(&(64u64 * 1024).to_be_bytes());
+        chunk.resize(chunk.len() + 64 * 1024, b'a');
         // A socket just handed to the reactor is writable once the reactor has seen it.
         drop(wire.fd.writable().await.unwrap());
         let mut cx = Context::from_waker(noop_waker_ref());
         let mut accepted = 0;
-        while wire.lock().is_empty() {
+        while wire.lock().pending.is_empty() {
             match wire.poll_write(&mut cx, &chunk) {
                 Poll::Ready(Ok(n)) => {
                     assert_eq!(n, chunk.len(), "a write is taken whole");
@@ -270,7 +336,59 @@ mod tests {
 
         let got = reader.await.unwrap();
         assert_eq!(got.len(), accepted + b"DIRECT".len());
-        assert!(got[..accepted].iter().all(|&b| b == b'a'));
+        assert!(got[..accepted].chunks(chunk.len()).all(|c| c == chunk));
         assert_eq!(&got[accepted..], b"DIRECT");
+    }
+
+    #[test]
+    fn close_frames_are_found_among_whole_frames() {
+        let text = |len: usize| {
+            let mut f = vec![0x81];
+            match len {
+                0..=125 => f.push(len as u8),
+                126..=65535 => {
+                    f.push(126);
+                    f.extend_from_slice(&(len as u16).to_be_bytes());
+                }
+                _ => {
+                    f.push(127);
+                    f.extend_from_slice(&(len as u64).to_be_bytes());
+                }
+            }
+            f.resize(f.len() + len, b'x');
+            f
+        };
+        let close = [0x88, 0x02, 0x03, 0xe8];
+        assert!(!holds_close(&text(5)));
+        assert!(!holds_close(
+            &[text(200), text(70_000), vec![0x89, 0x00]].concat()
+        ));
+        assert!(holds_close(&close));
+        assert!(holds_close(&[text(5), text(300), close.to_vec()].concat()));
+        assert!(holds_close(&[text(70_000), close.to_vec()].concat()));
+        // Not whole frames: assume the worst.
+        assert!(holds_close(&text(300)[..100]));
+        assert!(holds_close(&[0x81]));
+        assert!(!holds_close(&[]));
+    }
+
+    #[tokio::test]
+    async fn nothing_is_written_directly_after_a_close_frame() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let _client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        let wire = Wire::new(server.into_std().unwrap()).unwrap();
+        wire.upgraded();
+        drop(wire.fd.writable().await.unwrap());
+        assert_eq!(wire.try_write_frame(b"\x81\x02hi"), Written::All);
+        let mut cx = Context::from_waker(noop_waker_ref());
+        let close = [0x81, 0x01, b'x', 0x88, 0x02, 0x03, 0xe8];
+        assert!(matches!(
+            wire.poll_write(&mut cx, &close),
+            Poll::Ready(Ok(7))
+        ));
+        assert_eq!(wire.try_write_frame(b"\x81\x02hi"), Written::Nothing);
     }
 }
