@@ -76,11 +76,6 @@ impl Delivery {
             encoded: encoded.into(),
         }
     }
-
-    /// The frame's text.
-    pub fn text(&self) -> &Utf8Bytes {
-        &self.text
-    }
 }
 
 #[derive(Debug)]
