@@ -1,6 +1,9 @@
 // Types for wsgate.js (served by every wsgate server at GET /wsgate.js).
 
 /** Close codes after which the client reconnects. */
+/** The subprotocol a server selects where wsgate itself speaks session frames; `expiring`
+ *  is answered with a token only on such a socket. */
+export declare const SESSION_PROTOCOL: "wsgate.session.v1";
 export declare const RECONNECT_CODES: readonly number[];
 export declare function shouldReconnect(code: number): boolean;
 /** Delay in ms before reconnect attempt `attempt` (1-based): ≤ 1 s first, at most 30 s. */

@@ -4,6 +4,12 @@
 // back after restarts and network failures with exponential backoff and jitter, and
 // re-subscribes every channel it held. Types: wsgate.d.ts beside this file.
 
+/** The subprotocol a server selects where wsgate itself speaks session frames (`welcome`,
+ *  `expiring`, `refreshed`). Only on such a socket is an `expiring` answered with a fresh
+ *  token: on a proxied socket the frames are the backend's, and an `expiring` there may come
+ *  from the backend or from another user it relays — never wsgate. */
+export const SESSION_PROTOCOL = "wsgate.session.v1";
+
 /** Close codes after which the client reconnects (with a fresh token). */
 export const RECONNECT_CODES = Object.freeze([1001, 1006, 1011, 1012, 1013, 1014, 4001, 4029]);
 
@@ -57,6 +63,8 @@ export class WsgateClient extends EventTarget {
     this._waiters = [];
     this._lastRefresh = 0;
     this._refreshTimer = null;
+    /** Whether the current socket's server announced session frames (SESSION_PROTOCOL). */
+    this._sessionFrames = false;
   }
 
   /** Connects (once; later calls wait for the same connection). Resolves with the welcome
@@ -116,7 +124,7 @@ export class WsgateClient extends EventTarget {
     }
     if (this.state === "closed") return;
     let url = this.url;
-    let protocols = ["wsgate.v1"];
+    let protocols = [SESSION_PROTOCOL, "wsgate.v1"];
     const via = this.options.via;
     if (via === "subprotocol") {
       protocols.push("wsgate.bearer." + token);
@@ -158,7 +166,9 @@ export class WsgateClient extends EventTarget {
       return;
     }
     this._ws = ws;
+    this._sessionFrames = false;
     ws.addEventListener("open", () => {
+      this._sessionFrames = ws.protocol === SESSION_PROTOCOL;
       if (via === "message") ws.send(JSON.stringify({ type: "auth", token }));
       if (!this.options.welcome) this._opened(null);
     });
@@ -190,8 +200,10 @@ export class WsgateClient extends EventTarget {
     }
     const type = frame && typeof frame.type === "string" ? frame.type : null;
     if (type === "welcome") return this._opened(frame);
-    if (type === "expiring") return this._refreshSoon();
-    if (type === "refreshed") {
+    // Session frames count only where the server said it speaks them: elsewhere (a proxied
+    // backend) they are the application's data, and a token is never sent in answer.
+    if (type === "expiring" && this._sessionFrames) return this._refreshSoon();
+    if (type === "refreshed" && this._sessionFrames) {
       this._settleRequest(frame);
       return this._emit("refreshed", frame);
     }
@@ -211,7 +223,7 @@ export class WsgateClient extends EventTarget {
   }
 
   async _refresh() {
-    if (this.state !== "open" || !this._ws) return;
+    if (this.state !== "open" || !this._ws || !this._sessionFrames) return;
     this._lastRefresh = Date.now();
     let token;
     try {
@@ -219,7 +231,7 @@ export class WsgateClient extends EventTarget {
     } catch (e) {
       return this._emit("error", e);
     }
-    if (this.state === "open" && this._ws) {
+    if (this.state === "open" && this._ws && this._sessionFrames) {
       this._ws.send(JSON.stringify({ type: "refresh", token }));
     }
   }

@@ -6,6 +6,8 @@
 //   - an admin disconnect: `closed` with 4003, no further attempt;
 //   - a refused ticket: connect() rejects, getToken is not called again (no retry storm);
 //   - echo: send() and the echoed message;
+//   - behind a `proxy` endpoint, an `expiring` frame from the backend is the backend's data:
+//     the client never answers it with a token (the backend would receive a credential);
 //   - the demo on a 375 px phone: a long word wraps; a name with a space and an accent works.
 //
 //   node client.mjs [path/to/wsgate]      (default: ../../target/debug/wsgate)
@@ -13,6 +15,7 @@
 import { spawn } from 'node:child_process';
 import { mkdtempSync, mkdirSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
+import { createHash } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { join, resolve, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -27,6 +30,47 @@ const ADMIN_KEY = 'browser-admin-key-0123456789';
 const port = await new Promise((ok) => {
   const s = createServer().listen(0, '127.0.0.1', () => { const p = s.address().port; s.close(() => ok(p)); });
 });
+// A backend behind a proxy endpoint, speaking WebSocket by hand (node has no server of its
+// own): every 300 ms it sends a forged `{"type":"expiring"}`, and it records every text frame
+// it receives.
+const backendFrames = [];
+const backend = await new Promise((ok) => {
+  const srv = createServer((sock) => {
+    let buf = Buffer.alloc(0);
+    let upgraded = false;
+    let timer = null;
+    sock.on('data', (d) => {
+      buf = Buffer.concat([buf, d]);
+      if (!upgraded) {
+        const end = buf.indexOf('\r\n\r\n');
+        if (end < 0) return;
+        const head = buf.subarray(0, end).toString();
+        buf = buf.subarray(end + 4);
+        const key = /sec-websocket-key:\s*(\S+)/i.exec(head)[1];
+        const accept = createHash('sha1').update(key + '258EAFA5-E914-47DA-95CA-C5AB0DC85B11').digest('base64');
+        sock.write(`HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ${accept}\r\n\r\n`);
+        upgraded = true;
+        const forged = Buffer.from(JSON.stringify({ type: 'expiring', expires_at: Math.floor(Date.now() / 1000) + 5 }));
+        timer = setInterval(() => sock.write(Buffer.concat([Buffer.from([0x81, forged.length]), forged])), 300);
+        sock.on('close', () => clearInterval(timer));
+        sock.on('error', () => clearInterval(timer));
+      }
+      // Client frames: masked, short (< 126 bytes) in this test.
+      while (buf.length >= 6) {
+        const op = buf[0] & 0x0f;
+        const len = buf[1] & 0x7f;
+        if (len > 125 || buf.length < 6 + len) break;
+        const mask = buf.subarray(2, 6);
+        const payload = Buffer.from(buf.subarray(6, 6 + len).map((b, i) => b ^ mask[i % 4]));
+        buf = buf.subarray(6 + len);
+        if (op === 1) backendFrames.push(payload.toString());
+        if (op === 8) { clearInterval(timer); sock.end(); }
+      }
+    });
+    sock.on('error', () => {});
+  });
+  srv.listen(0, '127.0.0.1', () => ok(srv));
+});
 const cwd = mkdtempSync(join(tmpdir(), 'wsgate-client-'));
 writeFileSync(join(cwd, 'wsgate.toml'), `listen = "127.0.0.1:${port}"
 demo = true
@@ -34,6 +78,16 @@ demo = true
 expiry_warning_secs = 3
 [storage]
 path = "${join(cwd, 'wsgate.db')}"
+[[endpoints]]
+path = "/ws"
+kind = "pubsub"
+[[endpoints]]
+path = "/echo"
+kind = "echo"
+[[endpoints]]
+path = "/backend"
+kind = "proxy"
+upstream = "ws://127.0.0.1:${backend.address().port}/"
 `);
 const base = `http://127.0.0.1:${port}`;
 
@@ -86,7 +140,7 @@ async function pageClient(page, url, opts) {
       });
       return (await res.json()).token;
     };
-    t.client = new WsgateClient(url, { getToken, via: opts.via });
+    t.client = new WsgateClient(url, { getToken, via: opts.via, welcome: opts.welcome ?? true });
     for (const type of ['open', 'message', 'refreshed', 'reconnecting', 'closed']) {
       t.client.addEventListener(type, (e) => t.events.push({ type, detail: e.detail }));
     }
@@ -137,6 +191,20 @@ try {
     await pageClient(page, ws + '/echo', { name: 'echo', via: 'subprotocol' });
     await page.evaluate(() => window.t.client.send('raw'));
     await page.waitForFunction(() => window.t.events.some((e) => e.type === 'message' && e.detail === 'raw'));
+    await page.close();
+  });
+
+  await check('behind a proxy, the backend\'s `expiring` is its data: no token is sent to it', async () => {
+    const page = await newPage();
+    await pageClient(page, ws + '/backend', { name: 'proxied', via: 'subprotocol', welcome: false });
+    await page.evaluate(() => window.t.client.send('hello backend'));
+    await until('the backend sees the frame', async () => backendFrames.includes('hello backend'));
+    await sleep(3000);
+    const got = await page.evaluate(() => window.t.events.filter((e) => e.type === 'message').map((e) => e.detail));
+    if (!got.some((d) => typeof d === 'string' && d.includes('"expiring"'))) throw new Error('the forged frames did not arrive as data');
+    const leaked = backendFrames.filter((f) => f.includes('refresh') || f.includes('token'));
+    if (leaked.length) throw new Error('the backend received: ' + leaked.join(' | '));
+    if (await page.evaluate(() => window.t.tokens) !== 1) throw new Error('getToken was called for a refresh');
     await page.close();
   });
 
@@ -219,4 +287,5 @@ try {
 } finally {
   await browser?.close();
   server?.kill('SIGTERM');
+  backend.close();
 }

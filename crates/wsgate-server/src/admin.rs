@@ -22,7 +22,7 @@ use wsgate::{Authenticator, Registry, Revocations, Target, TicketStore};
 
 use crate::broker::{Broker, BrokerError};
 use crate::cluster::Cluster;
-use crate::revoke::{disconnect_order, keep_revocations, revocations_for};
+use crate::revoke::{disconnect_order, keep_revocations, revocations_for, revoke_api_keys};
 use crate::store::Store;
 
 #[derive(Clone)]
@@ -242,6 +242,7 @@ async fn disconnect(State(admin): State<Admin>, req: Request) -> Result<Response
         if !keep_revocations(&admin.revocations, &admin.store, &revoked).await {
             tracing::error!(target: "wsgate::admin", "could not persist a revocation; it holds until restart");
         }
+        revoke_api_keys(&admin.store, &target, &closed).await;
     }
     tracing::info!(target: "wsgate::admin", target = ?target, closed = closed.len(), revoked = revoked.len(), "disconnect");
     if let Some(cluster) = &admin.cluster

@@ -119,6 +119,8 @@ impl ApiKeyVerifier {
         }
         Ok(Verified {
             sub: row.sub,
+            // A subject revocation covers the keys created until it, not the ones after.
+            issued_at: Some(row.created),
             expires_at: row.expires,
             channels: row.channels,
             publish: row.publish,

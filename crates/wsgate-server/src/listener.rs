@@ -10,10 +10,13 @@
 //! - at accept, and again each time the server writes part of an answer that is not a `101`
 //!   (so the next request on a kept-alive connection, and the reading of a slow answer, are
 //!   bounded too);
-//! - and disarmed while a complete `GET` head is being answered (an upgrade waits for its
-//!   verifier or its upstream, each bounded by their own timeouts), or for good once the
-//!   server wrote `101 Switching Protocols`: from then on the session's own rules apply, and
-//!   the timer is freed so an idle WebSocket carries no extra state beyond an empty `Option`.
+//! - and suspended while a complete `GET` request without a body is being answered (an
+//!   upgrade waits for its verifier or its upstream, each bounded by their own timeouts) —
+//!   the request service says so once hyper has parsed it ([`Wire::answering`]), never a
+//!   guess from the bytes, so a request body that looks like a `GET` head suspends nothing —
+//!   or ended for good once the server wrote `101 Switching Protocols`: from then on the
+//!   session's own rules apply, and the timer is freed so an idle WebSocket carries no extra
+//!   state beyond an empty `Option`.
 //!
 //! When it fires, the next read or write fails and hyper drops the connection.
 //!
@@ -93,8 +96,6 @@ impl Listener for HandshakeDeadline {
             timer: Some(Box::new(Timer {
                 timeout: self.timeout,
                 sleep: Box::pin(tokio::time::sleep(self.timeout)),
-                armed: true,
-                head: HeadScan::default(),
             })),
         };
         (io, addr)
@@ -125,62 +126,21 @@ pub struct DeadlineIo {
 struct Timer {
     timeout: Duration,
     sleep: Pin<Box<Sleep>>,
-    armed: bool,
-    head: HeadScan,
 }
 
 impl Timer {
     fn rearm(&mut self) {
-        self.armed = true;
-        self.head = HeadScan::default();
         self.sleep.as_mut().reset(Instant::now() + self.timeout);
     }
 
     /// `Err` when the deadline has passed (and registers the waker otherwise).
     fn check(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
-        if self.armed && self.sleep.as_mut().poll(cx).is_ready() {
+        if self.sleep.as_mut().poll(cx).is_ready() {
             metrics::counter!("wsgate_handshake_timeouts_total").increment(1);
             tracing::info!(target: "wsgate::conn", "connection dropped: no complete request or answer within limits.handshake_timeout_ms");
             return Err(io::Error::new(io::ErrorKind::TimedOut, "handshake timeout"));
         }
         Ok(())
-    }
-}
-
-/// Finds the end of a request head (`\r\n\r\n`) in the bytes read, and remembers whether
-/// the request is a `GET` (which has no body to wait for).
-#[derive(Default)]
-struct HeadScan {
-    method: [u8; 4],
-    method_len: u8,
-    /// How much of `\r\n\r\n` the last bytes matched.
-    run: u8,
-}
-
-impl HeadScan {
-    /// `Some(is_get)` when a head ended within `bytes`.
-    fn feed(&mut self, bytes: &[u8]) -> Option<bool> {
-        for &b in bytes {
-            if usize::from(self.method_len) < self.method.len() {
-                if self.method_len == 0 && (b == b'\r' || b == b'\n') {
-                    continue; // RFC 9112 §2.2: empty lines before a request are ignored
-                }
-                self.method[usize::from(self.method_len)] = b;
-                self.method_len += 1;
-            }
-            self.run = match (self.run, b) {
-                (0 | 2, b'\r') => self.run + 1,
-                (1 | 3, b'\n') => self.run + 1,
-                (_, b'\r') => 1,
-                _ => 0,
-            };
-            if self.run == 4 {
-                let get = &self.method == b"GET ";
-                *self = HeadScan::default();
-                return Some(get);
-            }
-        }
-        None
     }
 }
 
@@ -202,6 +162,7 @@ impl DeadlineIo {
             self.wire.upgraded();
         } else {
             timer.rearm();
+            self.wire.answered();
         }
     }
 }
@@ -216,18 +177,12 @@ impl AsyncRead for DeadlineIo {
         let Some(timer) = &mut this.timer else {
             return this.wire.poll_read(cx, buf);
         };
-        timer.check(cx)?;
-        let before = buf.filled().len();
-        let r = this.wire.poll_read(cx, buf);
-        if let Poll::Ready(Ok(())) = r
-            && timer.armed
-            && timer.head.feed(&buf.filled()[before..]) == Some(true)
-        {
-            // A complete GET: its answer may wait for a verifier or an upstream, each
-            // bounded on its own; the deadline resumes with the answer.
-            timer.armed = false;
+        // While a complete GET is answered, its answer may wait for a verifier or an
+        // upstream, each bounded on its own; the deadline resumes with the answer.
+        if !this.wire.is_answering() {
+            timer.check(cx)?;
         }
-        r
+        this.wire.poll_read(cx, buf)
     }
 }
 
@@ -344,30 +299,14 @@ impl Service<Request> for ConnectionService {
     }
 
     fn call(&mut self, mut req: Request) -> Self::Future {
+        use axum::body::HttpBody;
+        // hyper parsed a whole request: one without a body is now the handler's to answer.
+        // A request with a body stays under the deadline while the body arrives.
+        if req.method() == axum::http::Method::GET && req.body().is_end_stream() {
+            self.wire.answering();
+        }
         req.extensions_mut().insert(ConnectInfo(self.peer));
         req.extensions_mut().insert(self.wire.clone());
         self.router.call(req)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::HeadScan;
-
-    #[test]
-    fn finds_heads_across_reads() {
-        let mut s = HeadScan::default();
-        assert_eq!(s.feed(b"GET /echo HTTP/1.1\r\nHo"), None);
-        assert_eq!(s.feed(b"st: x\r\n\r"), None);
-        assert_eq!(s.feed(b"\n"), Some(true));
-        assert_eq!(
-            s.feed(b"\r\nPOST /api/publish HTTP/1.1\r\n\r\n"),
-            Some(false)
-        );
-        assert_eq!(
-            s.feed(b"GET / HTTP/1.1\r\n\r\r\n"),
-            None,
-            "not a blank line"
-        );
     }
 }

@@ -5,6 +5,13 @@
 //! handshake checks, and persists it in the node's store. Announcing to other nodes is the
 //! cluster's job (`cluster::control`), which calls back into this module, never the HTTP
 //! handlers.
+//!
+//! How long: a revocation lasts as long as a credential it covers could still verify. A
+//! token named by its `jti` is refused until its `exp` (plus leeway). A subject's revocation
+//! covers every credential of that subject issued until the order — tokens not seen by any
+//! node, static tokens and API keys included, none of which has an `exp` wsgate could bound
+//! it by — so it is kept for good; credentials issued after it (a new token, a new API key)
+//! are not touched by it. API keys of a revoked subject are also revoked as keys in the store.
 
 use std::sync::Arc;
 
@@ -12,8 +19,9 @@ use wsgate::{CloseReason, Revocations, Revoked, Target};
 
 use crate::store::Store;
 
-/// How long a subject revocation lasts when no open session tells us its tokens' lifetime.
-pub const SUBJECT_REVOCATION_SECS: u64 = 24 * 3600;
+/// A revocation with no expiry to wait for: kept for good (the latest time every part of the
+/// system, Redis included, can hold).
+const FOR_GOOD: u64 = wsgate::verify::MAX_UNIX_TIME;
 
 /// Enforces revocations at once (the in-memory copy every handshake checks) and persists them
 /// in the node's store off the event loop, so a restart forgets none. False when persisting
@@ -48,31 +56,27 @@ pub fn disconnect_order(revoke: bool) -> CloseReason {
 }
 
 /// What a revoking disconnect refuses from now on: each closed token (see
-/// [`revocations_of`]), and the subject (tokens issued until now) when asked by `sub`.
+/// [`revocations_of`]), and the subject (every credential issued until now, for good) when
+/// asked by `sub`.
 pub fn revocations_for(target: &Target, closed: &[wsgate::Identity], leeway: u64) -> Vec<Revoked> {
     let now = wsgate::verify::now_unix();
     let mut out = revocations_of(closed, leeway);
     if let Target::Sub(sub) = target {
-        // As long as the longest-lived closed token, and never shorter than the default.
-        let longest = out
-            .iter()
-            .map(Revoked::until)
-            .fold(now + SUBJECT_REVOCATION_SECS, u64::max);
         out.push(Revoked::Subject {
             sub: sub.clone(),
             at: now,
-            until: longest,
+            until: FOR_GOOD,
         });
     }
     out
 }
 
-/// Each closed token by `jti` until its expiry, or its subject (tokens issued until now)
-/// when it has no `jti` to name it by.
+/// Each closed token by `jti` until its expiry, or its subject (credentials issued until now)
+/// when it has no `jti` to name it by; without an `exp`, for good.
 pub fn revocations_of(closed: &[wsgate::Identity], leeway: u64) -> Vec<Revoked> {
     let now = wsgate::verify::now_unix();
     let until = |exp: Option<u64>| {
-        exp.map_or(now + SUBJECT_REVOCATION_SECS, |e| {
+        exp.map_or(FOR_GOOD, |e| {
             e.saturating_add(leeway).min(wsgate::verify::MAX_UNIX_TIME)
         })
     };
@@ -91,4 +95,73 @@ pub fn revocations_of(closed: &[wsgate::Identity], leeway: u64) -> Vec<Revoked> 
         }
     }
     out
+}
+
+/// Revokes, as keys in the store, the API keys a revoking disconnect names: every key of the
+/// subject (by `sub`), or the key each closed session authenticated with. How many.
+pub async fn revoke_api_keys(
+    store: &Arc<Store>,
+    target: &Target,
+    closed: &[wsgate::Identity],
+) -> usize {
+    let sub = match target {
+        Target::Sub(sub) => Some(sub.clone()),
+        _ => None,
+    };
+    let ids: Vec<String> = closed
+        .iter()
+        .filter_map(|id| id.credential_id().map(str::to_owned))
+        .collect();
+    let store = store.clone();
+    let revoked = tokio::task::spawn_blocking(move || {
+        let by_sub = sub.map_or(Ok(0), |sub| store.revoke_keys_of(&sub))?;
+        ids.iter().try_fold(by_sub, |n, id| {
+            Ok::<_, crate::store::StoreError>(n + usize::from(store.revoke_key(id)?))
+        })
+    })
+    .await;
+    match revoked {
+        Ok(Ok(n)) => n,
+        _ => {
+            tracing::error!(target: "wsgate::admin", "could not revoke the API keys in the store; the revocation still refuses them");
+            0
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wsgate::{Identity, SourceKind, Verified};
+
+    fn identity(sub: &str, jti: Option<&str>, exp: Option<u64>) -> Identity {
+        let v = Verified {
+            sub: sub.into(),
+            jti: jti.map(Into::into),
+            expires_at: exp,
+            ..Verified::default()
+        };
+        Identity::new(v, SourceKind::Bearer, "jwt")
+    }
+
+    #[test]
+    fn a_subject_revocation_never_lapses_before_its_credentials_do() {
+        // Static tokens and API keys have no exp, and a token of the subject that no node has
+        // seen may live for weeks: the subject's revocation is kept for good.
+        let now = wsgate::verify::now_unix();
+        let closed = [identity("u", Some("j"), Some(now + 60))];
+        let r = revocations_for(&Target::Sub("u".into()), &closed, 30);
+        assert!(r.contains(&Revoked::Jti {
+            jti: "j".into(),
+            until: now + 90
+        }));
+        assert!(
+            r.iter()
+                .any(|r| matches!(r, Revoked::Subject { sub, until, .. }
+            if sub == "u" && *until == wsgate::verify::MAX_UNIX_TIME))
+        );
+        // A session's credential without jti or exp (a static token): for good too.
+        let r = revocations_of(&[identity("s", None, None)], 30);
+        assert_eq!(r[0].until(), wsgate::verify::MAX_UNIX_TIME);
+    }
 }

@@ -286,6 +286,16 @@ impl Store {
         Ok(n > 0)
     }
 
+    /// Revokes every key of `sub` not yet revoked; how many.
+    pub fn revoke_keys_of(&self, sub: &str) -> Result<usize, StoreError> {
+        let conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        conn.execute(
+            "UPDATE api_keys SET revoked = ?2 WHERE sub = ?1 AND revoked IS NULL",
+            params![sub, sql_time(wsgate::verify::now_unix())],
+        )
+        .map_err(|e| self.wrap(e))
+    }
+
     /// Keys revoked at or after `since` (unix seconds), with when.
     pub fn keys_revoked_since(&self, since: u64) -> Result<Vec<(String, u64)>, StoreError> {
         let conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());

@@ -25,6 +25,7 @@
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::task::{Context, Poll, ready};
 
@@ -45,6 +46,9 @@ pub struct Wire {
     fd: AsyncFd<TcpStream>,
     /// Its lock is also what makes a publisher's write wait for none of the owner's.
     out: Mutex<Out>,
+    /// A complete request is being answered (set by the request service, cleared by the
+    /// answer's first bytes): the listener's handshake deadline waits meanwhile.
+    answering: AtomicBool,
 }
 
 #[derive(Default)]
@@ -63,7 +67,22 @@ impl Wire {
         Ok(Self {
             fd: register(stream)?,
             out: Mutex::default(),
+            answering: AtomicBool::new(false),
         })
+    }
+
+    /// A complete request without a body was handed to the router.
+    pub fn answering(&self) {
+        self.answering.store(true, Ordering::Relaxed);
+    }
+
+    /// The answer's first bytes were written.
+    pub fn answered(&self) {
+        self.answering.store(false, Ordering::Relaxed);
+    }
+
+    pub fn is_answering(&self) -> bool {
+        self.answering.load(Ordering::Relaxed)
     }
 
     pub fn stream(&self) -> &TcpStream {

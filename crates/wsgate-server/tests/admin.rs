@@ -425,3 +425,47 @@ async fn api_keys_from_the_cli_authenticate_and_revoking_closes_their_sockets() 
     )
     .await;
 }
+
+#[tokio::test]
+async fn revoking_a_subject_revokes_its_api_keys_for_good_and_spares_new_ones() {
+    // A subject revocation used to lapse after 24 h, and with it the subject's API keys and
+    // static tokens worked again: it now covers every credential issued until the order for
+    // good, and the subject's API keys are revoked as keys.
+    let s = start("").await;
+    let (code, key, err) = cli(&s, &["keys", "create", "--name", "old", "--sub", "gone"]);
+    assert_eq!(code, 0, "{err}");
+    let key = key.trim().to_owned();
+    let (mut ws, _) = open(&s, &key).await;
+    let (status, body) = post(
+        &s,
+        "/api/disconnect",
+        Some(ADMIN_KEY),
+        json!({"sub":"gone","revoke":true}),
+    )
+    .await;
+    assert_eq!((status, body["closed"].as_u64()), (200, Some(1)));
+    assert_eq!(expect_close(&mut ws).await.0, 4003);
+    assert_invalid(&s.url("/echo"), &key).await;
+    let (_, list, _) = cli(&s, &["keys", "list"]);
+    let old = list.lines().find(|l| l.contains("old")).unwrap_or_default();
+    assert!(
+        old.contains("revoked"),
+        "the key is revoked as a key: {list}"
+    );
+    // The stored revocation outlives any token lifetime (it was 24 h).
+    let db = rusqlite::Connection::open(s.dir.path().join("wsgate.db")).unwrap();
+    let until: i64 = db
+        .query_row(
+            "SELECT until FROM revocations WHERE kind = 'sub' AND value = 'gone'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert!(until as u64 > now() + 10 * 365 * 24 * 3600, "until {until}");
+    // A key created after the revocation is not covered by it.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let (code, new_key, err) = cli(&s, &["keys", "create", "--name", "new", "--sub", "gone"]);
+    assert_eq!(code, 0, "{err}");
+    let (mut ws, _) = open(&s, new_key.trim()).await;
+    ws.close(None).await.unwrap();
+}

@@ -101,6 +101,32 @@ async fn keep_alive_slowloris_is_dropped_after_the_first_answer() {
 }
 
 #[tokio::test]
+async fn a_request_body_that_looks_like_a_get_head_suspends_no_deadline() {
+    // The deadline waits only while hyper's own parse says a whole body-less GET is being
+    // answered; bytes of a body are never read as a request head.
+    let s = start("", "handshake_timeout_ms = 600").await;
+    let mut post = TcpStream::connect(s.addr).await.unwrap();
+    post.write_all(
+        b"POST /api/publish HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\nGET / HTTP/1.1\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    // A GET with a body, answered at once (401), then a body that looks like a GET head.
+    let mut get = TcpStream::connect(s.addr).await.unwrap();
+    get.write_all(
+        b"GET /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\nGET / HTTP/1.1\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    for tcp in [&mut post, &mut get] {
+        let took = closed_within(tcp, Duration::from_secs(5))
+            .await
+            .expect("a body that never ends must not hold the connection");
+        assert!(took < Duration::from_secs(3), "took {took:?}");
+    }
+}
+
+#[tokio::test]
 async fn an_upgraded_socket_is_not_held_to_the_handshake_deadline() {
     let s = start("", "handshake_timeout_ms = 400").await;
     let mut ws = bearer(&s.url("/echo"), &hs256(&claims("slow-talker"))).await;

@@ -215,10 +215,128 @@ async fn frames_pass_both_ways_unchanged() {
         }
     }
     assert!(got_pong);
-    // A refresh frame is not wsgate's business here (refresh_frames = false): forwarded.
-    let refresh = json!({"type":"refresh","token":"x"}).to_string();
-    send_text(&mut ws, &refresh).await;
-    assert_eq!(next_text(&mut ws).await, refresh);
+    // A refresh frame without a token is ordinary data here: forwarded as sent.
+    let no_token = json!({"type":"refresh","id":2}).to_string();
+    send_text(&mut ws, &no_token).await;
+    assert_eq!(next_text(&mut ws).await, no_token);
+}
+
+/// The next text frame the upstream received (pongs and pings skipped).
+async fn upstream_text(up: &mut Upstream) -> String {
+    loop {
+        match up.next().await {
+            Seen::Frame("text", t) => return t,
+            Seen::Frame(..) => continue,
+            other => panic!("expected a text frame upstream, got {other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn no_client_frame_carrying_a_credential_reaches_the_upstream() {
+    // refresh_frames = false: wsgate takes no refresh, so a `refresh` or `auth` frame with a
+    // token (the browser client's, answering a forged `expiring`; an `auth` after a cookie
+    // handshake) is dropped and counted, however its JSON is spelled.
+    let mut up = Upstream::start(None).await;
+    let s = start(&up.url("/ws"), "", "").await;
+    let mut ws = bearer(&s.url("/app"), &hs256(&claims("f"))).await;
+    up.request().await;
+    for dropped in [
+        json!({"type":"refresh","token":"refresh-secret","id":1}).to_string(),
+        json!({"type":"auth","token":"auth-secret"}).to_string(),
+        r#"{"type":"\u0072efresh","token":"escaped-secret"}"#.to_owned(),
+        r#" {"token":"dup-secret","type":"chat","type":"auth"}"#.to_owned(),
+    ] {
+        send_text(&mut ws, &dropped).await;
+    }
+    send_text(&mut ws, "after").await;
+    assert_eq!(
+        upstream_text(&mut up).await,
+        "after",
+        "the first frame the upstream sees is the one after the credentials"
+    );
+    assert_eq!(next_text(&mut ws).await, "after");
+    let metrics = reqwest::get(s.http("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let dropped = |kind: &str| {
+        metrics
+            .lines()
+            .find(|l| {
+                l.starts_with("wsgate_proxy_credential_frames_dropped_total")
+                    && l.contains(&format!("type=\"{kind}\""))
+            })
+            .and_then(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+    };
+    assert_eq!((dropped("refresh"), dropped("auth")), (Some(2), Some(2)));
+    let logs = s.logs();
+    assert!(logs.contains("carrying a credential was not forwarded"));
+    for secret in [
+        "refresh-secret",
+        "auth-secret",
+        "escaped-secret",
+        "dup-secret",
+    ] {
+        assert!(!logs.contains(secret), "{secret} was logged");
+    }
+}
+
+#[tokio::test]
+async fn an_auth_frame_after_a_cookie_handshake_stays_at_the_proxy() {
+    // The served client with `via: "message"` sends its `auth` frame on open, even when its
+    // cookie already authenticated the handshake.
+    let mut up = Upstream::start(None).await;
+    let s = start(&up.url("/ws"), "", r#"sources = ["cookie", "message"]"#).await;
+    let token = hs256(&claims("c"));
+    let mut ws = connect_ok(
+        &s.url("/app"),
+        &[
+            ("origin", "http://app.example"),
+            ("cookie", &format!("wsgate_session={token}")),
+        ],
+    )
+    .await;
+    let (_, h) = up.request().await;
+    assert_eq!(header(&h, "x-wsgate-sub"), ["c"]);
+    send_text(&mut ws, &json!({"type":"auth","token":token}).to_string()).await;
+    send_text(&mut ws, "data").await;
+    assert_eq!(upstream_text(&mut up).await, "data");
+}
+
+#[tokio::test]
+async fn wsgates_session_subprotocol_is_answered_only_where_wsgate_speaks() {
+    // The browser client answers `expiring` only on a socket that selected
+    // wsgate.session.v1: a proxy whose frames are the upstream's never selects it, and the
+    // upstream is never offered it.
+    let mut up = Upstream::start(None).await;
+    let plain = start(&up.url("/ws"), "", "").await;
+    let offer = Some("wsgate.session.v1, wsgate.v1, chat.v2");
+    assert_eq!(
+        negotiated(&plain, offer).await.as_deref(),
+        Some("wsgate.v1")
+    );
+    let (_, h) = up.request().await;
+    assert_eq!(header(&h, "sec-websocket-protocol"), ["chat.v2"]);
+    let taking = start(&up.url("/ws"), "", "refresh_frames = true").await;
+    assert_eq!(
+        negotiated(&taking, offer).await.as_deref(),
+        Some("wsgate.session.v1")
+    );
+    // An upstream that selects what it was not offered (wsgate's own, here) is refused.
+    let rogue = Upstream::start_selecting_unoffered("wsgate.session.v1").await;
+    let s = start(&rogue.url("/ws"), "", "").await;
+    let r = refused(
+        &s.url("/app"),
+        &[
+            ("authorization", &format!("Bearer {}", hs256(&claims("r")))),
+            ("sec-websocket-protocol", "wsgate.session.v1, wsgate.v1"),
+        ],
+    )
+    .await;
+    assert_eq!(r.status, 502);
 }
 
 #[tokio::test]
@@ -465,10 +583,12 @@ async fn refresh_frames_are_taken_in_band_when_enabled() {
     send_text(&mut ws, "after the old expiry").await;
     assert_eq!(next_text(&mut ws).await, "after the old expiry");
     // The upstream saw the data frame, never the refresh.
-    match up.next().await {
-        Seen::Frame("text", t) => assert_eq!(t, "after the old expiry"),
-        other => panic!("{other:?}"),
-    }
+    assert_eq!(upstream_text(&mut up).await, "after the old expiry");
+    // Only a refresh with a string token is wsgate's: one without passes through untouched.
+    let no_token = json!({"type":"refresh","id":2}).to_string();
+    send_text(&mut ws, &no_token).await;
+    assert_eq!(next_text(&mut ws).await, no_token);
+    assert_eq!(upstream_text(&mut up).await, no_token);
 }
 
 fn rss_kib(pid: u32) -> u64 {

@@ -66,7 +66,10 @@ async fn refresh_for_another_subject_or_bad_token_changes_nothing() {
     send_text(&mut ws, &other.to_string()).await;
     let e = next_json(&mut ws).await;
     assert_eq!(e["type"], "error");
-    assert_eq!(e["code"], "sub_mismatch");
+    assert_eq!(
+        e["code"], "invalid_token",
+        "a valid token of another subject is refused like any bad one: no oracle"
+    );
     send_text(&mut ws, r#"{"type":"refresh","token":"garbage"}"#).await;
     let e = next_json(&mut ws).await;
     assert_eq!(e["type"], "error");
@@ -256,4 +259,53 @@ async fn a_peer_that_sends_but_never_reads_cannot_hold_its_socket() {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     flood.abort();
+}
+
+#[tokio::test]
+async fn refused_refreshes_count_against_the_address_and_close_the_socket() {
+    // A refresh is a credential check: guessing through one socket is held to
+    // `auth_failures_per_min` like handshakes are, logged, and closed past it.
+    let s = Server::start(&config(30, "auth_failures_per_min = 5")).await;
+    let mut ws = bearer(&s.url("/echo"), &hs256(&claims("guesser"))).await;
+    next_json(&mut ws).await;
+    for i in 0..4 {
+        let guess = json!({"type":"refresh","id":i,"token":format!("guess-{i}")});
+        send_text(&mut ws, &guess.to_string()).await;
+        let e = next_json(&mut ws).await;
+        assert_eq!(
+            (e["code"].as_str(), e["id"].as_i64()),
+            (Some("invalid_token"), Some(i))
+        );
+    }
+    send_text(&mut ws, r#"{"type":"refresh","token":"guess-4"}"#).await;
+    assert_eq!(
+        expect_close(&mut ws).await,
+        (1008, "rate_limited".into()),
+        "the fifth refused refresh uses up the address's failures"
+    );
+    // The address is now refused at the handshake too.
+    let r = refused(
+        &s.url("/echo"),
+        &[(
+            "authorization",
+            &format!("Bearer {}", hs256(&claims("guesser"))),
+        )],
+    )
+    .await;
+    assert_eq!(r.status, 429);
+    let logs = s.logs();
+    assert_eq!(logs.matches("refresh refused").count(), 5, "{logs}");
+    assert!(!logs.contains("guess-"), "a guessed token was logged");
+    // A refresh with no token guesses nothing: answered, not counted.
+    let s = Server::start(&config(30, "auth_failures_per_min = 1")).await;
+    let mut ws = bearer(&s.url("/echo"), &hs256(&claims("nt"))).await;
+    next_json(&mut ws).await;
+    for _ in 0..3 {
+        send_text(&mut ws, r#"{"type":"refresh","id":"x","token":5}"#).await;
+        let e = next_json(&mut ws).await;
+        assert_eq!(
+            (e["code"].as_str(), e["id"].as_str()),
+            (Some("missing_field"), Some("x"))
+        );
+    }
 }

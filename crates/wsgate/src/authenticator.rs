@@ -352,7 +352,14 @@ impl Authenticator {
             Some(r) => Some(r.admit(&verified.sub).await?),
             None => None,
         };
-        Ok(Identity::with_slot(verified, cred.source(), by, slot))
+        let remote = ctx.remote_addr.map(|a| a.ip());
+        Ok(Identity::with_slot(
+            verified,
+            cred.source(),
+            by,
+            slot,
+            remote,
+        ))
     }
 
     /// `Err(RateLimited)` (429) while the caller's address has used up its failures.
@@ -368,6 +375,18 @@ impl Authenticator {
     pub fn record_failure(&self, ctx: &VerifyContext) {
         if let (Some(limiter), Some(addr)) = (&self.failures, ctx.remote_addr) {
             limiter.record(addr.ip());
+        }
+    }
+
+    /// Counts a refused `refresh` against the session's address, as a refused handshake is;
+    /// `Err(RateLimited)` once the address has used up its failures (the socket then closes).
+    pub(crate) fn refresh_refused(&self, ip: Option<std::net::IpAddr>) -> Result<(), AuthError> {
+        match (&self.failures, ip) {
+            (Some(limiter), Some(ip)) => {
+                limiter.record(ip);
+                limiter.check(ip)
+            }
+            _ => Ok(()),
         }
     }
 

@@ -35,6 +35,7 @@ use crate::identity::Identity;
 use crate::protocol::close_socket;
 use crate::reject::{AuthError, RejectMode};
 use crate::session::Session;
+use crate::source::{SESSION_SUBPROTOCOL, SUBPROTOCOL};
 use crate::verify::VerifyContext;
 
 /// An authenticated (or, in the deferred cases, authenticatable) upgrade request.
@@ -42,8 +43,19 @@ pub struct WsAuth {
     auth: Arc<Authenticator>,
     path: String,
     state: State,
-    /// The subprotocol to answer, when not the default (`wsgate.v1` if offered).
-    protocol: Option<Option<String>>,
+    /// The subprotocol the `101` selects.
+    protocol: Answer,
+}
+
+/// Which subprotocol the `101` selects.
+enum Answer {
+    /// `wsgate.v1` when the client offered it.
+    Default,
+    /// `wsgate.session.v1` when offered (wsgate speaks session frames on this socket), else
+    /// as [`Answer::Default`].
+    SessionFrames,
+    /// Exactly this one (a proxy answers its upstream's choice).
+    Exactly(Option<String>),
 }
 
 enum State {
@@ -72,7 +84,7 @@ where
             auth,
             path: parts.uri.path().to_owned(),
             state,
-            protocol: None,
+            protocol: Answer::Default,
         })
     }
 }
@@ -94,7 +106,17 @@ impl WsAuth {
     /// Answers the client with `protocol` (it must be one the client offered) instead of
     /// the default `wsgate.v1`; `None` answers none. The proxy answers the upstream's choice.
     pub fn subprotocol(mut self, protocol: Option<String>) -> Self {
-        self.protocol = Some(protocol);
+        self.protocol = Answer::Exactly(protocol);
+        self
+    }
+
+    /// Announces that this socket speaks wsgate's session frames (`welcome`, `expiring`,
+    /// `refresh`): the `101` selects [`SESSION_SUBPROTOCOL`](crate::source::SESSION_SUBPROTOCOL)
+    /// when the client offered it, `wsgate.v1` otherwise. [`WsAuth::on_session`] does this;
+    /// call it before [`WsAuth::on_upgrade`] when you wrap the socket in a [`Session`]
+    /// yourself. Clients answer `expiring` with a fresh token only on such a socket.
+    pub fn speaks_session_frames(mut self) -> Self {
+        self.protocol = Answer::SessionFrames;
         self
     }
 
@@ -106,8 +128,10 @@ impl WsAuth {
         Fut: Future<Output = ()> + Send + 'static,
     {
         let mut ws = self.auth.socket().apply(ws);
-        if let Some(protocol) = self.protocol.take() {
-            ws = ws.protocols(protocol);
+        match std::mem::replace(&mut self.protocol, Answer::Default) {
+            Answer::Default => {}
+            Answer::SessionFrames => ws = ws.protocols([SESSION_SUBPROTOCOL, SUBPROTOCOL]),
+            Answer::Exactly(protocol) => ws = ws.protocols(protocol),
         }
         ws.on_upgrade(move |socket| match self.state {
             // The common case runs the caller's future as is: no wrapper state per socket.
@@ -143,15 +167,16 @@ impl WsAuth {
         Fut: Future<Output = ()> + Send + 'static,
     {
         let auth = self.auth.clone();
-        self.on_upgrade(ws, move |socket, identity| {
-            let options = auth.session_options_ref().clone();
-            let mut session = Session::new(socket, identity, auth, &options);
-            async move {
-                if session.welcome().await {
-                    f(session).await;
+        self.speaks_session_frames()
+            .on_upgrade(ws, move |socket, identity| {
+                let options = auth.session_options_ref().clone();
+                let mut session = Session::new(socket, identity, auth, &options);
+                async move {
+                    if session.welcome().await {
+                        f(session).await;
+                    }
                 }
-            }
-        })
+            })
     }
 
     /// The part of authentication that happens after the upgrade: for an authenticated

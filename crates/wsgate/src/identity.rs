@@ -4,6 +4,7 @@
 //! the same [`Identity`], so the session guard, the endpoints and the user's own handlers
 //! never care which kind of credential opened the socket.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -123,12 +124,15 @@ struct IdentityInner {
     verifier: &'static str,
     /// The subject's connection slot, given back when the last clone goes (the session).
     slot: Option<Arc<Slot>>,
+    /// The client's address (behind trusted proxies, the one they name), when known: a
+    /// refused `refresh` counts against it like a refused handshake.
+    remote: Option<IpAddr>,
 }
 
 impl Identity {
     /// Wraps a verification result with a fresh random session id.
     pub fn new(verified: Verified, source: SourceKind, verifier: &'static str) -> Self {
-        Self::with_slot(verified, source, verifier, None)
+        Self::with_slot(verified, source, verifier, None, None)
     }
 
     pub(crate) fn with_slot(
@@ -136,6 +140,7 @@ impl Identity {
         source: SourceKind,
         verifier: &'static str,
         slot: Option<Slot>,
+        remote: Option<IpAddr>,
     ) -> Self {
         Self {
             inner: Arc::new(IdentityInner {
@@ -144,6 +149,7 @@ impl Identity {
                 source,
                 verifier,
                 slot: slot.map(Arc::new),
+                remote,
             }),
         }
     }
@@ -200,6 +206,10 @@ impl Identity {
     pub fn verifier(&self) -> &'static str {
         self.inner.verifier
     }
+    /// The client's address, when the handshake knew it.
+    pub fn remote_ip(&self) -> Option<IpAddr> {
+        self.inner.remote
+    }
 
     /// The same connection with a refreshed credential (same session id, source and slot).
     pub fn refreshed(&self, verified: Verified, verifier: &'static str) -> Self {
@@ -210,6 +220,7 @@ impl Identity {
                 source: self.inner.source,
                 verifier,
                 slot: self.inner.slot.clone(),
+                remote: self.inner.remote,
             }),
         }
     }

@@ -26,6 +26,11 @@ pub const UPSTREAM_FAILURES: &str = "wsgate_upstream_failures_total";
 pub const PROXIED: &str = "wsgate_proxied_connections_total";
 /// Counter: frames relayed, by `direction`.
 pub const PROXIED_FRAMES: &str = "wsgate_proxied_frames_total";
+/// Counter: refused `refresh` frames, by `reason`.
+pub const REFRESH_REFUSED: &str = "wsgate_refresh_refused_total";
+/// Counter: client frames a proxy dropped because they carried a credential, by `type`
+/// (`auth`, `refresh`): the upstream never sees a credential.
+pub const CREDENTIAL_FRAMES_DROPPED: &str = "wsgate_proxy_credential_frames_dropped_total";
 
 /// Describes every family and creates its main series at zero, so `/metrics` shows what it
 /// will count from the first scrape, not an empty page until the first connection.
@@ -38,6 +43,7 @@ pub fn register() {
     metrics::describe_gauge!(CONNECTIONS_OPEN, "Authenticated sockets open now");
     metrics::describe_counter!(CLOSES, "Sockets closed, by close code");
     metrics::describe_counter!(MESSAGES, "Data frames, by direction");
+    metrics::describe_counter!(REFRESH_REFUSED, "Refused refresh frames, by reason");
     metrics::gauge!(CONNECTIONS_OPEN).set(0.0);
     metrics::counter!(HANDSHAKES, "outcome" => "accepted", "source" => "bearer").absolute(0);
     metrics::counter!(MESSAGES, "direction" => "in").absolute(0);
@@ -54,6 +60,10 @@ pub fn register() {
             "Upstream connect + handshake time"
         );
         metrics::describe_counter!(PROXIED_FRAMES, "Frames relayed, by direction");
+        metrics::describe_counter!(
+            CREDENTIAL_FRAMES_DROPPED,
+            "Client frames carrying a credential that a proxy did not forward, by type"
+        );
         metrics::counter!(PROXIED).absolute(0);
     }
 }
@@ -67,6 +77,10 @@ pub(crate) fn refused(source: Option<SourceKind>, e: &AuthError) {
     let source = source.map(SourceKind::as_str).unwrap_or("none");
     metrics::counter!(HANDSHAKES, "outcome" => "refused", "reason" => e.code().as_str(), "source" => source)
         .increment(1);
+}
+
+pub(crate) fn refresh_refused(e: &AuthError) {
+    metrics::counter!(REFRESH_REFUSED, "reason" => e.code().as_str()).increment(1);
 }
 
 pub(crate) fn verified(verifier: &'static str, took: Duration) {
@@ -108,4 +122,9 @@ pub(crate) fn upstream_connect(took: Duration, failed: Option<&crate::reject::Ga
 pub(crate) fn proxied_frames(to_upstream: u64, to_client: u64) {
     metrics::counter!(PROXIED_FRAMES, "direction" => "to_upstream").increment(to_upstream);
     metrics::counter!(PROXIED_FRAMES, "direction" => "to_client").increment(to_client);
+}
+
+#[cfg(feature = "relay")]
+pub(crate) fn credential_frame_dropped(kind: &'static str) {
+    metrics::counter!(CREDENTIAL_FRAMES_DROPPED, "type" => kind).increment(1);
 }

@@ -17,7 +17,7 @@
 //!         Err(e) => return e.into_response(), // 502 / 504
 //!     };
 //!     let policy = auth.authenticator().clone();
-//!     auth.subprotocol(conn.client_protocol(&parts.headers))
+//!     auth.subprotocol(conn.client_protocol(&parts.headers, false))
 //!         .on_upgrade(ws, move |socket, identity| async move {
 //!             let options = SessionOptions { welcome: false, ..Default::default() };
 //!             Session::new(socket, identity, policy, &options).relay(conn, false).await
@@ -39,7 +39,9 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use crate::identity::Identity;
 use crate::reject::GatewayError;
-use crate::source::{SUBPROTOCOL, SUBPROTOCOL_TOKEN_PREFIX, Sources, TICKET_PARAM};
+use crate::source::{
+    SESSION_SUBPROTOCOL, SUBPROTOCOL, SUBPROTOCOL_TOKEN_PREFIX, Sources, TICKET_PARAM,
+};
 
 /// The upstream side of a proxied connection.
 pub type UpstreamSocket = WebSocketStream<MaybeTlsStream<TcpStream>>;
@@ -101,16 +103,24 @@ impl Connected {
         self.protocol.as_deref()
     }
 
-    /// What the client is answered (SPEC §12): the upstream's choice; if none and the client
-    /// offered `wsgate.v1`, `wsgate.v1` (a browser fails a handshake whose offered protocols
-    /// get no answer); otherwise none.
-    pub fn client_protocol(&self, client_headers: &HeaderMap) -> Option<String> {
+    /// What the client is answered (SPEC §12): the upstream's choice; if none, and wsgate
+    /// speaks session frames on this socket (`refresh_frames`) and the client offered
+    /// [`SESSION_SUBPROTOCOL`], that; else `wsgate.v1` if offered (a browser fails a
+    /// handshake whose offered protocols get no answer); otherwise none.
+    pub fn client_protocol(
+        &self,
+        client_headers: &HeaderMap,
+        refresh_frames: bool,
+    ) -> Option<String> {
         if let Some(p) = &self.protocol {
             return Some(p.clone());
         }
-        offered(client_headers)
-            .any(|p| p == SUBPROTOCOL)
-            .then(|| SUBPROTOCOL.to_owned())
+        let offered: Vec<&str> = offered(client_headers).collect();
+        [SESSION_SUBPROTOCOL, SUBPROTOCOL]
+            .into_iter()
+            .filter(|p| refresh_frames || *p != SESSION_SUBPROTOCOL)
+            .find(|p| offered.contains(p))
+            .map(str::to_owned)
     }
 }
 
@@ -219,7 +229,8 @@ impl Upstream {
             }
         };
         let key = tokio_tungstenite::tungstenite::handshake::client::generate_key();
-        let head = self.request_head(&uri, &key, parts, identity, sources)?;
+        let protocols = upstream_protocols(&parts.headers);
+        let head = self.request_head(&uri, &key, parts, identity, sources, &protocols)?;
         stream.write_all(&head).await.map_err(|_| UNREACHABLE)?;
 
         let mut buf = Vec::with_capacity(1024);
@@ -234,6 +245,13 @@ impl Upstream {
                 break answer;
             }
         };
+        // RFC 6455 §4.1: a subprotocol the client did not offer fails the connection; here
+        // it would also let an upstream claim wsgate's own (`wsgate.session.v1`).
+        if protocol.as_deref().is_some_and(|p| !protocols.contains(&p)) {
+            return Err(GatewayError::Unreachable(
+                "the upstream selected a subprotocol that was not offered",
+            ));
+        }
         let config = WebSocketConfig::default()
             .read_buffer_size(2 * 1024)
             .write_buffer_size(8 * 1024)
@@ -257,6 +275,7 @@ impl Upstream {
         parts: &Parts,
         identity: &Identity,
         sources: &Sources,
+        protocols: &[&str],
     ) -> Result<Vec<u8>, GatewayError> {
         let mut h = HeaderMap::new();
         let claims = serde_json::to_vec(identity.claims()).unwrap_or_else(|_| b"null".to_vec());
@@ -287,9 +306,6 @@ impl Upstream {
         if let Some(cookies) = other_cookies(&parts.headers, sources.cookie_name_ref()) {
             h.insert(header::COOKIE, cookies);
         }
-        let protocols: Vec<&str> = offered(&parts.headers)
-            .filter(|p| *p != SUBPROTOCOL && !p.starts_with(SUBPROTOCOL_TOKEN_PREFIX))
-            .collect();
         if !protocols.is_empty()
             && let Ok(v) = HeaderValue::from_str(&protocols.join(", "))
         {
@@ -358,6 +374,18 @@ fn check_answer(
     Ok(get("sec-websocket-protocol")
         .filter(|p| !p.is_empty())
         .map(str::to_owned))
+}
+
+/// The client's offered subprotocols the upstream is offered: all but wsgate's own
+/// (`wsgate.v1`, `wsgate.session.v1`) and the token entry `wsgate.bearer.<token>`.
+fn upstream_protocols(headers: &HeaderMap) -> Vec<&str> {
+    offered(headers)
+        .filter(|p| {
+            *p != SUBPROTOCOL
+                && *p != SESSION_SUBPROTOCOL
+                && !p.starts_with(SUBPROTOCOL_TOKEN_PREFIX)
+        })
+        .collect()
 }
 
 /// The subprotocols a client offered, in order.

@@ -19,6 +19,13 @@ use crate::reject::AuthError;
 
 /// The subprotocol the server selects when a client offers it (never the token entry).
 pub const SUBPROTOCOL: &str = "wsgate.v1";
+/// The subprotocol a socket selects when wsgate itself speaks session frames on it
+/// (`welcome`, `expiring`, `refreshed`: echo, pubsub, a proxy with `refresh_frames` whose
+/// upstream chose no subprotocol). The browser client offers it first and answers `expiring`
+/// with a token only on a socket that selected it: on a proxied socket whose frames come from
+/// the upstream, an `expiring` is the upstream's (or another user's) and is not answered.
+/// Never forwarded to an upstream, and an upstream that selects it anyway is refused.
+pub const SESSION_SUBPROTOCOL: &str = "wsgate.session.v1";
 /// Prefix of the subprotocol entry that carries a token: `wsgate.bearer.<token>`.
 pub const SUBPROTOCOL_TOKEN_PREFIX: &str = "wsgate.bearer.";
 /// Query parameter that carries a single-use ticket.

@@ -288,7 +288,7 @@ async fn a_refresh_moves_the_deadline_and_another_subject_cannot() {
     let refused = next_json(&mut ws).await;
     assert_eq!(
         (refused["type"].as_str(), refused["code"].as_str()),
-        (Some("error"), Some("sub_mismatch"))
+        (Some("error"), Some("invalid_token"))
     );
     assert_eq!(refused["id"], 1);
 

@@ -16,10 +16,11 @@ pub fn router(path: &str, ep: Endpoint) -> Router {
 }
 
 async fn upgrade(State(ep): State<Endpoint>, auth: WsAuth, ws: WebSocketUpgrade) -> Response {
-    auth.on_upgrade(ws, move |socket, identity| {
-        let session = Session::new(socket, identity, ep.auth, &ep.session);
-        ep.tracker.track_future(run(session))
-    })
+    auth.speaks_session_frames()
+        .on_upgrade(ws, move |socket, identity| {
+            let session = Session::new(socket, identity, ep.auth, &ep.session);
+            ep.tracker.track_future(run(session))
+        })
 }
 
 async fn run(mut session: Session) {

@@ -47,7 +47,13 @@ async fn upgrade(
     let (parts, _) = req.into_parts();
     let Some(identity) = auth.identity().cloned() else {
         // A `message` credential comes after the upgrade (or a refusal in close mode):
-        // dial the upstream once the client is known.
+        // dial the upstream once the client is known. The client is answered before the
+        // upstream chose anything: wsgate's own subprotocol.
+        let auth = if p.refresh_frames {
+            auth.speaks_session_frames()
+        } else {
+            auth
+        };
         return auth.on_upgrade(ws, move |socket, identity| async move {
             match p
                 .upstream
@@ -68,7 +74,7 @@ async fn upgrade(
         .await
     {
         Ok(conn) => {
-            let protocol = conn.client_protocol(&parts.headers);
+            let protocol = conn.client_protocol(&parts.headers, p.refresh_frames);
             drop(identity); // the extractor's own clone carries the session on
             auth.subprotocol(protocol)
                 .on_upgrade(ws, move |socket, identity| async move {

@@ -40,15 +40,16 @@ async fn upgrade(
     wire: Option<Extension<Arc<Wire>>>,
     ws: WebSocketUpgrade,
 ) -> Response {
-    auth.on_upgrade(ws, move |socket, identity| {
-        // Built here, synchronously, so the connection's task stores the session once.
-        let conn = Conn::new(
-            Session::new(socket, identity, ep.auth, &ep.session),
-            ep.broker,
-            wire.map(|Extension(w)| w),
-        );
-        ep.tracker.track_future(run(conn))
-    })
+    auth.speaks_session_frames()
+        .on_upgrade(ws, move |socket, identity| {
+            // Built here, synchronously, so the connection's task stores the session once.
+            let conn = Conn::new(
+                Session::new(socket, identity, ep.auth, &ep.session),
+                ep.broker,
+                wire.map(|Extension(w)| w),
+            );
+            ep.tracker.track_future(run(conn))
+        })
 }
 
 /// The `message` frame for a publication, encoded once for every subscriber.

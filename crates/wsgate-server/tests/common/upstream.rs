@@ -40,7 +40,12 @@ pub struct Upstream {
 impl Upstream {
     /// Selects `select` as subprotocol when the client offers it.
     pub async fn start(select: Option<&'static str>) -> Upstream {
-        Self::start_with(select, None).await
+        Self::start_with(Select::IfOffered(select), None).await
+    }
+
+    /// A broken (or hostile) upstream: selects `protocol` whatever was offered.
+    pub async fn start_selecting_unoffered(protocol: &'static str) -> Upstream {
+        Self::start_with(Select::Always(protocol), None).await
     }
 
     /// Over TLS with the test certificate (`fixtures/upstream_cert.pem`, for localhost and
@@ -60,13 +65,10 @@ impl Upstream {
             .with_no_client_auth()
             .with_single_cert(certs, key)
             .unwrap();
-        Self::start_with(select, Some(Arc::new(config))).await
+        Self::start_with(Select::IfOffered(select), Some(Arc::new(config))).await
     }
 
-    async fn start_with(
-        select: Option<&'static str>,
-        tls: Option<Arc<rustls::ServerConfig>>,
-    ) -> Upstream {
+    async fn start_with(select: Select, tls: Option<Arc<rustls::ServerConfig>>) -> Upstream {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (tx, seen) = mpsc::unbounded_channel();
@@ -121,10 +123,19 @@ impl Upstream {
     }
 }
 
+/// Which subprotocol the upstream selects.
+#[derive(Clone, Copy)]
+enum Select {
+    /// This one, when the client offered it.
+    IfOffered(Option<&'static str>),
+    /// This one, offered or not (against RFC 6455).
+    Always(&'static str),
+}
+
 #[allow(clippy::result_large_err)] // tungstenite's callback signature
 async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     stream: S,
-    select: Option<&'static str>,
+    select: Select,
     tx: mpsc::UnboundedSender<Seen>,
 ) {
     let seen = tx.clone();
@@ -143,14 +154,19 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
             uri: req.uri().to_string(),
             headers,
         });
-        let offered = req
-            .headers()
-            .get_all("sec-websocket-protocol")
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .any(|p| Some(p.trim()) == select);
-        if let (true, Some(p)) = (offered, select) {
+        let offered = |want: &str| {
+            req.headers()
+                .get_all("sec-websocket-protocol")
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .flat_map(|v| v.split(','))
+                .any(|p| p.trim() == want)
+        };
+        let chosen = match select {
+            Select::IfOffered(p) => p.filter(|p| offered(p)),
+            Select::Always(p) => Some(p),
+        };
+        if let Some(p) = chosen {
             res.headers_mut()
                 .insert("sec-websocket-protocol", p.parse().unwrap());
         }

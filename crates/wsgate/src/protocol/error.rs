@@ -77,8 +77,6 @@ error_codes! {
     UnsupportedFrame = "unsupported_frame",
     /// The message bus (or the cluster) could not be used; try again (503).
     Unavailable = "unavailable",
-    /// A refresh for another subject.
-    SubMismatch = "sub_mismatch",
     // The HTTP API.
     /// A malformed request body (400).
     BadRequest = "bad_request",

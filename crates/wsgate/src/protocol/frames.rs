@@ -81,7 +81,7 @@ struct Fields {
     #[serde(default)]
     data: Option<Value>,
     #[serde(default)]
-    token: Option<String>,
+    token: Option<Value>,
 }
 
 impl ClientFrame {
@@ -108,14 +108,18 @@ impl ClientFrame {
             }),
             Some(channel) => Ok(channel),
         };
+        // A credential is a string; anything else is refused here, with the request's `id`.
+        let token = || match f.token {
+            Some(Value::String(token)) => Ok(token),
+            _ => Err(FrameError::new(
+                ErrorCode::MissingField,
+                "\"token\" (a string) is required",
+            )),
+        };
         let frame = match kind.as_str() {
             "ping" => Ok(ClientFrame::Ping),
-            "auth" => Ok(ClientFrame::Auth {
-                token: f.token.unwrap_or_default(),
-            }),
-            "refresh" => Ok(ClientFrame::Refresh {
-                token: f.token.unwrap_or_default(),
-            }),
+            "auth" => token().map(|token| ClientFrame::Auth { token }),
+            "refresh" => token().map(|token| ClientFrame::Refresh { token }),
             "subscribe" => channel().map(|channel| ClientFrame::Subscribe { channel }),
             "unsubscribe" => channel().map(|channel| ClientFrame::Unsubscribe { channel }),
             "publish" => channel().map(|channel| ClientFrame::Publish {
@@ -131,17 +135,91 @@ impl ClientFrame {
     }
 }
 
-/// Cheap pre-filter for a `refresh` frame, so ordinary traffic through a session is never
-/// JSON-parsed by the guard.
-pub fn is_refresh(text: &str) -> bool {
-    #[derive(Deserialize)]
-    struct Kind<'a> {
-        #[serde(borrow)]
-        r#type: std::borrow::Cow<'a, str>,
+/// What a client text frame is to the session guard, read without building the frame: a
+/// `refresh` (taken by the guard on every endpoint that speaks session frames), and whether it
+/// carries a credential (an `auth` or `refresh` with a string `token`) — which a proxy never
+/// forwards to its upstream.
+///
+/// The JSON is really parsed (an escaped `"\u0072efresh"` is a refresh), but only for
+/// frames that could be one: ordinary traffic is passed over by a byte scan. Where a key
+/// repeats, any occurrence counts: a frame is never let through on the strength of one
+/// duplicate that a lenient reader further on would ignore.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SessionFrame {
+    /// `"type":"refresh"`.
+    pub refresh: bool,
+    /// `"type":"auth"`.
+    pub auth: bool,
+    /// A string `"token"`.
+    pub token: bool,
+}
+
+impl SessionFrame {
+    /// Reads `text`; `None` for anything that is not a JSON object naming `auth` or
+    /// `refresh` as its type.
+    pub fn of(text: &str) -> Option<Self> {
+        let t = text.trim_start();
+        let could_be =
+            t.starts_with('{') && (t.contains("refresh") || t.contains("auth") || t.contains('\\'));
+        if !could_be {
+            return None;
+        }
+        let peek = serde_json::from_str::<SessionFrame>(t).ok()?;
+        (peek.refresh || peek.auth).then_some(peek)
     }
-    text.trim_start().starts_with('{')
-        && text.contains("\"refresh\"")
-        && serde_json::from_str::<Kind>(text).is_ok_and(|k| k.r#type == "refresh")
+
+    /// An `auth` or `refresh` frame with a string token: a credential in flight.
+    pub fn carries_credential(self) -> bool {
+        self.token && (self.auth || self.refresh)
+    }
+}
+
+impl<'de> Deserialize<'de> for SessionFrame {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::{IgnoredAny, MapAccess, Visitor};
+
+        /// A value that may be a string.
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum MaybeString {
+            String(String),
+            Other(IgnoredAny),
+        }
+
+        struct Peek;
+        impl<'de> Visitor<'de> for Peek {
+            type Value = SessionFrame;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<SessionFrame, A::Error> {
+                let mut seen = SessionFrame::default();
+                while let Some(key) = map.next_key::<String>()? {
+                    match key.as_str() {
+                        "type" => match map.next_value::<MaybeString>()? {
+                            MaybeString::String(t) if t == "refresh" => seen.refresh = true,
+                            MaybeString::String(t) if t == "auth" => seen.auth = true,
+                            _ => {}
+                        },
+                        "token" => {
+                            let v = map.next_value::<MaybeString>()?;
+                            seen.token |= matches!(v, MaybeString::String(_));
+                        }
+                        _ => {
+                            map.next_value::<IgnoredAny>()?;
+                        }
+                    }
+                }
+                Ok(seen)
+            }
+        }
+        d.deserialize_map(Peek)
+    }
+}
+
+/// Whether the session guard takes this frame as a `refresh` (echo and pubsub endpoints).
+pub fn is_refresh(text: &str) -> bool {
+    SessionFrame::of(text).is_some_and(|f| f.refresh)
 }
 
 /// A frame the server sends.
@@ -244,9 +322,49 @@ mod tests {
     fn refresh_detection() {
         assert!(is_refresh(r#"{"type":"refresh","token":"x"}"#));
         assert!(is_refresh(r#" {"token":"x","type":"refresh"}"#));
+        assert!(
+            is_refresh(r#"{"type":"refresh","id":2}"#),
+            "no token: still a refresh, answered with an error"
+        );
+        assert!(
+            is_refresh(r#"{"type":"\u0072efresh","token":"x"}"#),
+            "escaped type"
+        );
         assert!(!is_refresh(r#"{"type":"publish","data":"refresh"}"#));
         assert!(!is_refresh(r#"refresh"#));
         assert!(!is_refresh(r#"{"type":"refresh""#));
+    }
+
+    #[test]
+    fn credentials_in_flight_are_recognised() {
+        let carries = |t: &str| SessionFrame::of(t).is_some_and(SessionFrame::carries_credential);
+        assert!(carries(r#"{"type":"auth","token":"t"}"#));
+        assert!(carries(r#"{"type":"refresh","token":"t","id":1}"#));
+        assert!(
+            carries(r#"{"\u0074ype":"\u0061uth","t\u006fken":"t"}"#),
+            "escaped keys"
+        );
+        assert!(
+            carries(r#"{"type":"chat","token":"t","type":"auth"}"#),
+            "a repeated type counts"
+        );
+        assert!(!carries(r#"{"type":"refresh","id":2}"#), "no token");
+        assert!(!carries(r#"{"type":"refresh","token":5}"#), "not a string");
+        assert!(!carries(r#"{"type":"chat","token":"t"}"#), "another type");
+        assert!(!carries(r#"{"type":"auth","token":"t""#), "not JSON");
+        assert!(!carries(r#"["auth","token"]"#));
+    }
+
+    #[test]
+    fn a_refresh_without_a_string_token_keeps_its_id() {
+        let (id, f) = ClientFrame::parse(r#"{"type":"refresh","token":7,"id":"r1"}"#);
+        assert_eq!(id, Some(json!("r1")));
+        assert_eq!(f.unwrap_err().code, ErrorCode::MissingField);
+        let (id, f) = ClientFrame::parse(r#"{"type":"refresh","id":2}"#);
+        assert_eq!(
+            (id, f.unwrap_err().code),
+            (Some(json!(2)), ErrorCode::MissingField)
+        );
     }
 
     #[test]

@@ -16,4 +16,4 @@ pub(crate) use close::{CLOSE_WAIT, code_of, drain};
 pub use close::{CloseReason, close_socket};
 pub(crate) use close::{close_label, close_with};
 pub use error::{ErrorBody, ErrorCode};
-pub use frames::{ClientFrame, FrameError, ServerFrame, is_refresh};
+pub use frames::{ClientFrame, FrameError, ServerFrame, SessionFrame, is_refresh};

@@ -237,7 +237,9 @@ impl Session {
             match msg {
                 // Cold paths are boxed: their state would otherwise sit in every idle task.
                 Some(Ok(Message::Text(t))) if is_refresh(&t) => {
-                    Box::pin(self.refresh(&t)).await;
+                    if let Some(reason) = Box::pin(self.refresh(&t)).await {
+                        return self.end(reason).await;
+                    }
                     if std::mem::take(&mut self.refreshed) {
                         self.hold_outbound();
                         return Some(Incoming::Refreshed);

@@ -1,34 +1,56 @@
 //! The `refresh` frame: a new credential for the same subject moves the session's deadline
 //! (SPEC §5). Taken by the guard itself, so no endpoint ever sees it; answered `refreshed`
 //! or `error`, and a refused refresh leaves the old expiry standing.
+//!
+//! A refresh is a credential check on an open socket, so it is held to the same rules as a
+//! handshake: a refused one is logged and counted against the client's address, and past
+//! `auth_failures_per_min` the socket is closed (1008 `rate_limited`). Every refusal of a
+//! presented token is answered `invalid_token`, whatever the verifier's reason: a socket must
+//! not learn that it guessed another subject's valid credential.
 
 use axum::extract::ws::Message;
 use serde_json::Value;
 
 use super::Session;
-use crate::protocol::{ClientFrame, ErrorCode, ServerFrame};
+use crate::protocol::{ClientFrame, CloseReason, ErrorCode, ServerFrame};
+use crate::reject::AuthError;
 use crate::source::{Credential, SourceKind};
 use crate::verify::VerifyContext;
 
 impl Session {
-    pub(super) async fn refresh(&mut self, text: &str) {
+    /// Takes one `refresh` frame. `Some(reason)`: the socket must close (too many refused
+    /// refreshes from its address).
+    pub(super) async fn refresh(&mut self, text: &str) -> Option<CloseReason> {
         let (id, frame) = ClientFrame::parse(text);
-        let Ok(ClientFrame::Refresh { token }) = frame else {
-            let why = "refresh needs a token";
-            self.reply(error_frame(id.as_ref(), ErrorCode::BadRequest, why))
-                .await;
-            return;
+        let token = match frame {
+            Ok(ClientFrame::Refresh { token }) => token,
+            // The guard passes only frames whose `type` reads `refresh`; a frame that says
+            // so in a way `parse` reads otherwise is answered as malformed.
+            Ok(_) => {
+                let why = "not a refresh frame";
+                self.reply(error_frame(id.as_ref(), ErrorCode::BadJson, why))
+                    .await;
+                return None;
+            }
+            Err(e) => {
+                self.reply(error_frame(id.as_ref(), e.code, e.message))
+                    .await;
+                return None;
+            }
         };
         let cred = Credential::new(token, SourceKind::Message);
         let verified = self
             .auth
             .verify_credential(&cred, &VerifyContext::default())
-            .await;
-        let reply = match verified {
-            Ok((new, _)) if new.sub != self.identity.sub() => {
-                let why = "the new token is for another subject";
-                error_frame(id.as_ref(), ErrorCode::SubMismatch, why)
-            }
+            .await
+            .and_then(|(new, by)| {
+                if new.sub == self.identity.sub() {
+                    Ok((new, by))
+                } else {
+                    Err(AuthError::Invalid("the new token is for another subject"))
+                }
+            });
+        match verified {
             Ok((new, by)) => {
                 // Keep the session id and slot: they name this connection, not the credential.
                 self.identity = self.identity.refreshed(new, by);
@@ -39,18 +61,38 @@ impl Session {
                 self.arm();
                 self.refreshed = true;
                 tracing::info!(target: "wsgate::conn", sub = self.identity.sub(), session = self.identity.session(), "credential refreshed");
-                ServerFrame::Refreshed {
+                let frame = ServerFrame::Refreshed {
                     id: id.as_ref(),
                     expires_at: self.identity.expires_at(),
-                }
-                .to_text()
+                };
+                self.reply(frame.to_text()).await;
+                None
             }
             Err(e) => {
+                let over_limit = if e.is_client_failure() {
+                    self.auth.refresh_refused(self.identity.remote_ip()).err()
+                } else {
+                    None
+                };
+                crate::metrics::refresh_refused(&e);
+                tracing::warn!(
+                    target: "wsgate::conn",
+                    sub = self.identity.sub(),
+                    session = self.identity.session(),
+                    remote = %self.identity.remote_ip().map_or_else(|| "-".to_owned(), |ip| ip.to_string()),
+                    reason = e.code().as_str(),
+                    detail = %e,
+                    "refresh refused"
+                );
+                if let Some(limit) = over_limit {
+                    return Some(limit.close_reason());
+                }
                 let why = "refresh refused; the old expiry stands";
-                error_frame(id.as_ref(), e.code(), why)
+                let code = ErrorCode::InvalidToken;
+                self.reply(error_frame(id.as_ref(), code, why)).await;
+                None
             }
-        };
-        self.reply(reply).await;
+        }
     }
 
     async fn reply(&mut self, frame: String) {

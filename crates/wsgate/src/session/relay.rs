@@ -6,7 +6,7 @@ use axum::extract::ws::Message;
 use tokio::time::Instant;
 
 use super::{Session, ordered, until, violation};
-use crate::protocol::{CloseReason, close_with, is_refresh};
+use crate::protocol::{CloseReason, SessionFrame, close_with};
 
 /// What woke the relay up.
 enum RelayEvent {
@@ -100,13 +100,31 @@ impl Session {
                     if data && self.over_rate(Instant::now()) {
                         break RelayEnd::Both(CloseReason::RateLimited);
                     }
+                    // A credential never reaches the upstream: a `refresh` with a token is
+                    // taken here when the endpoint speaks refresh frames, and any other
+                    // frame carrying one (an `auth` after the handshake, a `refresh` where
+                    // refresh frames are off) is dropped and counted.
                     if let Message::Text(t) = &m
-                        && refresh_frames
-                        && is_refresh(t)
+                        && let Some(frame) = SessionFrame::of(t)
+                        && frame.carries_credential()
                     {
-                        let t = t.clone();
-                        Box::pin(self.refresh(&t)).await;
-                        self.refreshed = false;
+                        if refresh_frames && frame.refresh {
+                            let t = t.clone();
+                            if let Some(reason) = Box::pin(self.refresh(&t)).await {
+                                break RelayEnd::Both(reason);
+                            }
+                            self.refreshed = false;
+                        } else {
+                            let kind = if frame.auth { "auth" } else { "refresh" };
+                            crate::metrics::credential_frame_dropped(kind);
+                            tracing::warn!(
+                                target: "wsgate::conn",
+                                sub = self.identity.sub(),
+                                session = self.identity.session(),
+                                frame = kind,
+                                "a client frame carrying a credential was not forwarded upstream"
+                            );
+                        }
                         continue;
                     }
                     to_upstream += 1;
