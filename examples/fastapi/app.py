@@ -1,9 +1,12 @@
 # The seed's FastAPI WebSocket endpoint, put behind wsgate: the token check is gone.
 # wsgate verified the client before this app ever saw the connection, and passes who it is
-# in X-Wsgate-Sub (plus X-Wsgate-Session and X-Wsgate-Claims, base64url JSON). It closes both
+# in X-Wsgate-Sub (percent-encoded where a header could not carry it exactly: decode it),
+# plus X-Wsgate-Session and X-Wsgate-Claims (base64url JSON). It closes both
 # sides when the token expires or is revoked. Run it where only wsgate can reach it:
 #   uvicorn app:app --host 127.0.0.1 --port 9000
 # and point a proxy endpoint at it (README: "Put wsgate in front of your FastAPI app").
+from urllib.parse import unquote
+
 from fastapi import FastAPI, WebSocket, WebSocketDisconnect
 
 app = FastAPI()
@@ -11,7 +14,7 @@ app = FastAPI()
 
 @app.websocket("/ws")
 async def websocket_endpoint(websocket: WebSocket):
-    user = websocket.headers["x-wsgate-sub"]
+    user = unquote(websocket.headers["x-wsgate-sub"])
     await websocket.accept()
     await websocket.send_text(f"Welcome, {user}!")
     try:

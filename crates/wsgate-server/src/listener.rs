@@ -29,7 +29,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use axum::Router;
@@ -96,6 +96,7 @@ impl Listener for HandshakeDeadline {
             timer: Some(Box::new(Timer {
                 timeout: self.timeout,
                 sleep: Box::pin(tokio::time::sleep(self.timeout)),
+                lingering: false,
             })),
         };
         (io, addr)
@@ -126,7 +127,17 @@ pub struct DeadlineIo {
 struct Timer {
     timeout: Duration,
     sleep: Pin<Box<Sleep>>,
+    /// The write side is shut: reading what the client still sends, until [`LINGER`].
+    lingering: bool,
 }
+
+/// How long a closing connection keeps reading (and discarding) what the client still sends,
+/// as nginx's lingering close does: an answer given before the whole request was read (a 431,
+/// a refusal while a body is still coming) would otherwise be lost to the reset the kernel
+/// sends when a socket closes with unread bytes, and the client's send would fail first.
+const LINGER: Duration = Duration::from_secs(2);
+/// Reads per poll while lingering, so one fast sender does not hold the worker.
+const LINGER_READS: usize = 16;
 
 impl Timer {
     fn rearm(&mut self) {
@@ -241,8 +252,35 @@ impl AsyncWrite for DeadlineIo {
         }
         r
     }
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.wire.poll_shutdown(cx)
+    /// Closes in stages while the connection is plain HTTP: the answer and a FIN go out,
+    /// then what the client still sends is read and dropped until it closes or [`LINGER`]
+    /// passes (an upgraded socket has had its close handshake instead).
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        let Some(timer) = &mut this.timer else {
+            return this.wire.poll_shutdown(cx);
+        };
+        if !timer.lingering {
+            ready!(this.wire.poll_shutdown(cx))?;
+            timer.lingering = true;
+            timer.sleep.as_mut().reset(Instant::now() + LINGER);
+        }
+        for _ in 0..LINGER_READS {
+            if timer.sleep.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Ok(()));
+            }
+            let mut scratch = [0u8; 2048];
+            let mut buf = ReadBuf::new(&mut scratch);
+            match this.wire.poll_read(cx, &mut buf) {
+                Poll::Ready(Ok(())) if buf.filled().is_empty() => return Poll::Ready(Ok(())),
+                Poll::Ready(Ok(())) => {}
+                // Reset or gone: nothing left to protect.
+                Poll::Ready(Err(_)) => return Poll::Ready(Ok(())),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        cx.waker().wake_by_ref();
+        Poll::Pending
     }
 }
 

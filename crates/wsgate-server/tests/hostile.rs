@@ -127,6 +127,46 @@ async fn a_request_body_that_looks_like_a_get_head_suspends_no_deadline() {
 }
 
 #[tokio::test]
+async fn an_answer_given_before_the_request_was_read_reaches_the_client() {
+    // Too many headers: hyper answers 431 before reading the rest. Closing with unread bytes
+    // makes the kernel reset the connection, and a client that had not read the answer yet
+    // loses it. The server closes in stages (half-close, then reads what still comes).
+    let s = start("", "").await;
+    // Past hyper's head buffer (~400 KiB): answered 431 while a good part is still unread.
+    let mut head = b"GET /echo HTTP/1.1\r\nHost: x\r\n".to_vec();
+    for i in 0..4000 {
+        head.extend_from_slice(format!("X-Filler-{i}: {}\r\n", "a".repeat(1000)).as_bytes());
+    }
+    head.extend_from_slice(b"\r\n");
+    for attempt in 0..20 {
+        let mut tcp = TcpStream::connect(s.addr).await.unwrap();
+        // As a simple client does: send the whole request, then read the answer. The server
+        // stops reading midway, so the write may fail; the answer must still be readable.
+        let sent = tokio::time::timeout(WAIT, tcp.write_all(&head)).await;
+        assert!(
+            matches!(sent, Ok(Ok(()))),
+            "attempt {attempt}: the request could not be sent whole: {sent:?}"
+        );
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        loop {
+            match tokio::time::timeout(WAIT, tcp.read(&mut buf)).await {
+                Ok(Ok(0)) => break,
+                Ok(Ok(n)) => got.extend_from_slice(&buf[..n]),
+                Ok(Err(e)) if got.is_empty() => panic!("attempt {attempt}: {e} before any answer"),
+                Ok(Err(_)) => break,
+                Err(_) => panic!("attempt {attempt}: no end"),
+            }
+        }
+        assert!(
+            got.starts_with(b"HTTP/1.1 431"),
+            "attempt {attempt}: {:?}",
+            String::from_utf8_lossy(&got)
+        );
+    }
+}
+
+#[tokio::test]
 async fn an_upgraded_socket_is_not_held_to_the_handshake_deadline() {
     let s = start("", "handshake_timeout_ms = 400").await;
     let mut ws = bearer(&s.url("/echo"), &hs256(&claims("slow-talker"))).await;

@@ -127,6 +127,29 @@ async fn the_upstream_gets_the_identity_and_never_the_credential() {
 }
 
 #[tokio::test]
+async fn a_subject_arrives_upstream_exactly_percent_encoded_where_needed() {
+    // `admin␠` must not arrive as `admin` (HTTP strips edge whitespace), nor `José` as
+    // Latin-1 mojibake: such subjects are percent-encoded, plain ones sent as they are.
+    let mut up = Upstream::start(None).await;
+    let statics = r#"
+[auth.static]
+tokens = { "t-space" = "admin ", "t-accent" = "José", "t-pct" = "50%", "t-plain" = "admin" }
+"#;
+    let s = start(&up.url("/ws"), statics, "").await;
+    for (token, header_value) in [
+        ("t-space", "admin%20"),
+        ("t-accent", "Jos%C3%A9"),
+        ("t-pct", "50%25"),
+        ("t-plain", "admin"),
+    ] {
+        let ws = bearer(&s.url("/app"), token).await;
+        let (_, h) = up.request().await;
+        assert_eq!(header(&h, "x-wsgate-sub"), [header_value], "{token}");
+        drop(ws);
+    }
+}
+
+#[tokio::test]
 async fn a_refused_client_never_reaches_the_upstream() {
     let mut up = Upstream::start(None).await;
     let s = start(&up.url("/ws"), "", "").await;

@@ -47,6 +47,8 @@ use crate::source::{
 pub type UpstreamSocket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 /// The identity headers the upstream receives (and the only `X-Wsgate-*` headers it sees).
+/// The subject is percent-encoded where a header cannot carry it exactly (see
+/// [`subject_header_value`]).
 pub const SUB_HEADER: &str = "x-wsgate-sub";
 /// The session id header the upstream receives.
 pub const SESSION_HEADER: &str = "x-wsgate-session";
@@ -282,7 +284,7 @@ impl Upstream {
         let identity_headers = [
             (
                 SUB_HEADER,
-                HeaderValue::from_bytes(identity.sub().as_bytes()),
+                HeaderValue::from_str(&subject_header_value(identity.sub())),
             ),
             (SESSION_HEADER, HeaderValue::from_str(identity.session())),
             (
@@ -326,6 +328,24 @@ impl Upstream {
         head.extend_from_slice(b"\r\n");
         Ok(head)
     }
+}
+
+/// `X-Wsgate-Sub`'s value: the subject exactly as it is when it is made of visible ASCII
+/// other than `%`; otherwise every other byte of its UTF-8 (spaces, controls, `%`, non-ASCII)
+/// as `%XX`. An HTTP parser strips edge whitespace (`admin␠` would arrive as `admin`, another
+/// identity) and reads non-ASCII bytes as Latin-1; percent-decoding the value as UTF-8 always
+/// gives the subject back, and distinct subjects never share a value.
+pub fn subject_header_value(sub: &str) -> String {
+    use std::fmt::Write;
+    let mut out = String::with_capacity(sub.len());
+    for &b in sub.as_bytes() {
+        if b.is_ascii_graphic() && b != b'%' {
+            out.push(char::from(b));
+        } else {
+            let _ = write!(out, "%{b:02X}");
+        }
+    }
+    out
 }
 
 /// Largest upstream answer head read.
@@ -561,6 +581,30 @@ mod tests {
             "ws://up/ws",
             "an encoded name is still the credential"
         );
+    }
+
+    #[test]
+    fn subjects_travel_exactly() {
+        assert_eq!(
+            subject_header_value("alice@example.com"),
+            "alice@example.com"
+        );
+        assert_eq!(subject_header_value("auth0|abc"), "auth0|abc");
+        assert_eq!(subject_header_value("admin "), "admin%20");
+        assert_eq!(subject_header_value(" admin"), "%20admin");
+        assert_eq!(subject_header_value("José Smith"), "Jos%C3%A9%20Smith");
+        assert_eq!(subject_header_value("50%"), "50%25", "% itself is encoded");
+        assert_eq!(subject_header_value("a\tb\r\n"), "a%09b%0D%0A");
+        let decoded = |v: &str| {
+            form_urlencoded::parse(format!("s={v}").as_bytes())
+                .next()
+                .map(|(_, v)| v.into_owned())
+        };
+        for sub in ["admin ", "José Smith", "50%", "a+b", "плохой\u{0}"] {
+            let v = subject_header_value(sub);
+            assert!(HeaderValue::from_str(&v).is_ok(), "{sub:?}");
+            assert_eq!(decoded(&v.replace('+', "%2B")).as_deref(), Some(sub));
+        }
     }
 
     #[test]
