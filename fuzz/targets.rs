@@ -95,9 +95,24 @@ pub fn config(data: &[u8]) {
 /// A client frame (`wsgate::protocol::ClientFrame`): parsing, channel rules, permission
 /// patterns, and the answer frames built from what was parsed.
 pub fn pubsub_frames(data: &[u8]) {
-    use wsgate::protocol::{ClientFrame, ServerFrame};
+    use wsgate::protocol::{ClientFrame, ServerFrame, SessionFrame, is_refresh};
     let text = String::from_utf8_lossy(data);
     let (id, frame) = ClientFrame::parse(&text);
+    // What the session reads as a credential, the proxy's cheap reader sees as one too: a
+    // proxy never forwards a frame that carries a token (escaped, repeated keys and all).
+    if let Ok(ClientFrame::Auth { .. } | ClientFrame::Refresh { .. }) = &frame {
+        let seen = SessionFrame::of(&text);
+        assert!(
+            seen.is_some_and(SessionFrame::carries_credential),
+            "a credential frame the proxy would forward: {text:?} ({seen:?})"
+        );
+    }
+    if let Ok(ClientFrame::Refresh { .. }) = &frame {
+        assert!(
+            is_refresh(&text),
+            "a refresh the session would not take: {text:?}"
+        );
+    }
     if let Err(e) = &frame {
         let answer = ServerFrame::Error {
             code: e.code,

@@ -36,6 +36,17 @@ impl Minting {
         channels: &[String],
         publish: &[String],
     ) -> Result<String, jsonwebtoken::errors::Error> {
+        self.sign(self.claims(sub, ttl, channels, publish))
+    }
+
+    /// The claims [`Minting::mint`] signs, for a caller that adds its own.
+    pub fn claims(
+        &self,
+        sub: &str,
+        ttl: Duration,
+        channels: &[String],
+        publish: &[String],
+    ) -> serde_json::Value {
         let now = wsgate::verify::now_unix();
         let mut jti = [0u8; 16];
         // A jti only has to be unique; if the RNG fails, time still makes it so.
@@ -66,6 +77,11 @@ impl Minting {
                 claims[name] = json!(list);
             }
         }
+        claims
+    }
+
+    /// Signs `claims` with the configured secret and algorithm.
+    pub fn sign(&self, claims: serde_json::Value) -> Result<String, jsonwebtoken::errors::Error> {
         jsonwebtoken::encode(
             &jsonwebtoken::Header::new(self.algorithm),
             &claims,

@@ -171,6 +171,9 @@ fn keys_command(store: &Store, cmd: KeysCommand) -> anyhow::Result<()> {
             if name.is_empty() || sub.is_empty() {
                 bail!("--name and --sub must not be empty");
             }
+            if name.chars().chain(sub.chars()).any(char::is_control) {
+                bail!("--name and --sub must not contain control characters");
+            }
             let k = keys::create(store, &name, &sub, &channels, &publish, expires_in)?;
             eprintln!(
                 "created key {} (`{name}`, sub `{sub}`); store it now, it is not shown again",
@@ -193,9 +196,9 @@ fn keys_command(store: &Store, cmd: KeysCommand) -> anyhow::Result<()> {
                 };
                 println!(
                     "{:<16}  {:<20}  {:<20}  {:<20}  {:<20}  {:<20}  {status}",
-                    k.id,
-                    k.name,
-                    k.sub,
+                    printable(&k.id),
+                    printable(&k.name),
+                    printable(&k.sub),
                     utc(k.created),
                     time(k.last_used),
                     time(k.expires)
@@ -210,6 +213,20 @@ fn keys_command(store: &Store, cmd: KeysCommand) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// `text` with control characters escaped (`\u{1b}`), so a name stored by another program (or
+/// an older version) cannot drive the terminal `keys list` prints to.
+fn printable(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_unicode().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
 }
 
 async fn mint(cfg: &Config, origin: &Origin, args: &TokenArgs) -> anyhow::Result<String> {

@@ -505,6 +505,12 @@ impl Config {
                 format!("must be at most {MAX_SECS}"),
             );
         }
+        if self.storage.path.as_os_str().is_empty() {
+            return err(
+                "storage.path",
+                "must not be empty (SQLite would use a temporary database, and revocations, API keys and the generated secret would be lost at exit); name a file such as \"wsgate.db\"".into(),
+            );
+        }
         check_sources("auth.sources", &self.auth.sources, &self.auth, origin)?;
         if self.auth.query_param.is_empty() {
             return err("auth.query_param", "must not be empty".into());

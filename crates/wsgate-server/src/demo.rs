@@ -24,6 +24,14 @@ use crate::auth::Minting;
 /// Demo tokens are short-lived on purpose: the page shows the countdown and the refresh.
 pub const DEMO_TOKEN_TTL: Duration = Duration::from_secs(120);
 
+/// The claim every demo token carries: anyone can mint one for any name, so every endpoint
+/// but the demo page's own ([`DEMO_PATH`]) refuses them (`Authenticator::refuse_claim`) —
+/// at the handshake, through a ticket, and on refresh.
+pub const DEMO_CLAIM: &str = "wsgate_demo";
+
+/// The endpoint the demo page connects to (a `pubsub` endpoint).
+pub const DEMO_PATH: &str = "/ws";
+
 const INDEX: &str = include_str!("../assets/demo/index.html");
 const SCRIPT: &str = include_str!("../assets/demo/demo.js");
 const STYLE: &str = include_str!("../assets/demo/demo.css");
@@ -85,7 +93,9 @@ async fn token(
         Duration::from_secs(s.clamp(5, DEMO_TOKEN_TTL.as_secs()))
     });
     let rooms = ["room:*".to_owned()];
-    match minting.mint(name, ttl, &rooms, &rooms) {
+    let mut claims = minting.claims(name, ttl, &rooms, &rooms);
+    claims[DEMO_CLAIM] = json!(true);
+    match minting.sign(claims) {
         Ok(token) => Json(json!({"token": token, "expires_in": ttl.as_secs()})).into_response(),
         Err(e) => {
             tracing::error!(target: "wsgate::demo", error = %e, "cannot sign a demo token");

@@ -246,6 +246,8 @@ pub fn router(cfg: &Config, s: &Services) -> Router {
                 .sources(base.sources_ref().with_order(ticket_sources)),
         ),
         leeway_secs: s.built.leeway.as_secs(),
+        failures: (cfg.limits.auth_failures_per_min > 0)
+            .then(|| Arc::new(FailureLimiter::new(cfg.limits.auth_failures_per_min))),
     };
     let shutting_down = s.shutdown.clone();
     let cluster = s.cluster.as_ref().map(|c| c.cluster.clone());
@@ -290,6 +292,20 @@ pub fn router(cfg: &Config, s: &Services) -> Router {
                 .clone()
                 .sources(base.sources_ref().with_order(order.iter().copied())),
             None => base.clone(),
+        };
+        // Demo tokens (minted for anyone, any name) are taken by the demo page's endpoint only.
+        let auth = if cfg.demo && ep.path != demo::DEMO_PATH {
+            auth.refuse_claim(demo::DEMO_CLAIM)
+        } else {
+            auth
+        };
+        let auth = match ep.kind {
+            // A relayed upstream message may be far larger than a client's own limit.
+            crate::config::EndpointKind::Proxy => {
+                let settings = wsgate::relay::Upstream::client_socket_settings(*auth.socket());
+                auth.socket_settings(settings)
+            }
+            _ => auth,
         };
         let state = Endpoint {
             auth: Arc::new(auth),

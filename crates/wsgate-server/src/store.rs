@@ -94,6 +94,7 @@ impl Store {
                  created INTEGER NOT NULL, last_used INTEGER, expires INTEGER, revoked INTEGER);",
         )
         .map_err(wrap)?;
+        check_schema(&conn).map_err(|problem| schema_error(path, problem))?;
         Ok(Self {
             path: path.to_path_buf(),
             conn: Mutex::new(conn),
@@ -133,7 +134,7 @@ impl Store {
                 r.get::<_, i64>(0)
             })
             .map_err(|e| StoreError::new(path, e))?;
-            return Ok(());
+            return check_schema(&conn).map_err(|problem| schema_error(path, problem));
         }
         let folder = match path.parent() {
             Some(p) if !p.as_os_str().is_empty() => p,
@@ -358,6 +359,62 @@ impl Store {
 /// Unix seconds as SQLite's signed integer, clamped rather than wrapped to a negative.
 fn sql_time(t: u64) -> i64 {
     i64::try_from(t).unwrap_or(i64::MAX)
+}
+
+/// The columns wsgate reads in each of its tables.
+const SCHEMA: [(&str, &[&str]); 3] = [
+    ("settings", &["key", "value"]),
+    ("revocations", &["kind", "value", "at", "until"]),
+    (
+        "api_keys",
+        &[
+            "id",
+            "name",
+            "sub",
+            "channels",
+            "publish",
+            "hash",
+            "created",
+            "last_used",
+            "expires",
+            "revoked",
+        ],
+    ),
+];
+
+/// A database that has one of wsgate's tables with other columns (another program's file,
+/// another version's) is refused by name, at `check-config` and at start, rather than
+/// failing later on a query.
+fn check_schema(conn: &Connection) -> Result<(), String> {
+    for (table, wanted) in SCHEMA {
+        let mut stmt = conn
+            .prepare("SELECT name FROM pragma_table_info(?1)")
+            .map_err(|e| e.to_string())?;
+        let columns = stmt
+            .query_map([table], |r| r.get::<_, String>(0))
+            .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
+            .map_err(|e| e.to_string())?;
+        if columns.is_empty() {
+            continue; // created on first use
+        }
+        if let Some(missing) = wanted
+            .iter()
+            .find(|c| !columns.iter().any(|have| have == *c))
+        {
+            return Err(format!(
+                "it has another schema: table `{table}` has no column `{missing}`"
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn schema_error(path: &Path, problem: String) -> StoreError {
+    StoreError {
+        path: path.to_path_buf(),
+        problem,
+        hint: " (point [storage] path at wsgate's own database, or at a new file)",
+    }
 }
 
 #[cfg(test)]

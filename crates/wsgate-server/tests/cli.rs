@@ -212,7 +212,24 @@ async fn embedded_defaults_keep_a_generated_secret() {
 fn check_config_refuses_what_serve_would_refuse() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("not-a-db"), "hello, I am a text file").unwrap();
+    // A SQLite database whose `api_keys` table is someone else's.
+    let other = rusqlite::Connection::open(dir.path().join("other.db")).unwrap();
+    other
+        .execute_batch("CREATE TABLE api_keys (id TEXT PRIMARY KEY, owner TEXT);")
+        .unwrap();
+    drop(other);
     for (config, needle) in [
+        (
+            "[storage]\npath = \"\"\n".to_owned(),
+            "storage.path: must not be empty",
+        ),
+        (
+            format!(
+                "[storage]\npath = \"{}\"\n",
+                dir.path().join("other.db").display()
+            ),
+            "another schema: table `api_keys` has no column `name`",
+        ),
         (
             "demo = true\n[auth.static]\ntokens = { \"t\" = \"u\" }\n".to_owned(),
             "needs an HMAC secret",
@@ -325,6 +342,23 @@ fn keys_list_shows_dates_a_person_can_read() {
     );
     assert_eq!(code, 1);
     assert_eq!(err.matches("already exists").count(), 1, "{err}");
+    // Control characters neither go in nor come out raw (a name written by another program).
+    let (code, _, err) = run_cli(
+        dir.path(),
+        &["keys", "create", "--name", "red\u{1b}[31m", "--sub", "svc"],
+        &[],
+    );
+    assert_eq!(code, 1, "{err}");
+    let db = rusqlite::Connection::open(dir.path().join("wsgate.db")).unwrap();
+    db.execute(
+        "UPDATE api_keys SET name = 'bell\u{7}\u{1b}[2J' WHERE name = 'ci'",
+        [],
+    )
+    .unwrap();
+    let (code, out, _) = run_cli(dir.path(), &["keys", "list"], &[]);
+    assert_eq!(code, 0);
+    assert!(!out.contains('\u{1b}') && !out.contains('\u{7}'), "{out:?}");
+    assert!(out.contains("bell\\u{7}\\u{1b}[2J"), "{out}");
 }
 
 #[test]

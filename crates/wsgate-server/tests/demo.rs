@@ -105,3 +105,38 @@ fn demo_paths_cannot_be_endpoints() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("endpoints[0].path"));
 }
+
+#[tokio::test]
+async fn demo_tokens_are_taken_by_the_demo_endpoint_only() {
+    // Anyone can mint a demo token for any name: on every other endpoint (here a proxy-like
+    // echo at /app) it must not pass for that user — directly, through a ticket or a refresh.
+    let s = Server::start(
+        "demo = true\n[[endpoints]]\npath = \"/ws\"\nkind = \"pubsub\"\n[[endpoints]]\npath = \"/app\"\nkind = \"echo\"\n",
+    )
+    .await;
+    let (_, body) = post_json(s.http("/api/demo/token"), None, json!({"name":"alice"})).await;
+    let demo = body["token"].as_str().unwrap().to_owned();
+    let mut ws = bearer(&s.url("/ws"), &demo).await;
+    assert_eq!(next_json(&mut ws).await["sub"], "alice");
+    assert_invalid(&s.url("/app"), &demo).await;
+    let (status, body) = post_json(s.http("/api/tickets"), Some(&demo), json!({})).await;
+    assert_eq!(status, 200);
+    let ticket = body["ticket"].as_str().unwrap();
+    let r = refused(&s.url(&format!("/app?ticket={ticket}")), &[]).await;
+    assert_eq!(r.status, 401);
+    // A real token of the same name works on /app; a demo token cannot refresh it.
+    let (code, real, err) = run_cli(
+        s.dir.path(),
+        &["token", "--sub", "alice", "--config", "wsgate.toml"],
+        &[],
+    );
+    assert_eq!(code, 0, "{err}");
+    let mut app = bearer(&s.url("/app"), real.trim()).await;
+    next_json(&mut app).await;
+    send_text(
+        &mut app,
+        &json!({"type":"refresh","token":demo}).to_string(),
+    )
+    .await;
+    assert_eq!(next_json(&mut app).await["code"], "invalid_token");
+}

@@ -60,7 +60,7 @@ async fn the_upstream_gets_the_identity_and_never_the_credential() {
     let s = start(&up.url("/ws?v=1"), "", "").await;
     let token = hs256(&json!({"sub":"alice","exp":now()+600,"role":"admin"}));
     let mut ws = connect_ok(
-        &s.url(&format!("/app?room=a%20b&token={token}&x")),
+        &s.url(&format!("/app?room=a%20b&token={token}&x&v=forged")),
         &[
             ("x-wsgate-sub", "mallory"),
             ("x-wsgate-claims", "forged"),
@@ -77,7 +77,10 @@ async fn the_upstream_gets_the_identity_and_never_the_credential() {
     )
     .await;
     let (uri, h) = up.request().await;
-    assert_eq!(uri, "/ws?v=1&room=a%20b&x");
+    assert_eq!(
+        uri, "/ws?v=1&room=a%20b&x",
+        "the operator's `v` is not the client's to repeat"
+    );
     assert_eq!(header(&h, "x-wsgate-sub"), ["alice"]);
     assert_eq!(header(&h, "x-wsgate-session").len(), 1);
     assert_eq!(header(&h, "x-wsgate-session")[0].len(), 32);
@@ -147,6 +150,25 @@ tokens = { "t-space" = "admin ", "t-accent" = "José", "t-pct" = "50%", "t-plain
         assert_eq!(header(&h, "x-wsgate-sub"), [header_value], "{token}");
         drop(ws);
     }
+}
+
+#[tokio::test]
+async fn large_upstream_messages_arrive_whole_and_oversized_ones_close_with_1009() {
+    // The client side's write bound was 1 MiB: a 2 MiB upstream message dropped the client
+    // with no close frame (and the browser client reconnected in a loop).
+    let mut up = Upstream::start(None).await;
+    let s = start(&up.url("/ws"), "", "").await;
+    let mut ws = bearer(&s.url("/app"), &hs256(&claims("big"))).await;
+    up.request().await;
+    send_text(&mut ws, "big:4").await;
+    match tokio::time::timeout(WAIT, ws.next()).await {
+        Ok(Some(Ok(Message::Binary(b)))) => assert_eq!(b.len(), 4 * 1024 * 1024 + 1),
+        other => panic!("expected the 4 MiB message, got {other:?}"),
+    }
+    // Past the relay's 16 MiB: both sides are closed with 1009.
+    send_text(&mut ws, "big:16").await;
+    assert_eq!(expect_close(&mut ws).await.0, 1009);
+    assert_eq!(up.closed().await.map(|c| c.0), Some(1009));
 }
 
 #[tokio::test]

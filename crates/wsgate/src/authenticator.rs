@@ -126,6 +126,8 @@ pub struct Authenticator {
     leeway: Duration,
     socket: SocketSettings,
     failures: Option<Arc<FailureLimiter>>,
+    /// Credentials carrying this claim are not taken here (see [`Authenticator::refuse_claim`]).
+    refused_claim: Option<&'static str>,
     registry: Option<Arc<Registry>>,
     revocations: Option<Arc<Revocations>>,
     trusted_proxies: Arc<TrustedProxies>,
@@ -150,6 +152,7 @@ impl Authenticator {
             leeway,
             socket: SocketSettings::default(),
             failures: None,
+            refused_claim: None,
             registry: None,
             revocations: None,
             trusted_proxies: Arc::default(),
@@ -212,6 +215,14 @@ impl Authenticator {
         self.socket = s;
         self
     }
+    /// Refuses (401 `invalid_token`) every credential that carries claim `name` set (present,
+    /// not `null` or `false`) — at the handshake, through a ticket and on refresh — so tokens
+    /// minted for one purpose (the server's demo tokens) are taken only where they belong.
+    pub fn refuse_claim(mut self, name: &'static str) -> Self {
+        self.refused_claim = Some(name);
+        self
+    }
+
     /// Shares one failure budget per remote IP (`429` past it).
     pub fn failure_limiter(mut self, l: Arc<FailureLimiter>) -> Self {
         self.failures = Some(l);
@@ -336,6 +347,12 @@ impl Authenticator {
             .is_some_and(|r| r.is_revoked(&verified))
         {
             return Err(AuthError::Invalid("credential revoked"));
+        }
+        if self
+            .refused_claim
+            .is_some_and(|name| verified.claims.is_set(name))
+        {
+            return Err(AuthError::Invalid("not a credential for this endpoint"));
         }
         Ok((verified, by))
     }

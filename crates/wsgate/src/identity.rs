@@ -62,6 +62,17 @@ impl Claims {
             parsed: std::sync::OnceLock::from(v),
         }
     }
+    /// Whether claim `name` is present and neither `null` nor `false` — without keeping a
+    /// parsed copy when the raw text does not even mention it.
+    pub fn is_set(&self, name: &str) -> bool {
+        let set = |v: &Value| !matches!(v.get(name), None | Some(Value::Null | Value::Bool(false)));
+        match (&self.raw, self.parsed.get()) {
+            (_, Some(parsed)) => set(parsed),
+            (Some(raw), None) if raw.get().contains(name) => set(self.get()),
+            _ => false,
+        }
+    }
+
     /// The claims as JSON (null when the credential carried none or they do not parse).
     pub fn get(&self) -> &Value {
         self.parsed.get_or_init(|| {

@@ -37,6 +37,7 @@ use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
+use crate::authenticator::SocketSettings;
 use crate::identity::Identity;
 use crate::reject::GatewayError;
 use crate::source::{
@@ -58,8 +59,10 @@ pub const CLAIMS_HEADER: &str = "x-wsgate-claims";
 /// Client headers passed on as sent.
 const PASSED: [HeaderName; 3] = [header::ORIGIN, header::USER_AGENT, header::ACCEPT_LANGUAGE];
 
-/// Largest upstream message relayed (a client's are held to its own `max_message_bytes`).
-const MAX_UPSTREAM_MESSAGE: usize = 16 * 1024 * 1024;
+/// Largest upstream message relayed (a client's are held to its own `max_message_bytes`);
+/// a larger one closes both sides with 1009. The client side's write bound must take one
+/// ([`Upstream::client_socket_settings`]).
+pub const MAX_UPSTREAM_MESSAGE: usize = 16 * 1024 * 1024;
 
 /// A configured upstream: where, how long to wait, which roots to trust for `wss://`.
 #[derive(Clone)]
@@ -164,6 +167,19 @@ impl Upstream {
         }
         self.tls = Some(Arc::new(tls_config(roots)?));
         Ok(self)
+    }
+
+    /// The client side's socket settings for this relay: `settings`, with a write bound that
+    /// takes any message the upstream may send ([`MAX_UPSTREAM_MESSAGE`]); with a smaller one
+    /// the client would be dropped without a close frame mid-message. A bound, not an
+    /// allocation: the buffer grows only while such a message is written.
+    pub fn client_socket_settings(settings: SocketSettings) -> SocketSettings {
+        SocketSettings {
+            max_write_buffer_size: settings
+                .max_write_buffer_size
+                .max(settings.write_buffer_size + MAX_UPSTREAM_MESSAGE + 1),
+            ..settings
+        }
     }
 
     /// The URL as configured.
@@ -420,19 +436,33 @@ fn offered(headers: &HeaderMap) -> impl Iterator<Item = &str> {
 }
 
 /// The upstream URL followed by the client's query parameters, minus the credential ones
-/// (`auth.query_param` and `ticket`), kept as sent (encoding included).
+/// (`auth.query_param` and `ticket`) and minus any the operator's URL sets itself (a client
+/// must not add a second `tenant` to `?tenant=acme`: backends differ on which one wins), kept
+/// as sent (encoding included).
 fn with_client_query(upstream: &str, client_query: Option<&str>, token_param: &str) -> String {
+    let name_of = |pair: &str| -> String {
+        let name = pair.split('=').next().unwrap_or_default();
+        form_urlencoded::parse(name.as_bytes())
+            .next()
+            .map(|(k, _)| k.into_owned())
+            .unwrap_or_default()
+    };
+    let configured: Vec<String> = upstream
+        .split_once('?')
+        .map(|(_, q)| {
+            q.split('&')
+                .filter(|p| !p.is_empty())
+                .map(name_of)
+                .collect()
+        })
+        .unwrap_or_default();
     let kept: Vec<&str> = client_query
         .unwrap_or_default()
         .split('&')
         .filter(|pair| !pair.is_empty())
         .filter(|pair| {
-            let name = pair.split('=').next().unwrap_or_default();
-            let name: String = form_urlencoded::parse(name.as_bytes())
-                .next()
-                .map(|(k, _)| k.into_owned())
-                .unwrap_or_default();
-            name != token_param && name != TICKET_PARAM
+            let name = name_of(pair);
+            name != token_param && name != TICKET_PARAM && !configured.contains(&name)
         })
         .collect();
     if kept.is_empty() {
@@ -580,6 +610,15 @@ mod tests {
             with_client_query("ws://up/ws", Some("%74oken=s"), "token"),
             "ws://up/ws",
             "an encoded name is still the credential"
+        );
+        assert_eq!(
+            with_client_query(
+                "ws://up/ws?tenant=acme",
+                Some("tenant=evil&%74enant=evil2&room=1"),
+                "token"
+            ),
+            "ws://up/ws?tenant=acme&room=1",
+            "the operator's parameters are not the client's to repeat"
         );
     }
 

@@ -2,7 +2,8 @@
 //! TLS). It reports what it saw — the handshake request, the close it got — and answers
 //! commands sent as text frames:
 //! `close:<code>:<reason>` closes with that code; `ping:<payload>` pings the client;
-//! `flood:<MiB>` pushes that many MiB of 64 KiB binary frames; `die` drops the TCP
+//! `flood:<MiB>` pushes that many MiB of 64 KiB binary frames; `big:<MiB>` sends one binary
+//! message of that many MiB and a byte; `die` drops the TCP
 //! connection without a close frame; anything else is echoed.
 #![allow(dead_code)]
 
@@ -208,6 +209,10 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
                             break;
                         }
                     }
+                } else if let Some(mib) = cmd.strip_prefix("big:") {
+                    // One binary message of that many MiB (+1 byte).
+                    let size = mib.parse::<usize>().unwrap_or(1) * 1024 * 1024 + 1;
+                    let _ = ws.send(Message::Binary(Bytes::from(vec![9u8; size]))).await;
                 } else if cmd == "die" {
                     let _ = tx.send(Seen::Closed(None));
                     return; // dropped without a close frame

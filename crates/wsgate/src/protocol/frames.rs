@@ -88,7 +88,12 @@ impl ClientFrame {
     /// Reads one text frame: its `id` (echoed in the answer, whatever happens) and the frame,
     /// or why it is refused. Pure, so the fuzzers drive it directly.
     pub fn parse(text: &str) -> (Option<Value>, Result<ClientFrame, FrameError>) {
-        let Ok(f) = serde_json::from_str::<Fields>(text) else {
+        // An object, not serde's other form of a struct (a JSON array of its fields).
+        let object = text.trim_start().starts_with('{');
+        let Some(f) = object
+            .then(|| serde_json::from_str::<Fields>(text).ok())
+            .flatten()
+        else {
             let why = "frames are JSON objects with a \"type\"";
             return (None, Err(FrameError::new(ErrorCode::BadJson, why)));
         };

@@ -89,6 +89,10 @@ impl Session {
                             Err(reason) => break RelayEnd::Both(reason),
                         }
                     }
+                    // A message past what the relay takes: both sides are told why.
+                    Some(Err(tokio_tungstenite::tungstenite::Error::Capacity(_))) => {
+                        break RelayEnd::Both(CloseReason::TooBig);
+                    }
                     Some(Err(_)) | None => break RelayEnd::UpstreamLost,
                 },
                 RelayEvent::Client(from_client) => from_client,
