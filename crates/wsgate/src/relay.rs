@@ -60,8 +60,8 @@ pub const CLAIMS_HEADER: &str = "x-wsgate-claims";
 const PASSED: [HeaderName; 3] = [header::ORIGIN, header::USER_AGENT, header::ACCEPT_LANGUAGE];
 
 /// Largest upstream message relayed (a client's are held to its own `max_message_bytes`);
-/// a larger one closes both sides with 1009. The client side's write bound must take one
-/// ([`Upstream::client_socket_settings`]).
+/// a larger one closes both sides ([`CloseReason::TooBig`](crate::CloseReason::TooBig)).
+/// The client side's write bound must take one ([`Upstream::client_socket_settings`]).
 pub const MAX_UPSTREAM_MESSAGE: usize = 16 * 1024 * 1024;
 
 /// A configured upstream: where, how long to wait, which roots to trust for `wss://`.

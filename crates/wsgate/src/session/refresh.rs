@@ -4,9 +4,9 @@
 //!
 //! A refresh is a credential check on an open socket, so it is held to the same rules as a
 //! handshake: a refused one is logged and counted against the client's address, and past
-//! `auth_failures_per_min` the socket is closed (1008 `rate_limited`). Every refusal of a
-//! presented token is answered `invalid_token`, whatever the verifier's reason: a socket must
-//! not learn that it guessed another subject's valid credential.
+//! `auth_failures_per_min` the socket is closed (`CloseReason::Refused("rate_limited")`).
+//! Every refusal of a presented token is answered `invalid_token`, whatever the verifier's
+//! reason: a socket must not learn that it guessed another subject's valid credential.
 
 use axum::extract::ws::Message;
 use serde_json::Value;
