@@ -12,7 +12,7 @@
 //
 //   node client.mjs [path/to/wsgate]      (default: ../../target/debug/wsgate)
 // Screenshot: ../../target/browser-artifacts/demo-reconnected.png. Every wait is bounded.
-import { spawn } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { mkdtempSync, mkdirSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { createHash } from 'node:crypto';
@@ -125,15 +125,28 @@ async function until(what, f, ms = 15000) {
   }
 }
 
-// A client inside the page, its events recorded in window.t.
+// A token the server accepts on every endpoint (demo tokens are the demo endpoint's only),
+// minted by the binary with the server's own secret.
+function mintToken(name, ttl) {
+  return execFileSync(bin, ['token', '--sub', name, '--ttl', `${ttl}s`], { cwd, encoding: 'utf8' }).trim();
+}
+
+// A client inside the page, its events recorded in window.t. Tokens come from the demo's
+// endpoint for /ws (as the demo page does) and from `wsgate token` elsewhere.
 async function pageClient(page, url, opts) {
+  if (!page.minting) {
+    await page.exposeFunction('mintToken', mintToken);
+    page.minting = true;
+  }
   await page.evaluate(async ({ url, opts }) => {
     const { WsgateClient } = await import('/wsgate.js');
     const t = { events: [], tokens: 0 };
     window.t = t;
+    const demoEndpoint = new URL(url).pathname === '/ws';
     const getToken = async () => {
       t.tokens += 1;
       if (opts.badToken) return 'not-a-token';
+      if (!demoEndpoint) return window.mintToken(opts.name, opts.ttl ?? 120);
       const res = await fetch('/api/demo/token', {
         method: 'POST', headers: { 'content-type': 'application/json' },
         body: JSON.stringify({ name: opts.name, ttl_secs: opts.ttl ?? 120 }),
@@ -144,8 +157,9 @@ async function pageClient(page, url, opts) {
     for (const type of ['open', 'message', 'refreshed', 'reconnecting', 'closed']) {
       t.client.addEventListener(type, (e) => t.events.push({ type, detail: e.detail }));
     }
+    const bounded = new Promise((_, fail) => setTimeout(() => fail(new Error('no connection within 10 s')), 10000));
     try {
-      t.welcome = await t.client.connect();
+      t.welcome = await Promise.race([t.client.connect(), bounded]);
     } catch (e) {
       t.connectError = e.message;
     }
@@ -189,6 +203,8 @@ try {
   await check('echo: send() and the echoed frame', async () => {
     const page = await newPage();
     await pageClient(page, ws + '/echo', { name: 'echo', via: 'subprotocol' });
+    const err = await page.evaluate(() => window.t.connectError);
+    if (err) throw new Error('echo: ' + err);
     await page.evaluate(() => window.t.client.send('raw'));
     await page.waitForFunction(() => window.t.events.some((e) => e.type === 'message' && e.detail === 'raw'));
     await page.close();
@@ -197,6 +213,8 @@ try {
   await check('behind a proxy, the backend\'s `expiring` is its data: no token is sent to it', async () => {
     const page = await newPage();
     await pageClient(page, ws + '/backend', { name: 'proxied', via: 'subprotocol', welcome: false });
+    const err = await page.evaluate(() => window.t.connectError);
+    if (err) throw new Error('proxy: ' + err);
     await page.evaluate(() => window.t.client.send('hello backend'));
     await until('the backend sees the frame', async () => backendFrames.includes('hello backend'));
     await sleep(3000);
