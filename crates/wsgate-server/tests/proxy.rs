@@ -172,6 +172,104 @@ async fn large_upstream_messages_arrive_whole_and_oversized_ones_close_with_1009
 }
 
 #[tokio::test]
+async fn a_self_signed_upstream_certificate_listed_as_its_own_ca_is_accepted() {
+    // `openssl req -x509` makes a certificate that is its own CA (CA:TRUE); nginx accepts it
+    // when listed in proxy_ssl_trusted_certificate. It is pinned: name still checked.
+    let mut up = Upstream::start_tls_with(
+        "upstream_selfsigned_cert.pem",
+        "upstream_selfsigned_key.pem",
+        None,
+    )
+    .await;
+    let pinned = format!(
+        "upstream_ca_file = \"{}\"",
+        fixture("upstream_selfsigned_cert.pem").display()
+    );
+    for host in ["localhost", "127.0.0.1"] {
+        let url = format!("wss://{host}:{}/ws", up.addr.port());
+        let s = start(&url, "", &pinned).await;
+        let mut ws = bearer(&s.url("/app"), &hs256(&claims("pin"))).await;
+        up.request().await;
+        send_text(&mut ws, "pinned").await;
+        assert_eq!(next_text(&mut ws).await, "pinned", "{host}");
+    }
+    // A listed self-signed certificate for another name is refused, and the log says why.
+    let other = Upstream::start_tls_with(
+        "upstream_othername_cert.pem",
+        "upstream_othername_key.pem",
+        None,
+    )
+    .await;
+    let url = format!("wss://localhost:{}/ws", other.addr.port());
+    let listed = format!(
+        "upstream_ca_file = \"{}\"",
+        fixture("upstream_othername_cert.pem").display()
+    );
+    let s = start(&url, "", &listed).await;
+    let bearer_header = format!("Bearer {}", hs256(&claims("pin")));
+    let r = refused(&s.url("/app"), &[("authorization", &bearer_header)]).await;
+    assert_eq!(r.status, 502);
+    let logs = s.logs_once("TLS with the upstream failed", 1).await;
+    assert!(logs.contains("NotValidForName"), "{logs}");
+    // A certificate that is not listed at all: refused as before.
+    let s = start(&url, "", &pinned).await;
+    let r = refused(&s.url("/app"), &[("authorization", &bearer_header)]).await;
+    assert_eq!(r.status, 502);
+    let logs = s.logs_once("TLS with the upstream failed", 1).await;
+    assert!(logs.contains("invalid peer certificate"), "{logs}");
+}
+
+#[tokio::test]
+async fn a_ping_through_the_proxy_is_answered_exactly_once() {
+    // Autobahn 2.x/5.x through a proxy: the client's ping was answered by wsgate and again by
+    // the upstream (its pong relayed). The upstream still sees the ping; the client gets one
+    // pong. The same the other way round.
+    let mut up = Upstream::start(None).await;
+    let s = start(&up.url("/ws"), "", "").await;
+    let mut ws = bearer(&s.url("/app"), &hs256(&claims("pinger"))).await;
+    up.request().await;
+    for i in 0..3 {
+        ws.send(Message::Ping(format!("p{i}").into_bytes().into()))
+            .await
+            .unwrap();
+    }
+    send_text(&mut ws, "marker").await;
+    let mut pongs = Vec::new();
+    let until = tokio::time::Instant::now() + Duration::from_millis(800);
+    while let Ok(Some(Ok(m))) = tokio::time::timeout_at(until, ws.next()).await {
+        if let Message::Pong(p) = m {
+            pongs.push(String::from_utf8_lossy(&p).into_owned());
+        }
+    }
+    assert_eq!(pongs, ["p0", "p1", "p2"], "one pong per ping, in order");
+    let mut seen = Vec::new();
+    while seen.len() < 4 {
+        match up.next().await {
+            Seen::Frame(kind, p) => seen.push(format!("{kind}:{p}")),
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(seen, ["ping:p0", "ping:p1", "ping:p2", "text:marker"]);
+    // The upstream pings: the client sees it, the upstream gets exactly one pong.
+    send_text(&mut ws, "ping:from-up").await;
+    let until = tokio::time::Instant::now() + Duration::from_millis(800);
+    let mut got_ping = false;
+    while let Ok(Some(Ok(m))) = tokio::time::timeout_at(until, ws.next()).await {
+        got_ping |= matches!(&m, Message::Ping(p) if &p[..] == b"from-up");
+    }
+    assert!(got_ping, "the upstream's ping reached the client");
+    let mut pongs = 0;
+    let until = tokio::time::Instant::now() + Duration::from_millis(500);
+    while let Ok(Some(s)) = tokio::time::timeout_at(until, up.seen.recv()).await {
+        if let Seen::Frame("pong", p) = s {
+            assert_eq!(p, "from-up");
+            pongs += 1;
+        }
+    }
+    assert_eq!(pongs, 1, "the upstream's ping answered exactly once");
+}
+
+#[tokio::test]
 async fn a_refused_client_never_reaches_the_upstream() {
     let mut up = Upstream::start(None).await;
     let s = start(&up.url("/ws"), "", "").await;

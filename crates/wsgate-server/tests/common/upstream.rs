@@ -52,8 +52,13 @@ impl Upstream {
     /// Over TLS with the test certificate (`fixtures/upstream_cert.pem`, for localhost and
     /// 127.0.0.1, signed by `fixtures/upstream_ca.pem`).
     pub async fn start_tls(select: Option<&'static str>) -> Upstream {
-        let cert = std::fs::read(super::fixture("upstream_cert.pem")).unwrap();
-        let key = std::fs::read(super::fixture("upstream_key.pem")).unwrap();
+        Self::start_tls_with("upstream_cert.pem", "upstream_key.pem", select).await
+    }
+
+    /// Over TLS with the fixture certificate and key named.
+    pub async fn start_tls_with(cert: &str, key: &str, select: Option<&'static str>) -> Upstream {
+        let cert = std::fs::read(super::fixture(cert)).unwrap();
+        let key = std::fs::read(super::fixture(key)).unwrap();
         use rustls::pki_types::pem::PemObject;
         let certs = rustls::pki_types::CertificateDer::pem_slice_iter(&cert)
             .collect::<Result<Vec<_>, _>>()

@@ -24,6 +24,40 @@ enum RelayEvent {
     Client(Option<Result<Message, axum::Error>>),
 }
 
+/// Pings forwarded to one side whose pongs are not to be passed back: each side's own
+/// WebSocket stack (tungstenite) answers every ping it receives, so the peer that pinged has
+/// its pong already; the other side's answer to the forwarded copy would be a second one. A
+/// transparent proxy answers a ping exactly once. Unsolicited pongs (heartbeats) pass.
+#[derive(Default)]
+struct Forwarded {
+    /// Payloads of the pings forwarded and not yet answered, oldest first; at most
+    /// [`Forwarded::MAX`] (a peer that never answers cannot grow it).
+    pings: std::collections::VecDeque<tokio_tungstenite::tungstenite::Bytes>,
+}
+
+impl Forwarded {
+    const MAX: usize = 16;
+
+    fn ping(&mut self, payload: &tokio_tungstenite::tungstenite::Bytes) {
+        if self.pings.len() == Self::MAX {
+            self.pings.pop_front();
+        }
+        self.pings.push_back(payload.clone());
+    }
+
+    /// Whether this pong answers a forwarded ping (then it is absorbed, with the pings
+    /// before it: a pong may answer only the latest of several).
+    fn answers(&mut self, payload: &[u8]) -> bool {
+        match self.pings.iter().position(|p| p[..] == *payload) {
+            Some(i) => {
+                self.pings.drain(..=i);
+                true
+            }
+            None => false,
+        }
+    }
+}
+
 /// What ended a relay, and so how each side is closed.
 enum RelayEnd {
     /// The session (or a limit) ended it: both sides get this reason.
@@ -58,6 +92,8 @@ impl Session {
 
         let mut up = upstream.socket;
         let (mut to_upstream, mut to_client) = (0u64, 0u64);
+        // Pings each side was sent on the other's behalf (see `Forwarded`).
+        let (mut pinged_upstream, mut pinged_client) = (Forwarded::default(), Forwarded::default());
         let end = loop {
             let event = tokio::select! {
                 biased;
@@ -77,7 +113,11 @@ impl Session {
                     Some(Ok(UpMessage::Close(f))) => {
                         break RelayEnd::UpstreamClosed(convert::to_client_close(f));
                     }
+                    Some(Ok(UpMessage::Pong(p))) if pinged_upstream.answers(&p) => continue,
                     Some(Ok(m)) => {
+                        if let UpMessage::Ping(p) = &m {
+                            pinged_client.ping(p);
+                        }
                         let Some(m) = convert::to_client(m) else {
                             continue;
                         };
@@ -99,7 +139,11 @@ impl Session {
             };
             match msg {
                 Some(Ok(Message::Close(f))) => break RelayEnd::ClientClosed(f),
+                Some(Ok(Message::Pong(p))) if pinged_client.answers(&p) => {}
                 Some(Ok(m)) => {
+                    if let Message::Ping(p) = &m {
+                        pinged_upstream.ping(p);
+                    }
                     let data = matches!(m, Message::Text(_) | Message::Binary(_));
                     if data && self.over_rate(Instant::now()) {
                         break RelayEnd::Both(CloseReason::RateLimited);

@@ -25,6 +25,8 @@
 //! }
 //! ```
 
+mod tls;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -138,7 +140,7 @@ impl Upstream {
             .map_err(|_| UpstreamSetupError::BadUrl(url.to_owned()))?;
         let tls = match uri.scheme_str() {
             Some("ws") => None,
-            Some("wss") => Some(Arc::new(tls_config(system_roots())?)),
+            Some("wss") => Some(Arc::new(tls::system_config()?)),
             _ => return Err(UpstreamSetupError::BadUrl(url.to_owned())),
         };
         if uri.host().is_none_or(str::is_empty) {
@@ -151,21 +153,11 @@ impl Upstream {
         })
     }
 
-    /// Trusts exactly the CA certificates in `pem` for a `wss://` upstream.
+    /// Trusts exactly the certificates in `pem` for a `wss://` upstream: as CAs, and each as
+    /// the upstream's own certificate (a self-signed one, as `openssl req -x509` makes it,
+    /// pinned; its name and validity still checked).
     pub fn with_ca_pem(mut self, pem: &[u8]) -> Result<Self, UpstreamSetupError> {
-        use rustls_pki_types::CertificateDer;
-        use rustls_pki_types::pem::PemObject;
-        let mut roots = rustls::RootCertStore::empty();
-        for cert in CertificateDer::pem_slice_iter(pem) {
-            let cert = cert.map_err(|e| UpstreamSetupError::BadCa(e.to_string()))?;
-            roots
-                .add(cert)
-                .map_err(|e| UpstreamSetupError::BadCa(e.to_string()))?;
-        }
-        if roots.is_empty() {
-            return Err(UpstreamSetupError::BadCa("no CERTIFICATE block".into()));
-        }
-        self.tls = Some(Arc::new(tls_config(roots)?));
+        self.tls = Some(Arc::new(tls::listed_config(pem)?));
         Ok(self)
     }
 
@@ -242,7 +234,11 @@ impl Upstream {
                 let tls = tokio_rustls::TlsConnector::from(tls.clone())
                     .connect(name, tcp)
                     .await
-                    .map_err(|_| GatewayError::Unreachable("TLS with the upstream failed"))?;
+                    .map_err(|e| {
+                        // The answer stays a fixed phrase; the operator reads why here.
+                        tracing::warn!(target: "wsgate::conn", upstream = host, error = %e, "TLS with the upstream failed");
+                        GatewayError::Unreachable("TLS with the upstream failed")
+                    })?;
                 MaybeTlsStream::Rustls(tls)
             }
         };
@@ -509,25 +505,6 @@ fn other_cookies(headers: &HeaderMap, auth_cookie: &str) -> Option<HeaderValue> 
         return None;
     }
     HeaderValue::from_str(&kept.join("; ")).ok()
-}
-
-fn system_roots() -> rustls::RootCertStore {
-    let mut roots = rustls::RootCertStore::empty();
-    // Unreadable system certificates leave an empty store: wss:// then fails per connection
-    // with 502, which names the problem, instead of refusing to start.
-    for cert in rustls_native_certs::load_native_certs().certs {
-        let _ = roots.add(cert);
-    }
-    roots
-}
-
-fn tls_config(roots: rustls::RootCertStore) -> Result<rustls::ClientConfig, UpstreamSetupError> {
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    Ok(rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| UpstreamSetupError::Tls(e.to_string()))?
-        .with_root_certificates(roots)
-        .with_no_client_auth())
 }
 
 /// Frame conversions between the client side (axum) and the upstream side (tungstenite):
