@@ -1,20 +1,24 @@
 //! From the `[auth]` section to the library's verifiers.
 //!
 //! The config says *what* to trust; this builds the [`VerifierChain`] that checks it, in a
-//! fixed order — static tokens, then JWT, then the backend proxy — and resolves key
-//! material (inline secret, environment variable, PEM file, JWKS, or the secret generated
-//! once and kept in the store). Every problem comes back as a [`ConfigError`] naming the key.
+//! fixed order — static tokens, then the identity providers (`[auth.jwt]`, named `jwt`, and
+//! every `[[auth.providers]]`, routed by issuer), then the backend proxy — and resolves key
+//! material (inline secret, environment variable, PEM file, JWKS, OpenID discovery, or the
+//! secret generated once and kept in the store). Every problem comes back as a
+//! [`ConfigError`] naming the key.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::json;
 use wsgate::Algorithm;
+use wsgate::verify::discovery::Discovery;
 use wsgate::verify::{
-    JwksCache, JwksSource, JwtConfig, JwtVerifier, ProxyVerifier, StaticTokens, VerifierChain,
+    ClaimMap, JwksCache, JwksSource, JwtConfig, JwtVerifier, Provider, ProviderKeys, Providers,
+    ProxyVerifier, StaticTokens, VerifierChain,
 };
 
-use crate::config::{Config, ConfigError, JwtFileConfig, Origin};
+use crate::config::{Config, ConfigError, JWT_PROVIDER, JwtFileConfig, Origin, ProviderConfig};
 use crate::store::Store;
 
 /// What `wsgate token` needs to mint a token this configuration accepts.
@@ -119,7 +123,8 @@ pub fn effective_jwt(cfg: &Config) -> Option<JwtFileConfig> {
         .static_tokens
         .as_ref()
         .is_some_and(|s| !s.tokens.is_empty())
-        || cfg.auth.proxy_url.is_some();
+        || cfg.auth.proxy_url.is_some()
+        || !cfg.auth.providers.is_empty();
     cfg.auth
         .jwt
         .clone()
@@ -157,11 +162,27 @@ pub async fn build(
         summary.push(format!("static tokens: {}", st.tokens.len()));
     }
 
+    let mut providers = Vec::new();
     if let Some(jwt) = effective_jwt(cfg) {
-        let (verifier, line, mint) = build_jwt(&jwt, origin, store).await?;
-        chain = chain.with(verifier);
+        let (verifier, line, mint) =
+            build_jwt(&jwt, "auth.jwt", ClaimMap::default(), origin, store).await?;
+        providers.push(Provider::new(
+            JWT_PROVIDER,
+            jwt.issuer.clone(),
+            ProviderKeys::Jwt(verifier),
+        ));
         summary.push(line);
         minting = mint;
+    }
+    for (i, p) in cfg.auth.providers.iter().enumerate() {
+        let (provider, line) = build_provider(p, i, origin).await?;
+        providers.push(provider);
+        summary.push(line);
+    }
+    if !providers.is_empty() {
+        let providers = Providers::new(providers)
+            .map_err(|e| ConfigError::new(origin, "auth.providers", e.to_string()))?;
+        chain = chain.with(providers);
     }
 
     if let Some(url) = &cfg.auth.proxy_url {
@@ -189,20 +210,77 @@ pub async fn build(
     })
 }
 
-async fn build_jwt(
-    jwt: &JwtFileConfig,
+/// One `[[auth.providers]]` entry: its keys (configured, or found through discovery — tried
+/// now, so the start-up log and `check-config` say whether they can be had) and its
+/// summary line.
+async fn build_provider(
+    p: &ProviderConfig,
+    i: usize,
     origin: &Origin,
-    store: SecretStore<'_>,
-) -> Result<(JwtVerifier, String, Option<Minting>), ConfigError> {
-    let err = |key: &str, problem: String| ConfigError::new(origin, key, problem);
-    let config = JwtConfig {
+) -> Result<(Provider, String), ConfigError> {
+    let table = format!("auth.providers[{i}]");
+    let map = p
+        .claims
+        .map()
+        .map_err(|(key, e)| ConfigError::new(origin, format!("{table}.claims.{key}"), e))?;
+    let mapping = if map.is_default() {
+        String::new()
+    } else {
+        format!(
+            ", claims sub={} channels={} publish={}",
+            map.subject.as_str(),
+            map.channels.as_str(),
+            map.publish.as_str()
+        )
+    };
+    let jwt = p.jwt();
+    let (keys, line) = match (&p.issuer, p.discovery) {
+        (Some(issuer), true) => {
+            let config = jwt_config(&jwt, map);
+            let d = Discovery::new(issuer, config)
+                .map_err(|e| ConfigError::new(origin, format!("{table}.issuer"), e.to_string()))?;
+            let found = match d.prime().await {
+                Ok(n) => format!("{n} keys"),
+                Err(e) => format!("keys not obtainable yet, its tokens get 503: {e}"),
+            };
+            (
+                ProviderKeys::Discovered(d),
+                format!("discovery of {issuer}: {found}"),
+            )
+        }
+        _ => {
+            let (v, line, _) = build_jwt(&jwt, &table, map, origin, SecretStore::DryRun).await?;
+            (ProviderKeys::Jwt(v), line)
+        }
+    };
+    let line = format!("provider {}: {line}{mapping}", p.name);
+    Ok((Provider::new(&p.name, p.issuer.clone(), keys), line))
+}
+
+fn jwt_config(jwt: &JwtFileConfig, claims: ClaimMap) -> JwtConfig {
+    JwtConfig {
         algorithms: jwt.algorithms.clone(),
         issuer: jwt.issuer.clone(),
         audience: jwt.audience(),
         leeway_secs: jwt.leeway_secs,
         require_exp: jwt.require_exp,
-    };
-    let mut v = JwtVerifier::new(config).map_err(|e| err("auth.jwt.algorithms", e.to_string()))?;
+        claims,
+    }
+}
+
+/// A JWT verifier from `[auth.jwt]` (`table`) or a provider's key settings. Only
+/// `[auth.jwt]` falls back to the generated secret: a provider always names its keys.
+async fn build_jwt(
+    jwt: &JwtFileConfig,
+    table: &str,
+    claims: ClaimMap,
+    origin: &Origin,
+    store: SecretStore<'_>,
+) -> Result<(JwtVerifier, String, Option<Minting>), ConfigError> {
+    let err =
+        |key: &str, problem: String| ConfigError::new(origin, format!("{table}.{key}"), problem);
+    let config = jwt_config(jwt, claims);
+    let mut v = JwtVerifier::new(config).map_err(|e| err("algorithms", e.to_string()))?;
     let mut keys = Vec::new();
     let hmac_alg = jwt
         .algorithms
@@ -211,40 +289,35 @@ async fn build_jwt(
         .find(|a| a.family() == jsonwebtoken::AlgorithmFamily::Hmac);
 
     let secret: Option<(Vec<u8>, &str, String)> = if let Some(s) = &jwt.secret {
-        Some((
-            s.as_bytes().to_vec(),
-            "auth.jwt.secret",
-            "inline secret".into(),
-        ))
+        Some((s.as_bytes().to_vec(), "secret", "inline secret".into()))
     } else if let Some(var) = &jwt.secret_env {
         match std::env::var(var) {
-            Ok(s) if !s.is_empty() => Some((
-                s.into_bytes(),
-                "auth.jwt.secret_env",
-                format!("secret from ${var}"),
-            )),
+            Ok(s) if !s.is_empty() => {
+                Some((s.into_bytes(), "secret_env", format!("secret from ${var}")))
+            }
             _ => {
                 return Err(err(
-                    "auth.jwt.secret_env",
+                    "secret_env",
                     format!("environment variable {var} is not set (or empty)"),
                 ));
             }
         }
     } else if !jwt.has_key_material() {
         if hmac_alg.is_none() {
-            return Err(err(
-                "auth.jwt",
-                "no key is configured for these algorithms: set public_key_file, jwks_url or jwks_file".into(),
+            return Err(ConfigError::new(
+                origin,
+                table,
+                "no key is configured for these algorithms: set public_key_file, jwks_url or jwks_file",
             ));
         }
         match store {
             SecretStore::Open(store) => {
                 let s = store
                     .jwt_secret()
-                    .map_err(|e| err("storage.path", e.to_string()))?;
+                    .map_err(|e| ConfigError::new(origin, "storage.path", e.to_string()))?;
                 Some((
                     s,
-                    "auth.jwt",
+                    "secret",
                     format!("generated secret kept in {}", store.path().display()),
                 ))
             }
@@ -266,7 +339,7 @@ async fn build_jwt(
         if bytes.len() < MIN_HMAC_SECRET {
             tracing::warn!(
                 target: "wsgate::auth",
-                "{key}: the HMAC secret is {} bytes; anyone holding one token can guess a secret this short offline. Use at least {MIN_HMAC_SECRET} random bytes (e.g. `openssl rand -hex 32`)",
+                "{table}.{key}: the HMAC secret is {} bytes; anyone holding one token can guess a secret this short offline. Use at least {MIN_HMAC_SECRET} random bytes (e.g. `openssl rand -hex 32`)",
                 bytes.len()
             );
             keys.push(format!(
@@ -286,30 +359,24 @@ async fn build_jwt(
     if let Some(path) = &jwt.public_key_file {
         let pem = std::fs::read(path).map_err(|e| {
             err(
-                "auth.jwt.public_key_file",
+                "public_key_file",
                 format!("cannot read {}: {e}", path.display()),
             )
         })?;
-        v = v.with_public_key_pem(&pem).map_err(|e| {
-            err(
-                "auth.jwt.public_key_file",
-                format!("{}: {e}", path.display()),
-            )
-        })?;
+        v = v
+            .with_public_key_pem(&pem)
+            .map_err(|e| err("public_key_file", format!("{}: {e}", path.display())))?;
         keys.push(format!("public key {}", path.display()));
     }
     for (key, source) in [
+        ("jwks_file", jwt.jwks_file.clone().map(JwksSource::File)),
         (
-            "auth.jwt.jwks_file",
-            jwt.jwks_file.clone().map(JwksSource::File),
-        ),
-        (
-            "auth.jwt.jwks_url",
+            "jwks_url",
             jwt.jwks_url
                 .as_deref()
                 .map(JwksSource::url)
                 .transpose()
-                .map_err(|e| err("auth.jwt.jwks_url", e.to_string()))?,
+                .map_err(|e| err("jwks_url", e.to_string()))?,
         ),
     ] {
         let Some(source) = source else { continue };

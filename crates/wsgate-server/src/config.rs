@@ -100,6 +100,8 @@ pub struct AuthConfig {
     #[serde(rename = "static")]
     pub static_tokens: Option<StaticConfig>,
     pub jwt: Option<JwtFileConfig>,
+    /// Identity providers (`[[auth.providers]]`), beside `[auth.jwt]` (which is one named `jwt`).
+    pub providers: Vec<ProviderConfig>,
 }
 
 impl Default for AuthConfig {
@@ -116,6 +118,7 @@ impl Default for AuthConfig {
             proxy_timeout_ms: 2000,
             static_tokens: None,
             jwt: None,
+            providers: Vec::new(),
         }
     }
 }
@@ -177,6 +180,102 @@ impl JwtFileConfig {
         }
     }
 }
+
+/// One `[[auth.providers]]` entry: a JWT issuer with its own keys (the key sources of
+/// `[auth.jwt]`, or OpenID discovery) and its own claim names.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderConfig {
+    pub name: String,
+    #[serde(default)]
+    pub issuer: Option<String>,
+    #[serde(default)]
+    pub discovery: bool,
+    #[serde(default = "default_provider_algorithms")]
+    pub algorithms: Vec<Algorithm>,
+    #[serde(default)]
+    pub secret: Option<String>,
+    #[serde(default)]
+    pub secret_env: Option<String>,
+    #[serde(default)]
+    pub public_key_file: Option<PathBuf>,
+    #[serde(default)]
+    pub jwks_url: Option<String>,
+    #[serde(default)]
+    pub jwks_file: Option<PathBuf>,
+    #[serde(default)]
+    pub audience: Option<OneOrMany>,
+    #[serde(default = "default_leeway")]
+    pub leeway_secs: u64,
+    #[serde(default = "default_true")]
+    pub require_exp: bool,
+    #[serde(default)]
+    pub claims: ClaimsConfig,
+}
+
+/// Where a provider's tokens carry the subject and the channel patterns.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClaimsConfig {
+    pub subject: String,
+    pub channels: String,
+    pub publish: String,
+}
+
+impl Default for ClaimsConfig {
+    fn default() -> Self {
+        Self {
+            subject: "sub".into(),
+            channels: "channels".into(),
+            publish: "publish".into(),
+        }
+    }
+}
+
+impl ClaimsConfig {
+    /// The mapping, or the first claim name that cannot be a path (with its key).
+    pub fn map(&self) -> Result<wsgate::verify::ClaimMap, (&'static str, String)> {
+        use wsgate::verify::ClaimPath;
+        let path =
+            |key: &'static str, name: &str| ClaimPath::new(name).map_err(|e| (key, e.to_string()));
+        Ok(wsgate::verify::ClaimMap {
+            subject: path("subject", &self.subject)?,
+            channels: path("channels", &self.channels)?,
+            publish: path("publish", &self.publish)?,
+        })
+    }
+}
+
+fn default_provider_algorithms() -> Vec<Algorithm> {
+    vec![Algorithm::RS256, Algorithm::ES256]
+}
+fn default_leeway() -> u64 {
+    wsgate::verify::DEFAULT_LEEWAY.as_secs()
+}
+fn default_true() -> bool {
+    true
+}
+
+impl ProviderConfig {
+    /// The key and claim settings as `[auth.jwt]` spells them, so one builder serves both.
+    pub fn jwt(&self) -> JwtFileConfig {
+        JwtFileConfig {
+            algorithms: self.algorithms.clone(),
+            secret: self.secret.clone(),
+            secret_env: self.secret_env.clone(),
+            public_key_file: self.public_key_file.clone(),
+            jwks_url: self.jwks_url.clone(),
+            jwks_file: self.jwks_file.clone(),
+            issuer: self.issuer.clone(),
+            audience: self.audience.clone(),
+            leeway_secs: self.leeway_secs,
+            require_exp: self.require_exp,
+        }
+    }
+}
+
+/// The name `[auth.jwt]` has among the providers.
+pub const JWT_PROVIDER: &str = "jwt";
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(untagged)]
@@ -532,21 +631,9 @@ impl Config {
             return err("auth.proxy_url", format!("`{url}` is not an http(s) URL"));
         }
         if let Some(jwt) = &self.auth.jwt {
-            if jwt.algorithms.is_empty() {
-                return err("auth.jwt.algorithms", "list at least one algorithm".into());
-            }
-            if jwt.secret.is_some() && jwt.secret_env.is_some() {
-                return err(
-                    "auth.jwt.secret_env",
-                    "set either `secret` or `secret_env`, not both".into(),
-                );
-            }
-            if let Some(url) = &jwt.jwks_url
-                && let Err(e) = wsgate::verify::JwksSource::url(url)
-            {
-                return err("auth.jwt.jwks_url", e.to_string());
-            }
+            check_jwt("auth.jwt", jwt, origin)?;
         }
+        self.check_providers(origin)?;
         if let Some(c) = &self.cluster {
             if let Some(url) = &c.redis_url
                 && let Err(e) = redis::IntoConnectionInfo::into_connection_info(url.as_str())
@@ -670,6 +757,110 @@ impl Config {
 }
 
 /// `127.0.0.1:8080`, `[::1]:8080` or `localhost:8080`: an address, or a host name with a port.
+/// The checks `[auth.jwt]` and every provider's key settings share.
+fn check_jwt(table: &str, jwt: &JwtFileConfig, origin: &Origin) -> Result<(), ConfigError> {
+    let err = |key: &str, problem: String| {
+        Err(ConfigError::new(origin, format!("{table}.{key}"), problem))
+    };
+    if jwt.algorithms.is_empty() {
+        return err("algorithms", "list at least one algorithm".into());
+    }
+    if jwt.secret.is_some() && jwt.secret_env.is_some() {
+        return err(
+            "secret_env",
+            "set either `secret` or `secret_env`, not both".into(),
+        );
+    }
+    if let Some(url) = &jwt.jwks_url
+        && let Err(e) = wsgate::verify::JwksSource::url(url)
+    {
+        return err("jwks_url", e.to_string());
+    }
+    Ok(())
+}
+
+impl Config {
+    /// `[[auth.providers]]`: names (unique, short, printable: they are log fields and metric
+    /// labels), issuers (one per provider, at most one provider without), key sources, claim
+    /// names.
+    fn check_providers(&self, origin: &Origin) -> Result<(), ConfigError> {
+        let mut names: Vec<&str> = Vec::new();
+        let mut issuers: Vec<Option<&str>> = Vec::new();
+        if let Some(jwt) = &self.auth.jwt {
+            names.push(JWT_PROVIDER);
+            issuers.push(jwt.issuer.as_deref());
+        }
+        for (i, p) in self.auth.providers.iter().enumerate() {
+            let table = format!("auth.providers[{i}]");
+            let err = |key: &str, problem: String| {
+                Err(ConfigError::new(origin, format!("{table}.{key}"), problem))
+            };
+            let plain = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.');
+            if p.name.is_empty() || p.name.len() > 64 || !p.name.chars().all(plain) {
+                return err(
+                    "name",
+                    format!(
+                        "`{}` is not a name of 1 to 64 letters, digits, - _ or .",
+                        p.name
+                    ),
+                );
+            }
+            if names.contains(&p.name.as_str()) {
+                let why = if p.name == JWT_PROVIDER {
+                    "`jwt` is the name of [auth.jwt]".to_owned()
+                } else {
+                    format!("another provider is named `{}`", p.name)
+                };
+                return err("name", why);
+            }
+            names.push(&p.name);
+            if let Some(iss) = &p.issuer {
+                if iss.is_empty() {
+                    return err("issuer", "must not be empty".into());
+                }
+                if issuers.contains(&Some(iss.as_str())) {
+                    return err("issuer", format!("another provider has the issuer `{iss}`"));
+                }
+            } else if issuers.contains(&None) {
+                return err(
+                    "issuer",
+                    "at most one provider may have no issuer (it takes the tokens whose iss names no other)".into(),
+                );
+            }
+            issuers.push(p.issuer.as_deref());
+            let jwt = p.jwt();
+            check_jwt(&table, &jwt, origin)?;
+            if p.discovery {
+                let Some(iss) = &p.issuer else {
+                    return err(
+                        "discovery",
+                        "needs `issuer`: the keys are found from it".into(),
+                    );
+                };
+                if jwt.has_key_material() {
+                    return err(
+                        "discovery",
+                        "takes its keys from the issuer: set no secret, key file or JWKS beside it"
+                            .into(),
+                    );
+                }
+                if let Err(e) = wsgate::verify::discovery::document_url(iss) {
+                    return err("issuer", e.to_string());
+                }
+            } else if !jwt.has_key_material() {
+                return err(
+                    "name",
+                    "has no keys: set `discovery = true` (with `issuer`), `jwks_url`, `jwks_file`, `public_key_file`, `secret` or `secret_env`".into(),
+                );
+            }
+            if let Err((key, e)) = p.claims.map() {
+                return err(&format!("claims.{key}"), e);
+            }
+        }
+        Ok(())
+    }
+}
+
 pub fn check_listen(listen: &str) -> Result<(), String> {
     if listen.parse::<SocketAddr>().is_ok() {
         return Ok(());

@@ -82,6 +82,11 @@ async fn the_upstream_gets_the_identity_and_never_the_credential() {
         "the operator's `v` is not the client's to repeat"
     );
     assert_eq!(header(&h, "x-wsgate-sub"), ["alice"]);
+    assert_eq!(
+        header(&h, "x-wsgate-provider"),
+        ["jwt"],
+        "[auth.jwt] is the provider `jwt`"
+    );
     assert_eq!(header(&h, "x-wsgate-session").len(), 1);
     assert_eq!(header(&h, "x-wsgate-session")[0].len(), 32);
     let claims = base64::engine::general_purpose::URL_SAFE_NO_PAD

@@ -503,13 +503,14 @@ fn remote(ctx: &VerifyContext) -> String {
 }
 
 fn log_accepted(path: &str, ctx: &VerifyContext, id: &Identity) {
-    crate::metrics::accepted(id.source());
+    crate::metrics::accepted(id.source(), id.provider());
     tracing::info!(
         target: "wsgate::conn",
         path,
         remote = %remote(ctx),
         source = id.source().as_str(),
         verifier = id.verifier(),
+        provider = id.provider(),
         sub = id.sub(),
         session = id.session(),
         "connection accepted"

@@ -36,6 +36,8 @@ pub struct Verified {
     pub claims: Claims,
     /// Id of the stored credential (an API key's id), so revoking it can find its sockets.
     pub credential_id: Option<String>,
+    /// The identity provider that vouched for it (its configured name), when one did.
+    pub provider: Option<Arc<str>>,
 }
 
 /// A credential's claims, kept as the raw JSON the verifier received and parsed into a
@@ -216,6 +218,16 @@ impl Identity {
     /// Which verifier accepted it (`"static"`, `"jwt"`, `"proxy"`, …).
     pub fn verifier(&self) -> &'static str {
         self.inner.verifier
+    }
+    /// Who vouched for the credential: the identity provider's configured name (`jwt` for
+    /// `[auth.jwt]`), or for other credentials the verifier's (`static`, `api_key`, `proxy`).
+    /// A bounded set of names: fit for log fields, metric labels and `X-Wsgate-Provider`.
+    pub fn provider(&self) -> &str {
+        self.inner
+            .verified
+            .provider
+            .as_deref()
+            .unwrap_or(self.inner.verifier)
     }
     /// The client's address, when the handshake knew it.
     pub fn remote_ip(&self) -> Option<IpAddr> {

@@ -10,6 +10,9 @@ use crate::source::SourceKind;
 
 /// Counter: handshakes by `outcome`, `source` and `reason`.
 pub const HANDSHAKES: &str = "wsgate_handshakes_total";
+/// Counter: accepted connections by identity `provider` (configured names; `static`,
+/// `api_key`, `proxy` for other credentials).
+pub const PROVIDER_CONNECTIONS: &str = "wsgate_provider_connections_total";
 /// Histogram: time to verify one credential, by `verifier`.
 pub const VERIFY_SECONDS: &str = "wsgate_verify_seconds";
 /// Gauge: authenticated sockets open now.
@@ -40,6 +43,10 @@ pub fn register() {
         "WebSocket handshakes by outcome, source and reason"
     );
     metrics::describe_histogram!(VERIFY_SECONDS, "Time to verify one credential, by verifier");
+    metrics::describe_counter!(
+        PROVIDER_CONNECTIONS,
+        "Accepted connections by identity provider"
+    );
     metrics::describe_gauge!(CONNECTIONS_OPEN, "Authenticated sockets open now");
     metrics::describe_counter!(CLOSES, "Sockets closed, by close code");
     metrics::describe_counter!(MESSAGES, "Data frames, by direction");
@@ -68,9 +75,10 @@ pub fn register() {
     }
 }
 
-pub(crate) fn accepted(source: SourceKind) {
+pub(crate) fn accepted(source: SourceKind, provider: &str) {
     metrics::counter!(HANDSHAKES, "outcome" => "accepted", "source" => source.as_str())
         .increment(1);
+    metrics::counter!(PROVIDER_CONNECTIONS, "provider" => provider.to_owned()).increment(1);
 }
 
 pub(crate) fn refused(source: Option<SourceKind>, e: &AuthError) {

@@ -330,6 +330,10 @@ pub fn jwt(alg: jsonwebtoken::Algorithm, key: Key, kid: Option<&str>, claims: &V
         Key::Ed => {
             EncodingKey::from_ed_pem(&std::fs::read(fixture("ed_private.pem")).unwrap()).unwrap()
         }
+        Key::RsaB => {
+            EncodingKey::from_rsa_pem(&std::fs::read(fixture("rsa_b_private.pem")).unwrap())
+                .unwrap()
+        }
     };
     let mut header = Header::new(alg);
     header.kid = kid.map(str::to_owned);
@@ -341,6 +345,8 @@ pub enum Key {
     Rsa,
     Ec,
     Ed,
+    /// A second provider's RSA key (`jwks_b.json`, same kid as `jwks.json`'s RSA key).
+    RsaB,
 }
 
 pub fn now() -> u64 {

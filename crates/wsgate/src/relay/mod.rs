@@ -57,6 +57,8 @@ pub const SUB_HEADER: &str = "x-wsgate-sub";
 pub const SESSION_HEADER: &str = "x-wsgate-session";
 /// The claims header the upstream receives (base64url JSON, no padding).
 pub const CLAIMS_HEADER: &str = "x-wsgate-claims";
+/// Who vouched for the identity ([`Identity::provider`]: a configured provider's name).
+pub const PROVIDER_HEADER: &str = "x-wsgate-provider";
 
 /// Client headers passed on as sent.
 const PASSED: [HeaderName; 3] = [header::ORIGIN, header::USER_AGENT, header::ACCEPT_LANGUAGE];
@@ -303,6 +305,7 @@ impl Upstream {
                 CLAIMS_HEADER,
                 HeaderValue::from_str(&URL_SAFE_NO_PAD.encode(claims)),
             ),
+            (PROVIDER_HEADER, HeaderValue::from_str(identity.provider())),
         ];
         for (name, value) in identity_headers {
             let value = value.map_err(|_| GatewayError::Unreachable("identity not sendable"))?;

@@ -17,6 +17,7 @@ use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation, decode, decode_header};
 use serde_json::Value;
 
+use super::claims::{ClaimMap, words};
 use super::jwks::JwksCache;
 use super::{Verifier, VerifyContext, VerifyError, VerifyFuture, now_unix, numeric_date};
 use crate::identity::{Claims, Verified};
@@ -36,6 +37,9 @@ pub struct JwtConfig {
     pub leeway_secs: u64,
     /// Refuse tokens without `exp`.
     pub require_exp: bool,
+    /// Where the subject and the channel patterns are read (default: `sub`, `channels`,
+    /// `publish`).
+    pub claims: ClaimMap,
 }
 
 impl Default for JwtConfig {
@@ -46,6 +50,7 @@ impl Default for JwtConfig {
             audience: Vec::new(),
             leeway_secs: super::DEFAULT_LEEWAY.as_secs(),
             require_exp: true,
+            claims: ClaimMap::default(),
         }
     }
 }
@@ -174,12 +179,14 @@ impl JwtVerifier {
             // The common case: one local key. jsonwebtoken checks the header's `alg`
             // against the key's own algorithms, so parsing the header here would be waste.
             let key = &self.keys[0];
-            return check(token, &key.key, &key.validation).map_err(|e| match e {
-                VerifyError::Invalid("algorithm does not match key") => {
-                    VerifyError::Invalid("algorithm not allowed")
-                }
-                other => other,
-            });
+            return check(token, &key.key, &key.validation, &self.config.claims).map_err(
+                |e| match e {
+                    VerifyError::Invalid("algorithm does not match key") => {
+                        VerifyError::Invalid("algorithm not allowed")
+                    }
+                    other => other,
+                },
+            );
         }
         let header = decode_header(token).map_err(|e| match e.kind() {
             ErrorKind::Json(_) => VerifyError::Invalid("unsupported or malformed header"),
@@ -192,7 +199,9 @@ impl JwtVerifier {
 
         if let (Some(jwks), Some(kid)) = (&self.jwks, header.kid.as_deref()) {
             match jwks.find(kid).await {
-                Some(k) if k.alg == alg => return check(token, &k.key, validation),
+                Some(k) if k.alg == alg => {
+                    return check(token, &k.key, validation, &self.config.claims);
+                }
                 Some(_) => return Err(VerifyError::Invalid("algorithm does not match key")),
                 None if self.keys.is_empty() => return Err(VerifyError::Invalid("unknown key id")),
                 None => {}
@@ -206,7 +215,7 @@ impl JwtVerifier {
             .filter(|k| k.algorithms.contains(&alg))
             .map(|k| &k.key);
         for key in local {
-            match check(token, key, validation) {
+            match check(token, key, validation, &self.config.claims) {
                 Err(VerifyError::Invalid("bad signature")) => {
                     last = VerifyError::Invalid("bad signature")
                 }
@@ -215,7 +224,7 @@ impl JwtVerifier {
         }
         if let (Some(jwks), None) = (&self.jwks, &header.kid) {
             for k in jwks.current().keys.iter().filter(|k| k.alg == alg) {
-                match check(token, &k.key, validation) {
+                match check(token, &k.key, validation, &self.config.claims) {
                     Err(VerifyError::Invalid("bad signature")) => {
                         last = VerifyError::Invalid("bad signature")
                     }
@@ -244,7 +253,11 @@ fn validation(config: &JwtConfig, alg: Algorithm) -> Validation {
     v.leeway = config.leeway_secs;
     v.validate_nbf = true;
     v.validate_exp = true;
-    let mut required = vec!["sub"];
+    // The subject is checked by `verified_from_claims`, wherever the mapping puts it.
+    let mut required = Vec::new();
+    if config.claims.subject.is_plain("sub") {
+        required.push("sub");
+    }
     if config.require_exp {
         required.push("exp");
     }
@@ -263,7 +276,12 @@ fn validation(config: &JwtConfig, alg: Algorithm) -> Validation {
     v
 }
 
-fn check(token: &str, key: &DecodingKey, validation: &Validation) -> Result<Verified, VerifyError> {
+fn check(
+    token: &str,
+    key: &DecodingKey,
+    validation: &Validation,
+    map: &ClaimMap,
+) -> Result<Verified, VerifyError> {
     let data = decode::<Box<RawValue>>(token, key, validation).map_err(|e| {
         VerifyError::Invalid(match e.kind() {
             ErrorKind::InvalidSignature => "bad signature",
@@ -282,7 +300,7 @@ fn check(token: &str, key: &DecodingKey, validation: &Validation) -> Result<Veri
     if data.header.crit.is_some() {
         return Err(VerifyError::Invalid("unsupported critical header"));
     }
-    let verified = verified_from_claims(data.claims)?;
+    let verified = verified_from_claims(data.claims, map)?;
     // A token "issued" in the future would slip past a subject revocation ("every token
     // issued until now"), so it is refused like a token not yet valid.
     if verified
@@ -294,8 +312,12 @@ fn check(token: &str, key: &DecodingKey, validation: &Validation) -> Result<Veri
     Ok(verified)
 }
 
-/// Reads the claims wsgate uses out of a JWT payload, keeping the payload itself as raw JSON.
-pub(crate) fn verified_from_claims(raw: Box<RawValue>) -> Result<Verified, VerifyError> {
+/// Reads the claims wsgate uses out of a JWT payload (or an introspection answer), where
+/// `map` says they are, keeping the payload itself as raw JSON.
+pub(crate) fn verified_from_claims(
+    raw: Box<RawValue>,
+    map: &ClaimMap,
+) -> Result<Verified, VerifyError> {
     #[derive(serde::Deserialize)]
     struct Known<'a> {
         #[serde(borrow, default)]
@@ -317,16 +339,31 @@ pub(crate) fn verified_from_claims(raw: Box<RawValue>) -> Result<Verified, Verif
     }
     let known: Known =
         serde_json::from_str(raw.get()).map_err(|_| VerifyError::Invalid("malformed claim"))?;
-    let sub = known
-        .sub
-        .filter(|s| !s.is_empty())
-        .ok_or(VerifyError::Invalid("missing sub"))?
-        .into_owned();
-    let scopes = match known.scope.or(known.scp) {
-        Some(Value::String(s)) => s.split_whitespace().map(str::to_owned).collect(),
-        Some(v) => strings(Some(&v)),
-        None => Vec::new(),
+    // The default names are read above without a parsed tree (the common, fast case);
+    // a provider's own names walk a parsed one.
+    let (sub, channels, publish) = if map.is_default() {
+        let sub = known.sub.filter(|s| !s.is_empty()).map(|s| s.into_owned());
+        (
+            sub,
+            words(known.channels.as_ref()),
+            words(known.publish.as_ref()),
+        )
+    } else {
+        let tree: Value =
+            serde_json::from_str(raw.get()).map_err(|_| VerifyError::Invalid("malformed claim"))?;
+        let sub = map
+            .subject
+            .read(&tree)
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned);
+        (
+            sub,
+            words(map.channels.read(&tree)),
+            words(map.publish.read(&tree)),
+        )
     };
+    let sub = sub.ok_or(VerifyError::Invalid("missing sub"))?;
     Ok(Verified {
         sub,
         expires_at: known.exp.as_ref().and_then(numeric_date),
@@ -336,25 +373,13 @@ pub(crate) fn verified_from_claims(raw: Box<RawValue>) -> Result<Verified, Verif
             .as_ref()
             .and_then(Value::as_str)
             .map(str::to_owned),
-        channels: strings(known.channels.as_ref()),
-        publish: strings(known.publish.as_ref()),
-        scopes,
+        channels,
+        publish,
+        scopes: words(known.scope.or(known.scp).as_ref()),
         claims: Claims::raw(raw),
         credential_id: None,
+        provider: None,
     })
-}
-
-/// A list of strings, or a single string, as a list; anything else as empty.
-pub(crate) fn strings(v: Option<&Value>) -> Vec<String> {
-    match v {
-        Some(Value::Array(items)) => items
-            .iter()
-            .filter_map(Value::as_str)
-            .map(str::to_owned)
-            .collect(),
-        Some(Value::String(s)) => vec![s.clone()],
-        _ => Vec::new(),
-    }
 }
 
 fn family_name(f: jsonwebtoken::AlgorithmFamily) -> &'static str {

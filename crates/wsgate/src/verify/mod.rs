@@ -15,8 +15,12 @@ use crate::identity::Verified;
 use crate::reject::AuthError;
 use crate::source::{Credential, SourceKind};
 
+pub mod claims;
+#[cfg(feature = "remote")]
+pub mod discovery;
 pub mod jwks;
 pub mod jwt;
+pub mod providers;
 #[cfg(feature = "remote")]
 pub mod proxy;
 pub mod static_tokens;
@@ -25,8 +29,10 @@ pub mod static_tokens;
 /// configured: clocks of issuers and gateways drift.
 pub const DEFAULT_LEEWAY: std::time::Duration = std::time::Duration::from_secs(30);
 
+pub use claims::{ClaimMap, ClaimPath};
 pub use jwks::{JwksCache, JwksError, JwksSource};
 pub use jwt::{JwtConfig, JwtSetupError, JwtVerifier};
+pub use providers::{Provider, ProviderKeys, Providers, ProvidersError};
 #[cfg(feature = "remote")]
 pub use proxy::ProxyVerifier;
 pub use static_tokens::StaticTokens;

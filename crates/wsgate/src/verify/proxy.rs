@@ -12,7 +12,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::jwt::strings;
+use super::claims::words;
 use super::{Verifier, VerifyContext, VerifyError, VerifyFuture};
 use crate::identity::{Claims, Verified};
 use crate::source::Credential;
@@ -110,8 +110,8 @@ fn parse_answer(body: &[u8]) -> Result<Verified, VerifyError> {
     Ok(Verified {
         sub: answer.sub,
         expires_at: answer.expires_at.as_ref().and_then(super::numeric_date),
-        channels: strings(claims.get("channels")),
-        publish: strings(claims.get("publish")),
+        channels: words(claims.get("channels")),
+        publish: words(claims.get("publish")),
         claims: Claims::from_value(claims),
         ..Verified::default()
     })
