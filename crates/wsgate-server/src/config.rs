@@ -414,6 +414,10 @@ pub struct EndpointConfig {
     /// Proxy: take `refresh` frames in-band and send `expiring` (default false).
     #[serde(default)]
     pub refresh_frames: bool,
+    /// Claims a credential must hold here (SPEC §17 endpoint policy): claim name (dotted for
+    /// nested) → a value or a list of values.
+    #[serde(default)]
+    pub require: BTreeMap<String, OneOrMany>,
 }
 
 fn upstream_timeout_ms() -> u64 {
@@ -421,6 +425,26 @@ fn upstream_timeout_ms() -> u64 {
 }
 
 impl EndpointConfig {
+    /// The endpoint's `require`, as the library checks it; or the first entry that cannot be
+    /// one (its claim name, why).
+    pub fn requirements(&self) -> Result<wsgate::verify::Requirements, (String, String)> {
+        let mut req = wsgate::verify::Requirements::new();
+        for (claim, values) in &self.require {
+            let path = wsgate::verify::ClaimPath::new(claim)
+                .map_err(|e| (claim.clone(), e.to_string()))?;
+            let values = match values {
+                OneOrMany::One(v) => vec![v.clone()],
+                OneOrMany::Many(v) => v.clone(),
+            };
+            if values.is_empty() || values.iter().any(String::is_empty) {
+                let why = "give a non-empty value, or a list of them".to_owned();
+                return Err((claim.clone(), why));
+            }
+            req = req.with(path, values);
+        }
+        Ok(req)
+    }
+
     /// A proxy endpoint's upstream, ready to connect (reads `upstream_ca_file`); `Ok(None)`
     /// for other kinds. `check` calls it, so `check-config` refuses what `serve` could not use.
     pub fn upstream(&self) -> Result<Option<wsgate::relay::Upstream>, (&'static str, String)> {
@@ -467,6 +491,7 @@ impl EndpointConfig {
             upstream_timeout_ms: upstream_timeout_ms(),
             upstream_ca_file: None,
             refresh_frames: false,
+            require: BTreeMap::new(),
         }
     }
 }
@@ -733,6 +758,9 @@ impl Config {
             if let Err((k, problem)) = ep.upstream() {
                 return err(&key(k), problem);
             }
+            if let Err((claim, problem)) = ep.requirements() {
+                return err(&key(&format!("require.{claim}")), problem);
+            }
             if !(1..=MAX_MS).contains(&ep.upstream_timeout_ms) {
                 return err(
                     &key("upstream_timeout_ms"),
@@ -756,7 +784,6 @@ impl Config {
     }
 }
 
-/// `127.0.0.1:8080`, `[::1]:8080` or `localhost:8080`: an address, or a host name with a port.
 /// The checks `[auth.jwt]` and every provider's key settings share.
 fn check_jwt(table: &str, jwt: &JwtFileConfig, origin: &Origin) -> Result<(), ConfigError> {
     let err = |key: &str, problem: String| {
@@ -861,6 +888,7 @@ impl Config {
     }
 }
 
+/// `127.0.0.1:8080`, `[::1]:8080` or `localhost:8080`: an address, or a host name with a port.
 pub fn check_listen(listen: &str) -> Result<(), String> {
     if listen.parse::<SocketAddr>().is_ok() {
         return Ok(());

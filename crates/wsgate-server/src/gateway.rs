@@ -293,6 +293,12 @@ pub fn router(cfg: &Config, s: &Services) -> Router {
                 .sources(base.sources_ref().with_order(order.iter().copied())),
             None => base.clone(),
         };
+        // Config::check refused a `require` that cannot be read before the server started;
+        // were one to get here, the endpoint is not served at all (never served unguarded).
+        let Ok(requirements) = ep.requirements() else {
+            continue;
+        };
+        let auth = auth.require(requirements);
         // Demo tokens (minted for anyone, any name) are taken by the demo page's endpoint only.
         let auth = if cfg.demo && ep.path != demo::DEMO_PATH {
             auth.refuse_claim(demo::DEMO_CLAIM)

@@ -288,3 +288,89 @@ fn provider_configs_that_cannot_route_are_refused() {
         assert!(err.contains(needle), "{config}\n{err}");
     }
 }
+
+/// An endpoint that requires claims, beside one that does not.
+fn with_policy(reject: &str) -> String {
+    format!(
+        r#"
+[auth]
+reject = "{reject}"
+[auth.static]
+tokens = {{ "static-token" = "svc" }}
+[auth.jwt]
+secret_env = "WSGATE_TEST_SECRET"
+[[endpoints]]
+path = "/ops"
+kind = "echo"
+require = {{ scope = "chat", roles = ["member"], "realm_access.roles" = ["ops"], tenant = "acme" }}
+[[endpoints]]
+path = "/open"
+kind = "echo"
+"#
+    )
+}
+
+fn policy_claims(sub: &str) -> Value {
+    json!({
+        "sub": sub, "exp": now() + 600,
+        "scope": "read chat", "roles": ["member", "x"],
+        "realm_access": {"roles": ["ops"]}, "tenant": "acme"
+    })
+}
+
+#[tokio::test]
+async fn an_endpoint_takes_only_credentials_that_hold_its_requirements() {
+    let s = Server::start(&with_policy("http")).await;
+    let mut ws = bearer(&s.url("/ops"), &hs256(&policy_claims("ok"))).await;
+    assert_eq!(next_json(&mut ws).await["sub"], "ok");
+    for (claim, value) in [
+        ("scope", json!("read")),
+        ("roles", json!(["x"])),
+        ("realm_access", json!({"roles": ["dev"]})),
+        ("tenant", json!("acme-evil")),
+    ] {
+        let mut c = policy_claims("no");
+        c[claim] = value;
+        let r = refused(
+            &s.url("/ops"),
+            &[("authorization", &format!("Bearer {}", hs256(&c)))],
+        )
+        .await;
+        assert_eq!(r.status, 403, "{claim}");
+        assert_eq!(r.body["error"], "insufficient_scope");
+        assert_eq!(
+            r.headers["www-authenticate"], r#"Bearer error="insufficient_scope""#,
+            "RFC 6750 §3.1"
+        );
+    }
+    // Credentials without claims hold no requirement; the open endpoint takes them.
+    let r = refused(&s.url("/ops"), &[("authorization", "Bearer static-token")]).await;
+    assert_eq!(r.status, 403);
+    let mut open = bearer(&s.url("/open"), "static-token").await;
+    assert_eq!(next_json(&mut open).await["sub"], "svc");
+    // A refresh is held to it: a valid token of the subject without the scope changes nothing.
+    let mut lacking = policy_claims("ok");
+    lacking["scope"] = json!("read");
+    send_text(
+        &mut ws,
+        &json!({"type":"refresh","id":1,"token":hs256(&lacking)}).to_string(),
+    )
+    .await;
+    let e = next_json(&mut ws).await;
+    assert_eq!(
+        (e["code"].as_str(), e["id"].as_i64()),
+        (Some("insufficient_scope"), Some(1))
+    );
+}
+
+#[tokio::test]
+async fn with_reject_close_a_missing_scope_closes_1008() {
+    let s = Server::start(&with_policy("close")).await;
+    let mut c = policy_claims("no");
+    c["tenant"] = json!("other");
+    let mut ws = bearer(&s.url("/ops"), &hs256(&c)).await;
+    assert_eq!(
+        expect_close(&mut ws).await,
+        (1008, "insufficient_scope".into())
+    );
+}

@@ -24,7 +24,7 @@ use crate::registry::Registry;
 use crate::reject::{AuthError, RejectMode};
 use crate::revocation::Revocations;
 use crate::source::{Credential, SUBPROTOCOL, SourceKind, Sources};
-use crate::verify::{VerifierChain, VerifyContext};
+use crate::verify::{Requirements, VerifierChain, VerifyContext};
 
 /// Buffer and size limits for accepted sockets.
 ///
@@ -128,6 +128,8 @@ pub struct Authenticator {
     failures: Option<Arc<FailureLimiter>>,
     /// Credentials carrying this claim are not taken here (see [`Authenticator::refuse_claim`]).
     refused_claim: Option<&'static str>,
+    /// What a credential must hold to be taken here (see [`Authenticator::require`]).
+    require: Option<Arc<Requirements>>,
     registry: Option<Arc<Registry>>,
     revocations: Option<Arc<Revocations>>,
     trusted_proxies: Arc<TrustedProxies>,
@@ -153,6 +155,7 @@ impl Authenticator {
             socket: SocketSettings::default(),
             failures: None,
             refused_claim: None,
+            require: None,
             registry: None,
             revocations: None,
             trusted_proxies: Arc::default(),
@@ -221,6 +224,24 @@ impl Authenticator {
     pub fn refuse_claim(mut self, name: &'static str) -> Self {
         self.refused_claim = Some(name);
         self
+    }
+
+    /// Takes only credentials whose claims hold `requirements` (an endpoint's `require`):
+    /// others are refused 403 `insufficient_scope` (or closed 1008 with `reject = "close"`),
+    /// at the handshake and on refresh.
+    pub fn require(mut self, requirements: Requirements) -> Self {
+        self.require = (!requirements.is_empty()).then(|| Arc::new(requirements));
+        self
+    }
+
+    /// `Err(InsufficientScope)` unless `verified` holds this endpoint's requirements.
+    pub fn admits(&self, verified: &Verified) -> Result<(), AuthError> {
+        match &self.require {
+            Some(req) if !verified.claims.inspect(|c| req.allow(c)) => {
+                Err(AuthError::InsufficientScope)
+            }
+            _ => Ok(()),
+        }
     }
 
     /// Shares one failure budget per remote IP (`429` past it).
@@ -365,6 +386,7 @@ impl Authenticator {
         ctx: &VerifyContext,
     ) -> Result<Identity, AuthError> {
         let (verified, by) = self.verify_credential(cred, ctx).await?;
+        self.admits(&verified)?;
         let slot = match &self.registry {
             Some(r) => Some(r.admit(&verified.sub).await?),
             None => None,

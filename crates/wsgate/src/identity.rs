@@ -75,6 +75,16 @@ impl Claims {
         }
     }
 
+    /// `f` of the claims, without keeping a parsed copy when there is none yet (a connection
+    /// that never asks for its claims keeps only their raw text).
+    pub fn inspect<T>(&self, f: impl FnOnce(&Value) -> T) -> T {
+        match (&self.raw, self.parsed.get()) {
+            (_, Some(parsed)) => f(parsed),
+            (Some(raw), None) => f(&serde_json::from_str(raw.get()).unwrap_or(Value::Null)),
+            (None, None) => f(&Value::Null),
+        }
+    }
+
     /// The claims as JSON (null when the credential carried none or they do not parse).
     pub fn get(&self) -> &Value {
         self.parsed.get_or_init(|| {

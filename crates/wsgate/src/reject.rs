@@ -81,6 +81,10 @@ pub enum AuthError {
     /// The subject holds `max_connections_per_user` sockets already: 403.
     #[error("too many connections for this user")]
     TooManyConnections,
+    /// A valid credential without what the endpoint requires (`require`): 403 with
+    /// `WWW-Authenticate: Bearer error="insufficient_scope"`.
+    #[error("the credential does not grant what this endpoint requires")]
+    InsufficientScope,
     /// Too many refused handshakes from this address: 429 with `Retry-After`.
     #[error("too many failed attempts; retry later")]
     RateLimited {
@@ -114,6 +118,7 @@ impl AuthError {
             Self::ForeignOrigin => ErrorCode::ForbiddenOrigin,
             Self::CookieOrigin => ErrorCode::CookieOrigin,
             Self::TooManyConnections => ErrorCode::TooManyConnections,
+            Self::InsufficientScope => ErrorCode::InsufficientScope,
             Self::RateLimited { .. } => ErrorCode::RateLimited,
             Self::Unavailable(_) => ErrorCode::AuthUnavailable,
             Self::MessageTimeout => ErrorCode::AuthTimeout,
@@ -126,9 +131,10 @@ impl AuthError {
     pub fn status(&self) -> StatusCode {
         match self {
             Self::Missing | Self::Invalid(_) | Self::MessageTimeout => StatusCode::UNAUTHORIZED,
-            Self::ForeignOrigin | Self::CookieOrigin | Self::TooManyConnections => {
-                StatusCode::FORBIDDEN
-            }
+            Self::ForeignOrigin
+            | Self::CookieOrigin
+            | Self::TooManyConnections
+            | Self::InsufficientScope => StatusCode::FORBIDDEN,
             Self::RateLimited { .. } | Self::TooManyTickets { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Ambiguous(_) => StatusCode::BAD_REQUEST,
@@ -136,11 +142,15 @@ impl AuthError {
     }
 
     /// Whether this refusal counts against the remote address's failure budget. Refusals the
-    /// client cannot be blamed for (our backend down, the limit itself) do not.
+    /// client cannot be blamed for (our backend down, the limit itself) do not, nor does a
+    /// valid credential that lacks a scope: it guesses nothing.
     pub fn is_client_failure(&self) -> bool {
         !matches!(
             self,
-            Self::RateLimited { .. } | Self::Unavailable(_) | Self::TooManyTickets { .. }
+            Self::RateLimited { .. }
+                | Self::Unavailable(_)
+                | Self::TooManyTickets { .. }
+                | Self::InsufficientScope
         )
     }
 
@@ -163,6 +173,12 @@ impl IntoResponse for AuthError {
                 headers.insert(
                     header::WWW_AUTHENTICATE,
                     HeaderValue::from_static(r#"Bearer error="invalid_token""#),
+                );
+            }
+            Self::InsufficientScope => {
+                headers.insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static(r#"Bearer error="insufficient_scope""#),
                 );
             }
             Self::RateLimited { retry_after_secs } | Self::TooManyTickets { retry_after_secs } => {

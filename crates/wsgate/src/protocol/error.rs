@@ -45,6 +45,8 @@ error_codes! {
     CookieOrigin = "cookie_origin",
     /// The subject holds `max_connections_per_user` sockets already (403).
     TooManyConnections = "too_many_connections",
+    /// A valid credential that lacks what the endpoint requires (403, RFC 6750 §3.1).
+    InsufficientScope = "insufficient_scope",
     /// Too many refused attempts from this address (429).
     RateLimited = "rate_limited",
     /// A backend that decides could not be asked (503).

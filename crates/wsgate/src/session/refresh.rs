@@ -6,7 +6,9 @@
 //! handshake: a refused one is logged and counted against the client's address, and past
 //! `auth_failures_per_min` the socket is closed (`CloseReason::Refused("rate_limited")`).
 //! Every refusal of a presented token is answered `invalid_token`, whatever the verifier's
-//! reason: a socket must not learn that it guessed another subject's valid credential.
+//! reason: a socket must not learn that it guessed another subject's valid credential. Only
+//! a valid token of the session's own subject that lacks what the endpoint requires is
+//! answered `insufficient_scope`.
 
 use axum::extract::ws::Message;
 use serde_json::Value;
@@ -44,11 +46,12 @@ impl Session {
             .verify_credential(&cred, &VerifyContext::default())
             .await
             .and_then(|(new, by)| {
-                if new.sub == self.identity.sub() {
-                    Ok((new, by))
-                } else {
-                    Err(AuthError::Invalid("the new token is for another subject"))
+                if new.sub != self.identity.sub() {
+                    return Err(AuthError::Invalid("the new token is for another subject"));
                 }
+                // Only a valid token of this subject learns that it lacks a scope.
+                self.auth.admits(&new)?;
+                Ok((new, by))
             });
         match verified {
             Ok((new, by)) => {
@@ -88,7 +91,10 @@ impl Session {
                     return Some(limit.close_reason());
                 }
                 let why = "refresh refused; the old expiry stands";
-                let code = ErrorCode::InvalidToken;
+                let code = match e {
+                    AuthError::InsufficientScope => ErrorCode::InsufficientScope,
+                    _ => ErrorCode::InvalidToken,
+                };
                 self.reply(error_frame(id.as_ref(), code, why)).await;
                 None
             }

@@ -89,6 +89,42 @@ impl ClaimMap {
     }
 }
 
+/// An endpoint's policy (`require`): claims a credential must hold to be taken there, such
+/// as `{ scope = "chat", roles = ["member"], "realm_access.roles" = ["ops"], tenant = "acme" }`.
+/// Every entry must hold: each required value is in the token's claim (a list, or the words
+/// of a space-separated string), or, for a single string claim, equal to it. Credentials
+/// without claims (static tokens, API keys) hold none.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Requirements {
+    entries: Vec<(ClaimPath, Vec<String>)>,
+}
+
+impl Requirements {
+    /// No requirement.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Also requires every one of `values` in the claim at `path`.
+    pub fn with(mut self, path: ClaimPath, values: impl IntoIterator<Item = String>) -> Self {
+        self.entries.push((path, values.into_iter().collect()));
+        self
+    }
+
+    /// Whether there is nothing to check.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Whether `claims` hold every entry.
+    pub fn allow(&self, claims: &Value) -> bool {
+        self.entries.iter().all(|(path, values)| {
+            let have = path.read(claims);
+            values.iter().all(|v| holds(have, v))
+        })
+    }
+}
+
 /// A list of strings, or one string split at whitespace (as `scope`); anything else: none.
 pub fn words(v: Option<&Value>) -> Vec<String> {
     match v {
@@ -136,6 +172,29 @@ mod tests {
         for bad in ["", ".", "a.", ".a", "a..b"] {
             assert!(ClaimPath::new(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn requirements_hold_only_when_every_entry_does() {
+        let p = |n| ClaimPath::new(n).unwrap();
+        let req = Requirements::new()
+            .with(p("scope"), ["chat".to_owned()])
+            .with(
+                p("realm_access.roles"),
+                ["ops".to_owned(), "dev".to_owned()],
+            )
+            .with(p("tenant"), ["acme".to_owned()]);
+        let ok =
+            json!({"scope":"read chat","realm_access":{"roles":["dev","ops"]},"tenant":"acme"});
+        assert!(req.allow(&ok));
+        let mut missing_role = ok.clone();
+        missing_role["realm_access"]["roles"] = json!(["ops"]);
+        assert!(!req.allow(&missing_role));
+        let mut other_tenant = ok.clone();
+        other_tenant["tenant"] = json!("acme-evil");
+        assert!(!req.allow(&other_tenant));
+        assert!(!req.allow(&Value::Null), "no claims hold nothing");
+        assert!(Requirements::new().allow(&Value::Null));
     }
 
     #[test]

@@ -29,7 +29,7 @@ pub mod static_tokens;
 /// configured: clocks of issuers and gateways drift.
 pub const DEFAULT_LEEWAY: std::time::Duration = std::time::Duration::from_secs(30);
 
-pub use claims::{ClaimMap, ClaimPath};
+pub use claims::{ClaimMap, ClaimPath, Requirements};
 pub use jwks::{JwksCache, JwksError, JwksSource};
 pub use jwt::{JwtConfig, JwtSetupError, JwtVerifier};
 pub use providers::{Provider, ProviderKeys, Providers, ProvidersError};
