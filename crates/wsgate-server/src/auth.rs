@@ -13,6 +13,7 @@ use std::time::Duration;
 use serde_json::json;
 use wsgate::Algorithm;
 use wsgate::verify::discovery::Discovery;
+use wsgate::verify::introspection::{Introspection, IntrospectionConfig};
 use wsgate::verify::{
     ClaimMap, JwksCache, JwksSource, JwtConfig, JwtVerifier, Provider, ProviderKeys, Providers,
     ProxyVerifier, StaticTokens, VerifierChain,
@@ -175,7 +176,8 @@ pub async fn build(
         minting = mint;
     }
     for (i, p) in cfg.auth.providers.iter().enumerate() {
-        let (provider, line) = build_provider(p, i, origin).await?;
+        let timeout = Duration::from_millis(cfg.auth.proxy_timeout_ms.max(1));
+        let (provider, line) = build_provider(p, i, timeout, origin).await?;
         providers.push(provider);
         summary.push(line);
     }
@@ -216,6 +218,7 @@ pub async fn build(
 async fn build_provider(
     p: &ProviderConfig,
     i: usize,
+    introspection_timeout: Duration,
     origin: &Origin,
 ) -> Result<(Provider, String), ConfigError> {
     let table = format!("auth.providers[{i}]");
@@ -235,6 +238,36 @@ async fn build_provider(
     };
     let jwt = p.jwt();
     let (keys, line) = match (&p.issuer, p.discovery) {
+        _ if p.introspection_url.is_some() => {
+            let url = p.introspection_url.clone().unwrap_or_default();
+            let var = p.client_secret_env.clone().unwrap_or_default();
+            let secret = match std::env::var(&var) {
+                Ok(s) if !s.is_empty() => s,
+                _ => {
+                    return Err(ConfigError::new(
+                        origin,
+                        format!("{table}.client_secret_env"),
+                        format!("environment variable {var} is not set (or empty)"),
+                    ));
+                }
+            };
+            let config = IntrospectionConfig {
+                url: url.clone(),
+                client_id: p.client_id.clone().unwrap_or_default(),
+                client_secret: secret,
+                cache_for: Duration::from_secs(p.introspection_cache_secs),
+                timeout: introspection_timeout,
+                claims: map,
+            };
+            let i = Introspection::new(config).map_err(|e| {
+                ConfigError::new(origin, format!("{table}.introspection_url"), e.to_string())
+            })?;
+            let line = format!(
+                "introspection at {url} (answers kept {} s)",
+                p.introspection_cache_secs
+            );
+            (ProviderKeys::Introspection(i), line)
+        }
         (Some(issuer), true) => {
             let config = jwt_config(&jwt, map);
             let d = Discovery::new(issuer, config)

@@ -211,6 +211,20 @@ pub struct ProviderConfig {
     pub require_exp: bool,
     #[serde(default)]
     pub claims: ClaimsConfig,
+    /// RFC 7662: opaque tokens are asked of this endpoint, instead of keys.
+    #[serde(default)]
+    pub introspection_url: Option<String>,
+    #[serde(default)]
+    pub client_id: Option<String>,
+    /// The variable holding the client secret for introspection (never in the file).
+    #[serde(default)]
+    pub client_secret_env: Option<String>,
+    #[serde(default = "default_introspection_cache_secs")]
+    pub introspection_cache_secs: u64,
+}
+
+fn default_introspection_cache_secs() -> u64 {
+    60
 }
 
 /// Where a provider's tokens carry the subject and the channel patterns.
@@ -848,16 +862,57 @@ impl Config {
                 if issuers.contains(&Some(iss.as_str())) {
                     return err("issuer", format!("another provider has the issuer `{iss}`"));
                 }
+            } else if p.introspection_url.is_some() {
+                // Takes opaque tokens only (no JWT routes to it): not the issuer-less JWT one.
             } else if issuers.contains(&None) {
                 return err(
                     "issuer",
                     "at most one provider may have no issuer (it takes the tokens whose iss names no other)".into(),
                 );
             }
-            issuers.push(p.issuer.as_deref());
+            if p.issuer.is_some() || p.introspection_url.is_none() {
+                issuers.push(p.issuer.as_deref());
+            }
             let jwt = p.jwt();
             check_jwt(&table, &jwt, origin)?;
-            if p.discovery {
+            if let Some(url) = &p.introspection_url {
+                if jwt.has_key_material() || p.discovery {
+                    return err(
+                        "introspection_url",
+                        "asks the IdP about each token: set no keys or discovery beside it (use another provider for the IdP's JWTs)".into(),
+                    );
+                }
+                if let Err(e) = wsgate::verify::JwksSource::url(url) {
+                    return err("introspection_url", e.to_string().replace("JWKS", "URL"));
+                }
+                if p.client_id.as_deref().is_none_or(str::is_empty) {
+                    return err(
+                        "client_id",
+                        "introspection needs the client id wsgate has at the IdP".into(),
+                    );
+                }
+                if p.client_secret_env.as_deref().is_none_or(str::is_empty) {
+                    return err(
+                        "client_secret_env",
+                        "introspection needs the variable that holds the client secret".into(),
+                    );
+                }
+                if p.introspection_cache_secs > 3600 {
+                    return err(
+                        "introspection_cache_secs",
+                        "must be between 0 and 3600".into(),
+                    );
+                }
+            } else if p.client_id.is_some() || p.client_secret_env.is_some() {
+                return err(
+                    if p.client_id.is_some() {
+                        "client_id"
+                    } else {
+                        "client_secret_env"
+                    },
+                    "only introspecting providers (introspection_url) take this key".into(),
+                );
+            } else if p.discovery {
                 let Some(iss) = &p.issuer else {
                     return err(
                         "discovery",

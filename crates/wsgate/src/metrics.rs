@@ -13,6 +13,9 @@ pub const HANDSHAKES: &str = "wsgate_handshakes_total";
 /// Counter: accepted connections by identity `provider` (configured names; `static`,
 /// `api_key`, `proxy` for other credentials).
 pub const PROVIDER_CONNECTIONS: &str = "wsgate_provider_connections_total";
+/// Counter: RFC 7662 introspection requests to identity providers, by `outcome` (`active`,
+/// `inactive`, `unavailable`); answers from the cache are not requests.
+pub const INTROSPECTIONS: &str = "wsgate_introspection_requests_total";
 /// Histogram: time to verify one credential, by `verifier`.
 pub const VERIFY_SECONDS: &str = "wsgate_verify_seconds";
 /// Gauge: authenticated sockets open now.
@@ -46,6 +49,10 @@ pub fn register() {
     metrics::describe_counter!(
         PROVIDER_CONNECTIONS,
         "Accepted connections by identity provider"
+    );
+    metrics::describe_counter!(
+        INTROSPECTIONS,
+        "Token introspection requests to identity providers, by outcome"
     );
     metrics::describe_gauge!(CONNECTIONS_OPEN, "Authenticated sockets open now");
     metrics::describe_counter!(CLOSES, "Sockets closed, by close code");
@@ -135,4 +142,9 @@ pub(crate) fn proxied_frames(to_upstream: u64, to_client: u64) {
 #[cfg(feature = "relay")]
 pub(crate) fn credential_frame_dropped(kind: &'static str) {
     metrics::counter!(CREDENTIAL_FRAMES_DROPPED, "type" => kind).increment(1);
+}
+
+#[cfg(feature = "remote")]
+pub(crate) fn introspected(outcome: &'static str) {
+    metrics::counter!(INTROSPECTIONS, "outcome" => outcome).increment(1);
 }

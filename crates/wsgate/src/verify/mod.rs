@@ -18,6 +18,8 @@ use crate::source::{Credential, SourceKind};
 pub mod claims;
 #[cfg(feature = "remote")]
 pub mod discovery;
+#[cfg(feature = "remote")]
+pub mod introspection;
 pub mod jwks;
 pub mod jwt;
 pub mod providers;
@@ -82,6 +84,12 @@ impl From<VerifyError> for AuthError {
 pub trait Verifier: Send + Sync + 'static {
     /// Short name for logs and metrics: `"static"`, `"jwt"`, `"proxy"`, …
     fn name(&self) -> &'static str;
+
+    /// The name an accepted credential is reported under: [`Verifier::name`], unless the
+    /// verifier checks several kinds (the identity providers: `jwt` or `introspection`).
+    fn name_of(&self, _verified: &Verified) -> &'static str {
+        self.name()
+    }
 
     /// Whether credentials from this place are for this verifier. Tickets are redeemed only
     /// by a ticket verifier, and no ticket verifier takes a bearer token.
@@ -169,7 +177,10 @@ impl VerifierChain {
                 continue;
             }
             match v.verify(credential, ctx).await {
-                Ok(verified) => return Ok((verified, v.name())),
+                Ok(verified) => {
+                    let name = v.name_of(&verified);
+                    return Ok((verified, name));
+                }
                 Err(VerifyError::NotRecognized) => continue,
                 Err(e) => return Err(e.into()),
             }

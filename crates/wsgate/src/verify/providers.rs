@@ -32,6 +32,9 @@ pub enum ProviderKeys {
     /// after a failure); until then the provider's tokens are answered 503.
     #[cfg(feature = "remote")]
     Discovered(super::discovery::Discovery),
+    /// No keys: opaque tokens (and JWTs routed here) are asked of the IdP (RFC 7662).
+    #[cfg(feature = "remote")]
+    Introspection(super::introspection::Introspection),
 }
 
 /// One identity provider: its configured name, the issuer it answers for, its keys.
@@ -67,6 +70,8 @@ impl Provider {
             ProviderKeys::Jwt(v) => v.verify_token(token).await,
             #[cfg(feature = "remote")]
             ProviderKeys::Discovered(d) => d.verifier().await?.verify_token(token).await,
+            #[cfg(feature = "remote")]
+            ProviderKeys::Introspection(i) => i.introspect(token).await,
         };
         verified.map(|mut v| {
             v.provider = Some(self.name.clone());
@@ -79,7 +84,22 @@ impl Provider {
             ProviderKeys::Jwt(v) => v.leeway(),
             #[cfg(feature = "remote")]
             ProviderKeys::Discovered(d) => Some(d.leeway()),
+            #[cfg(feature = "remote")]
+            ProviderKeys::Introspection(_) => None,
         }
+    }
+
+    /// How its tokens are checked, for logs and metrics: `jwt` or `introspection`.
+    fn kind(&self) -> &'static str {
+        match &self.keys {
+            #[cfg(feature = "remote")]
+            ProviderKeys::Introspection(_) => "introspection",
+            _ => "jwt",
+        }
+    }
+
+    fn introspects(&self) -> bool {
+        self.kind() == "introspection"
     }
 }
 
@@ -104,6 +124,8 @@ pub struct Providers {
     list: Vec<Provider>,
     by_issuer: HashMap<String, usize>,
     without_issuer: Option<usize>,
+    /// Where a token that is not a JWT goes: the first provider that introspects.
+    opaque: Option<usize>,
 }
 
 impl Providers {
@@ -111,9 +133,12 @@ impl Providers {
     pub fn new(list: Vec<Provider>) -> Result<Self, ProvidersError> {
         let mut by_issuer = HashMap::new();
         let mut without_issuer: Option<usize> = None;
+        let opaque = list.iter().position(Provider::introspects);
         for (i, p) in list.iter().enumerate() {
-            if let Some(other) = list[..i].iter().find(|o| o.name == p.name) {
-                return Err(ProvidersError::DuplicateName(other.name.to_string()));
+            if p.introspects() && p.issuer.is_none() {
+                // An introspecting provider takes opaque tokens, and JWTs of its issuer; one
+                // without an issuer takes no JWT.
+                continue;
             }
             match &p.issuer {
                 Some(iss) => {
@@ -137,10 +162,16 @@ impl Providers {
                 }
             }
         }
+        for (i, p) in list.iter().enumerate() {
+            if let Some(other) = list[..i].iter().find(|o| o.name == p.name) {
+                return Err(ProvidersError::DuplicateName(other.name.to_string()));
+            }
+        }
         Ok(Self {
             list,
             by_issuer,
             without_issuer,
+            opaque,
         })
     }
 
@@ -152,7 +183,9 @@ impl Providers {
     /// The provider a token goes to: one provider takes every token (it checks `iss` itself);
     /// several are chosen between by the token's unverified `iss`.
     fn route(&self, token: &str) -> Result<&Provider, VerifyError> {
-        if let [only] = self.list.as_slice() {
+        if let [only] = self.list.as_slice()
+            && !only.introspects()
+        {
             return Ok(only);
         }
         let i = match unverified_issuer(token)? {
@@ -193,10 +226,22 @@ impl Verifier for Providers {
         Box::pin(async move {
             let token = cred.token();
             if token.bytes().filter(|&b| b == b'.').count() != 2 {
-                return Err(VerifyError::NotRecognized);
+                // Not a JWT: an opaque token, if a provider introspects.
+                return match self.opaque {
+                    Some(i) => self.list[i].verify_token(token).await,
+                    None => Err(VerifyError::NotRecognized),
+                };
             }
             self.route(token)?.verify_token(token).await
         })
+    }
+
+    fn name_of(&self, verified: &Verified) -> &'static str {
+        let provider = verified.provider.as_deref();
+        self.list
+            .iter()
+            .find(|p| Some(&*p.name) == provider)
+            .map_or("jwt", Provider::kind)
     }
 
     fn leeway(&self) -> Option<std::time::Duration> {
