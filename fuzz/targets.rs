@@ -148,3 +148,32 @@ pub fn upstream_answer(data: &[u8]) {
         );
     }
 }
+
+/// What an identity provider sends back: an RFC 7662 introspection answer and an OpenID
+/// discovery document, read through a claim mapping whose paths come from the input too
+/// (the first line: `subject channels publish`, dotted names), then a requirement checked
+/// against the claims. A provider's answer is as hostile as a client's frame.
+pub fn provider_answers(data: &[u8]) {
+    use wsgate::verify::{ClaimMap, ClaimPath, Requirements};
+    let text = String::from_utf8_lossy(data);
+    let (first, body) = text.split_once('\n').unwrap_or(("", &text));
+    let mut names = first.split(' ').filter_map(|n| ClaimPath::new(n).ok());
+    let mut map = ClaimMap::default();
+    if let Some(p) = names.next() {
+        map.subject = p;
+    }
+    if let Some(p) = names.next() {
+        map.channels = p;
+    }
+    if let Some(p) = names.next() {
+        map.publish = p.clone();
+        let req = Requirements::new().with(p, ["x".to_owned()]);
+        if let Ok(v) = serde_json::from_str::<serde_json::Value>(body) {
+            let _ = req.allow(&v);
+        }
+    }
+    if let Ok(Some(v)) = wsgate::verify::introspection::parse_answer(body.as_bytes(), &map) {
+        assert!(!v.sub.is_empty(), "an identity without a subject");
+    }
+    let _ = wsgate::verify::discovery::parse_document(body.as_bytes());
+}

@@ -44,3 +44,8 @@ fn pubsub_frames_corpus() {
 fn upstream_answer_corpus() {
     replay("upstream_answer", targets::upstream_answer);
 }
+
+#[test]
+fn provider_answers_corpus() {
+    replay("provider_answers", targets::provider_answers);
+}

@@ -4,6 +4,8 @@
 
 mod common;
 
+use std::sync::{Arc, Mutex};
+
 use axum::Json;
 use axum::routing::get;
 use common::*;
@@ -123,6 +125,13 @@ async fn claims_are_read_where_the_provider_puts_them() {
 /// An OpenID provider's discovery document and key set, as a real HTTP server would serve
 /// them; `issuer_in_doc` lets a test make the document lie about who it is.
 async fn openid_provider(issuer_in_doc: Option<&str>) -> String {
+    let jwks: Value =
+        serde_json::from_slice(&std::fs::read(fixture("jwks.json")).unwrap()).unwrap();
+    openid_provider_with(issuer_in_doc, Arc::new(Mutex::new(jwks))).await
+}
+
+/// The same, serving whatever `jwks` holds at each request (a key rotation swaps it).
+async fn openid_provider_with(issuer_in_doc: Option<&str>, jwks: Arc<Mutex<Value>>) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!(
         "http://127.0.0.1:{}/realms/a",
@@ -132,8 +141,6 @@ async fn openid_provider(issuer_in_doc: Option<&str>) -> String {
         "issuer": issuer_in_doc.map_or(base.clone(), str::to_owned),
         "jwks_uri": format!("{base}/protocol/openid-connect/certs"),
     });
-    let jwks: Value =
-        serde_json::from_slice(&std::fs::read(fixture("jwks.json")).unwrap()).unwrap();
     let app = axum::Router::new()
         .route(
             "/realms/a/.well-known/openid-configuration",
@@ -141,12 +148,38 @@ async fn openid_provider(issuer_in_doc: Option<&str>) -> String {
         )
         .route(
             "/realms/a/protocol/openid-connect/certs",
-            get(move || async move { Json(jwks) }),
+            get(move || async move { Json(jwks.lock().unwrap().clone()) }),
         );
     tokio::spawn(async move {
         let _ = axum::serve(listener, app).await;
     });
     base
+}
+
+#[tokio::test]
+async fn a_rotated_key_is_fetched_on_its_first_unknown_kid() {
+    let jwks: Value =
+        serde_json::from_slice(&std::fs::read(fixture("jwks.json")).unwrap()).unwrap();
+    let served = Arc::new(Mutex::new(jwks));
+    let issuer = openid_provider_with(None, served.clone()).await;
+    let s = Server::start(&two_providers(&discovered(&issuer))).await;
+    let old = rs256(
+        Key::Rsa,
+        &json!({"sub":"before","iss":issuer,"exp":now()+600}),
+    );
+    let mut ws = bearer(&s.url("/ws"), &old).await;
+    assert_eq!(next_json(&mut ws).await["sub"], "before");
+    // The IdP rotates: the new key (jwks_b's) is published under a new kid, the old one gone.
+    let mut rotated: Value =
+        serde_json::from_slice(&std::fs::read(fixture("jwks_b.json")).unwrap()).unwrap();
+    rotated["keys"][0]["kid"] = json!("rsa-2");
+    *served.lock().unwrap() = rotated;
+    let claims = json!({"sub":"after","iss":issuer,"exp":now()+600});
+    let new = jwt(Algorithm::RS256, Key::RsaB, Some("rsa-2"), &claims);
+    // An unknown kid refetches at most once per 10 s (since the fetch at start).
+    tokio::time::sleep(std::time::Duration::from_millis(10_500)).await;
+    let mut ws = bearer(&s.url("/ws"), &new).await;
+    assert_eq!(next_json(&mut ws).await["sub"], "after");
 }
 
 fn discovered(issuer: &str) -> String {
