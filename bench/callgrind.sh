@@ -12,11 +12,14 @@
 #
 #   bench/callgrind.sh target/release/wsgate                      # one build
 #   bench/callgrind.sh /tmp/old/wsgate target/release/wsgate      # before | after
+#   PROVIDERS=5 bench/callgrind.sh target/release/wsgate          # [auth.jwt] + 4 more identity
+#                                                                 # providers (tokens routed by iss)
+#   ROWS=handshake bench/callgrind.sh …                           # only the handshake row
 #
 # Needs valgrind (Debian: valgrind) and the load tool (built here when missing).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-[ $# -ge 1 ] || { sed -n 2,13p "$0"; exit 2; }
+[ $# -ge 1 ] || { sed -n 2,16p "$0"; exit 2; }
 command -v valgrind >/dev/null || { echo "needs valgrind (apt-get install valgrind)" >&2; exit 2; }
 (cd bench && cargo build --release -q -p wsload)
 WSLOAD=$PWD/bench/target/release/wsload
@@ -45,6 +48,17 @@ auth_failures_per_min = 0
 path = "/echo"
 kind = "echo"
 TOML
+# Identity providers beside [auth.jwt]: with more than one, every token is routed by its `iss`
+# (the test tokens carry none, so they go to [auth.jwt], the provider without an issuer).
+for i in $(seq 2 "${PROVIDERS:-1}"); do
+  cat >>"$DIR/wsgate.toml" <<TOML
+[[auth.providers]]
+name = "p$i"
+issuer = "https://p$i.example"
+algorithms = ["HS256"]
+secret = "provider-$i-secret-0123456789abcdef-0123456789"
+TOML
+done
 
 TOKEN=$("$WSLOAD" mint --secret "$SECRET" --sub alice --exp-secs 3600)
 BAD=$("$WSLOAD" mint --secret wrong-secret-0123456789abcdef-0123456789 --sub alice --exp-secs 3600)
@@ -87,6 +101,7 @@ row() { # <label> <small> <large> <divisor> <load command, @N@ for the count>
 BINS=("$@")
 row "handshake (connect, JWT, welcome, close)" 500 4500 1 \
   "$WSLOAD" handshake --url "$URL" --token "$TOKEN" --concurrency 1 --total @N@
+[ "${ROWS:-all}" = handshake ] && exit 0
 row "refused handshake (bad signature, 401 body)" 500 4500 1 \
   "$WSLOAD" reject --url "$URL" --token "$BAD" --concurrency 1 --total @N@
 # One connection, one message in flight: the same path for every message.

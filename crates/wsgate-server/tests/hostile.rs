@@ -397,12 +397,7 @@ async fn protocol_errors_are_answered_with_a_close_frame() {
         };
         assert_eq!(got, code, "case {i}");
     }
-    let metrics = reqwest::get(s.http("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = s.metrics().await;
     assert!(
         metrics.contains(r#"wsgate_closes_total{code="1002"} 4"#),
         "{metrics}"

@@ -122,15 +122,6 @@ fn introspections(metrics: &str, outcome: &str) -> u64 {
         .unwrap_or(0)
 }
 
-async fn metrics(s: &Server) -> String {
-    reqwest::get(s.http("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_providers_keys_are_discovered_and_its_opaque_tokens_introspected() {
     let idp = Idp::start().await;
@@ -158,7 +149,7 @@ async fn the_providers_keys_are_discovered_and_its_opaque_tokens_introspected() 
     )
     .await;
     assert_eq!(next_json(&mut sockets[0]).await["type"], "subscribed");
-    let m = metrics(&s).await;
+    let m = s.metrics().await;
     assert_eq!(
         introspections(&m, "active"),
         1,
@@ -176,7 +167,7 @@ async fn the_providers_keys_are_discovered_and_its_opaque_tokens_introspected() 
     let revoked = idp.access_token().await;
     idp.revoke(&revoked).await;
     assert_invalid(&s.url("/ws"), &revoked).await;
-    assert_eq!(introspections(&metrics(&s).await, "inactive"), 1);
+    assert_eq!(introspections(&s.metrics().await, "inactive"), 1);
     // No token reaches a log line.
     let logs = s.logs();
     for t in [&token, &revoked] {
@@ -197,5 +188,5 @@ async fn an_idp_that_does_not_answer_is_503_never_401() {
     .await;
     assert_eq!(r.status, 503);
     assert_eq!(r.body["error"], "auth_unavailable");
-    assert_eq!(introspections(&metrics(&s).await, "unavailable"), 1);
+    assert_eq!(introspections(&s.metrics().await, "unavailable"), 1);
 }

@@ -75,12 +75,7 @@ async fn tokens_go_to_their_issuers_provider_and_keys_never_cross() {
         logs.contains("provider=corp") || logs.contains("provider=\"corp\""),
         "{logs}"
     );
-    let metrics = reqwest::get(s.http("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = s.metrics().await;
     assert!(
         metrics.contains("wsgate_provider_connections_total{provider=\"corp\"} 1"),
         "{metrics}"

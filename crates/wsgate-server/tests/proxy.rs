@@ -404,12 +404,7 @@ async fn no_client_frame_carrying_a_credential_reaches_the_upstream() {
         "the first frame the upstream sees is the one after the credentials"
     );
     assert_eq!(next_text(&mut ws).await, "after");
-    let metrics = reqwest::get(s.http("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = s.metrics().await;
     let dropped = |kind: &str| {
         metrics
             .lines()

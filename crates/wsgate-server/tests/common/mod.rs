@@ -121,6 +121,16 @@ impl Server {
         self.child.id().expect("running")
     }
 
+    /// `GET /metrics`, as text.
+    pub async fn metrics(&self) -> String {
+        reqwest::get(self.http("/metrics"))
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("metrics text")
+    }
+
     pub fn logs(&self) -> String {
         self.logs.lock().unwrap().clone()
     }

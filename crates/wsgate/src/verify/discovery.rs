@@ -12,9 +12,9 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use super::VerifyError;
 use super::jwks::{JwksCache, JwksError, JwksSource};
 use super::jwt::{JwtConfig, JwtVerifier};
+use super::{BodyError, VerifyError, read_bounded};
 
 /// Why a provider's keys could not be had through discovery.
 #[derive(Debug, thiserror::Error)]
@@ -175,7 +175,7 @@ impl Discovery {
             url: url.to_owned(),
             why,
         };
-        let mut res = self
+        let res = self
             .client
             .get(url)
             .send()
@@ -184,18 +184,12 @@ impl Discovery {
         if !res.status().is_success() {
             return Err(fetch(format!("HTTP {}", res.status())));
         }
-        let mut body = Vec::new();
-        while let Some(chunk) = res
-            .chunk()
+        read_bounded(res, Self::MAX_BYTES)
             .await
-            .map_err(|e| fetch(e.without_url().to_string()))?
-        {
-            body.extend_from_slice(&chunk);
-            if body.len() > Self::MAX_BYTES {
-                return Err(fetch("the document is larger than 256 KiB".into()));
-            }
-        }
-        Ok(body)
+            .map_err(|e| match e {
+                BodyError::TooLarge => fetch("the document is larger than 256 KiB".into()),
+                BodyError::Failed(e) => fetch(e.without_url().to_string()),
+            })
     }
 }
 

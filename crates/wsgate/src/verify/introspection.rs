@@ -21,7 +21,7 @@ use serde_json::value::RawValue;
 
 use super::claims::ClaimMap;
 use super::jwt::verified_from_claims;
-use super::{VerifyError, now_unix};
+use super::{BodyError, VerifyError, now_unix, read_bounded};
 use crate::identity::Verified;
 
 /// Where and how to introspect.
@@ -152,7 +152,7 @@ impl Introspection {
             .append_pair("token_type_hint", "access_token")
             .finish();
         let encode = |s: &str| form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
-        let mut res = self
+        let res = self
             .client
             .post(&self.config.url)
             .basic_auth(
@@ -174,19 +174,12 @@ impl Introspection {
                 "the introspection endpoint refused the request",
             ));
         }
-        let mut body = Vec::new();
-        loop {
-            match res.chunk().await {
-                Ok(Some(c)) if body.len() + c.len() <= MAX_ANSWER_BYTES => {
-                    body.extend_from_slice(&c)
-                }
-                Ok(Some(_)) => {
-                    return Err(VerifyError::Unavailable("introspection answer too large"));
-                }
-                Ok(None) => return Ok(body),
-                Err(_) => return Err(SILENT),
-            }
-        }
+        read_bounded(res, MAX_ANSWER_BYTES)
+            .await
+            .map_err(|e| match e {
+                BodyError::TooLarge => VerifyError::Unavailable("introspection answer too large"),
+                BodyError::Failed(_) => SILENT,
+            })
     }
 }
 

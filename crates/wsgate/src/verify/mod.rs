@@ -39,6 +39,32 @@ pub use providers::{Provider, ProviderKeys, Providers, ProvidersError};
 pub use proxy::ProxyVerifier;
 pub use static_tokens::StaticTokens;
 
+/// Why an answer's body could not be read whole.
+#[cfg(feature = "remote")]
+pub(crate) enum BodyError {
+    /// Longer than the caller's bound.
+    TooLarge,
+    /// The connection failed (or timed out) while reading.
+    Failed(reqwest::Error),
+}
+
+/// An answer's body, at most `max` bytes: an identity provider or a backend is not trusted
+/// to send a bounded one.
+#[cfg(feature = "remote")]
+pub(crate) async fn read_bounded(
+    mut res: reqwest::Response,
+    max: usize,
+) -> Result<Vec<u8>, BodyError> {
+    let mut body = Vec::new();
+    while let Some(chunk) = res.chunk().await.map_err(BodyError::Failed)? {
+        if body.len() + chunk.len() > max {
+            return Err(BodyError::TooLarge);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
 /// Longest token any verifier looks at; longer ones are refused unparsed.
 pub const MAX_TOKEN_LEN: usize = 8 * 1024;
 

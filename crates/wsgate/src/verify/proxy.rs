@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::claims::words;
-use super::{Verifier, VerifyContext, VerifyError, VerifyFuture};
+use super::{BodyError, Verifier, VerifyContext, VerifyError, VerifyFuture, read_bounded};
 use crate::identity::{Claims, Verified};
 use crate::source::Credential;
 
@@ -52,7 +52,7 @@ impl ProxyVerifier {
             remote_addr: ctx.remote_addr.map(|a| a.ip().to_string()),
             origin: ctx.origin.as_deref(),
         };
-        let mut res = self
+        let res = self
             .client
             .post(&self.url)
             .json(&ask)
@@ -70,22 +70,13 @@ impl ProxyVerifier {
         if res.status() != reqwest::StatusCode::OK {
             return Err(VerifyError::Invalid("refused by auth backend"));
         }
-        let mut body = Vec::new();
-        loop {
-            match res.chunk().await {
-                Ok(Some(c)) if body.len() + c.len() <= MAX_ANSWER_BYTES => {
-                    body.extend_from_slice(&c)
-                }
-                Ok(Some(_)) => {
-                    return Err(VerifyError::Unavailable("auth backend answer too large"));
-                }
-                Ok(None) => break,
-                Err(e) if e.is_timeout() => {
-                    return Err(VerifyError::Unavailable("auth backend timed out"));
-                }
-                Err(_) => return Err(VerifyError::Unavailable("auth backend unreachable")),
-            }
-        }
+        let body = read_bounded(res, MAX_ANSWER_BYTES).await.map_err(|e| {
+            VerifyError::Unavailable(match e {
+                BodyError::TooLarge => "auth backend answer too large",
+                BodyError::Failed(e) if e.is_timeout() => "auth backend timed out",
+                BodyError::Failed(_) => "auth backend unreachable",
+            })
+        })?;
         parse_answer(&body)
     }
 }
