@@ -103,6 +103,23 @@ fn bad_flags_are_usage_errors() {
     assert!(err.contains("listen"), "{err}");
 }
 
+#[test]
+fn version_names_the_commit_it_was_built_from() {
+    let dir = tempfile::tempdir().unwrap();
+    let (code, out, _) = run_cli(dir.path(), &["--version"], &[]);
+    assert_eq!(code, 0);
+    let head = std::process::Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("git");
+    let head = String::from_utf8_lossy(&head.stdout).trim().to_owned();
+    assert_eq!(
+        out.trim(),
+        format!("wsgate {} (commit {head})", env!("CARGO_PKG_VERSION"))
+    );
+}
+
 #[tokio::test]
 async fn token_minted_by_the_cli_is_accepted_by_the_same_config() {
     install_crypto();
@@ -386,4 +403,63 @@ fn absurd_lifetimes_are_refused_not_wrapped() {
         &[],
     );
     assert_eq!(code, 2);
+}
+
+#[tokio::test]
+async fn json_logs_are_one_object_per_line_with_the_text_lines_fields() {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("wsgate.toml");
+    std::fs::write(&cfg, format!("listen = \"127.0.0.1:0\"\n{HS256_CONFIG}")).unwrap();
+    let mut child = tokio::process::Command::new(bin())
+        .args(["serve", "--config"])
+        .arg(&cfg)
+        .current_dir(dir.path())
+        .env("WSGATE_LOG_FORMAT", "json")
+        .env("WSGATE_TEST_SECRET", SECRET)
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut next = async || -> serde_json::Value {
+        let line = tokio::time::timeout(WAIT, lines.next_line())
+            .await
+            .expect("a log line in time")
+            .unwrap()
+            .expect("the server is still running");
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"))
+    };
+    let addr = loop {
+        let line = next().await;
+        assert!(
+            line["timestamp"].is_string() && line["level"].is_string(),
+            "{line}"
+        );
+        let message = line["message"].as_str().unwrap_or_default();
+        if let Some(addr) = message.strip_prefix("wsgate listening on ") {
+            break addr.split_whitespace().next().unwrap().to_owned();
+        }
+    };
+    let token = hs256(&claims("jason"));
+    let _ws = bearer(&format!("ws://{addr}/echo?token={token}"), &token).await;
+    let accepted = loop {
+        let line = next().await;
+        if line["message"] == "connection accepted" {
+            break line;
+        }
+    };
+    assert_eq!(accepted["target"], "wsgate::conn");
+    assert_eq!(accepted["sub"], "jason");
+    assert_eq!(accepted["provider"], "jwt");
+    assert_eq!(accepted["path"], "/echo");
+    assert_eq!(accepted["session"].as_str().map(str::len), Some(32));
+    assert!(!accepted.to_string().contains(&token), "a token in the log");
+    let (code, _, err) = run_cli(
+        dir.path(),
+        &["check-config"],
+        &[("WSGATE_LOG_FORMAT", "xml")],
+    );
+    assert_eq!(code, 1);
+    assert!(err.contains("WSGATE_LOG_FORMAT"), "{err}");
 }
