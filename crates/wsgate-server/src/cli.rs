@@ -115,8 +115,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 cfg.listen = listen;
             }
             cfg.demo |= args.demo;
-            cfg.check(&origin)?;
-            gateway::serve(cfg, origin).await
+            let checked = cfg.check(&origin)?;
+            gateway::serve(cfg, checked, origin).await
         }
         Command::Token(args) => {
             let (cfg, origin) = Config::load(cli.config.as_deref())?;

@@ -536,7 +536,7 @@ impl Config {
             None if Path::new("wsgate.toml").is_file() => PathBuf::from("wsgate.toml"),
             None => {
                 let cfg = Config::default();
-                cfg.check(&Origin::Defaults)?;
+                let _ = cfg.check(&Origin::Defaults)?;
                 return Ok((cfg, Origin::Defaults));
             }
         };
@@ -563,7 +563,7 @@ impl Config {
             };
             error(key, e.into_inner())
         })?;
-        cfg.check(origin)?;
+        let _ = cfg.check(origin)?;
         Ok(cfg)
     }
 
@@ -581,14 +581,16 @@ impl Config {
 
     /// Value checks beyond types. File-system and environment checks that depend on the
     /// keys (secret variables, key files) happen when the verifiers are built.
-    pub fn check(&self, origin: &Origin) -> Result<(), ConfigError> {
+    pub fn check(&self, origin: &Origin) -> Result<Checked, ConfigError> {
         let err = |key: &str, problem: String| Err(ConfigError::new(origin, key, problem));
         if let Err(e) = check_listen(&self.listen) {
             return err("listen", e);
         }
-        if let Err((i, e)) = self.trusted_proxies() {
-            return err(&format!("trusted_proxies[{i}]"), e);
-        }
+        let trusted_proxies = match self.trusted_proxies() {
+            Ok(t) => t,
+            Err((i, e)) => return err(&format!("trusted_proxies[{i}]"), e),
+        };
+        let mut endpoints = Vec::with_capacity(self.endpoints.len());
         for (key, value, min, max) in [
             (
                 "auth.message_timeout_ms",
@@ -769,12 +771,14 @@ impl Config {
                 }
                 _ => {}
             }
-            if let Err((k, problem)) = ep.upstream() {
-                return err(&key(k), problem);
-            }
-            if let Err((claim, problem)) = ep.requirements() {
-                return err(&key(&format!("require.{claim}")), problem);
-            }
+            let upstream = match ep.upstream() {
+                Ok(u) => u,
+                Err((k, problem)) => return err(&key(k), problem),
+            };
+            let requirements = match ep.requirements() {
+                Ok(r) => r,
+                Err((claim, problem)) => return err(&key(&format!("require.{claim}")), problem),
+            };
             if !(1..=MAX_MS).contains(&ep.upstream_timeout_ms) {
                 return err(
                     &key("upstream_timeout_ms"),
@@ -793,9 +797,35 @@ impl Config {
                     "only proxy endpoints take this key".into(),
                 );
             }
+            endpoints.push(CheckedEndpoint {
+                upstream,
+                requirements,
+            });
         }
-        Ok(())
+        Ok(Checked {
+            trusted_proxies,
+            endpoints,
+        })
     }
+}
+
+/// What checking a config built on the way — kept and handed to the server as it is, so
+/// `check-config` and `serve` work from the same values and cannot drift.
+#[derive(Debug)]
+pub struct Checked {
+    /// `trusted_proxies` as networks.
+    pub trusted_proxies: wsgate::TrustedProxies,
+    /// One per `[[endpoints]]` entry, in order.
+    pub endpoints: Vec<CheckedEndpoint>,
+}
+
+/// One endpoint's values beyond its plain settings.
+#[derive(Debug)]
+pub struct CheckedEndpoint {
+    /// A proxy's upstream, ready to dial (its CA file read).
+    pub upstream: Option<wsgate::relay::Upstream>,
+    /// Its `require`.
+    pub requirements: wsgate::verify::Requirements,
 }
 
 /// The checks `[auth.jwt]` and every provider's key settings share.

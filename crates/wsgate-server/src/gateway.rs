@@ -30,7 +30,7 @@ use crate::cluster::broker::ClusterBroker;
 use crate::cluster::counts::RedisCounts;
 use crate::cluster::tickets::RedisTickets;
 use crate::cluster::{self, Cluster};
-use crate::config::{Config, Origin};
+use crate::config::{Checked, CheckedEndpoint, Config, Origin};
 use crate::demo;
 use crate::endpoints::{self, Endpoint};
 use crate::keys::{self, ApiKeyVerifier};
@@ -56,6 +56,8 @@ pub struct Services {
     pub failures: Option<Arc<FailureLimiter>>,
     /// Load balancers whose `X-Forwarded-For` names the client.
     pub trusted_proxies: TrustedProxies,
+    /// Each `[[endpoints]]` entry's upstream and `require`, as `Config::check` built them.
+    pub endpoints: Vec<CheckedEndpoint>,
     pub shutdown: CancellationToken,
     pub tracker: TaskTracker,
     /// Renders `/metrics`; `None` when no recorder could be installed (tests of the router).
@@ -75,7 +77,12 @@ pub struct ClusterParts {
 impl Services {
     /// Builds everything the routes share; in cluster mode, the Redis-backed broker, tickets
     /// and connection counts (nothing is started yet: see [`serve`]).
-    pub fn new(cfg: &Config, built: BuiltAuth, store: Arc<Store>) -> anyhow::Result<Self> {
+    pub fn new(
+        cfg: &Config,
+        checked: Checked,
+        built: BuiltAuth,
+        store: Arc<Store>,
+    ) -> anyhow::Result<Self> {
         let revocations = Arc::new(Revocations::new());
         for r in store.revocations()? {
             revocations.add(r);
@@ -83,9 +90,10 @@ impl Services {
         let admin_key = admin_key(cfg)?.map(|k| Arc::from(k.into_bytes()));
         let failures = (cfg.limits.auth_failures_per_min > 0)
             .then(|| Arc::new(FailureLimiter::new(cfg.limits.auth_failures_per_min)));
-        let trusted_proxies = cfg
-            .trusted_proxies()
-            .map_err(|(i, e)| anyhow::anyhow!("trusted_proxies[{i}]: {e}"))?;
+        let Checked {
+            trusted_proxies,
+            endpoints,
+        } = checked;
         let per_user = cfg.limits.max_connections_per_user;
         let mut registry = Registry::new((per_user > 0).then_some(per_user as usize));
         let ticket_ttl = Duration::from_secs(cfg.tickets.ttl_secs);
@@ -116,6 +124,7 @@ impl Services {
             admin_key,
             failures,
             trusted_proxies,
+            endpoints,
             shutdown: CancellationToken::new(),
             tracker: TaskTracker::new(),
             prometheus: None,
@@ -286,19 +295,14 @@ pub fn router(cfg: &Config, s: &Services) -> Router {
         )
         .merge(admin::router(admin))
         .merge(crate::browser_client::router());
-    for ep in &cfg.endpoints {
+    for (ep, checked) in cfg.endpoints.iter().zip(&s.endpoints) {
         let auth = match &ep.sources {
             Some(order) => base
                 .clone()
                 .sources(base.sources_ref().with_order(order.iter().copied())),
             None => base.clone(),
         };
-        // Config::check refused a `require` that cannot be read before the server started;
-        // were one to get here, the endpoint is not served at all (never served unguarded).
-        let Ok(requirements) = ep.requirements() else {
-            continue;
-        };
-        let auth = auth.require(requirements);
+        let auth = auth.require(checked.requirements.clone());
         // Demo tokens (minted for anyone, any name) are taken by the demo page's endpoint only.
         let auth = if cfg.demo && ep.path != demo::DEMO_PATH {
             auth.refuse_claim(demo::DEMO_CLAIM)
@@ -326,7 +330,7 @@ pub fn router(cfg: &Config, s: &Services) -> Router {
             tracker: s.tracker.clone(),
             broker: s.broker.clone(),
         };
-        app = app.merge(endpoints::router(ep, state));
+        app = app.merge(endpoints::router(ep, checked.upstream.clone(), state));
     }
     app.fallback(|| async {
         ErrorBody::new(ErrorCode::NotFound, "no such path").with_status(StatusCode::NOT_FOUND)
@@ -372,12 +376,13 @@ async fn prune_revocations(revocations: Arc<Revocations>) {
 }
 
 /// Runs the server until SIGTERM/SIGINT; returns after every socket is closed.
-pub async fn serve(cfg: Config, origin: Origin) -> anyhow::Result<()> {
+/// `checked` is what `cfg.check` built: the server uses those values, not new ones.
+pub async fn serve(cfg: Config, checked: Checked, origin: Origin) -> anyhow::Result<()> {
     startup_checks(&cfg, &origin)?;
     let store = Arc::new(Store::open(&cfg.storage.path)?);
     let built = auth::build(&cfg, &origin, SecretStore::Open(&store)).await?;
     let addr = listen_addr(&cfg.listen).await?;
-    let mut services = Services::new(&cfg, built, store)?;
+    let mut services = Services::new(&cfg, checked, built, store)?;
     services.prometheus = Some(install_metrics()?);
     if services.admin_key.is_none() {
         tracing::warn!(

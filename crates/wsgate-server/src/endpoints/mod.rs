@@ -9,6 +9,7 @@ use std::sync::Arc;
 use axum::Router;
 use axum::extract::FromRef;
 use tokio_util::task::TaskTracker;
+use wsgate::relay::Upstream;
 use wsgate::{Authenticator, SessionOptions};
 
 use crate::broker::Broker;
@@ -33,22 +34,21 @@ impl FromRef<Endpoint> for Arc<Authenticator> {
     }
 }
 
-/// The router serving one configured endpoint.
-pub fn router(cfg: &EndpointConfig, ep: Endpoint) -> Router {
-    match cfg.kind {
-        EndpointKind::Echo => echo::router(&cfg.path, ep),
-        EndpointKind::Pubsub => pubsub::router(&cfg.path, ep),
-        EndpointKind::Proxy => match cfg.upstream() {
-            Ok(Some(upstream)) => proxy::router(
-                &cfg.path,
-                proxy::Proxy {
-                    ep,
-                    upstream: Arc::new(upstream),
-                    refresh_frames: cfg.refresh_frames,
-                },
-            ),
-            // Not reachable: Config::check refused such an endpoint before the server started.
-            _ => Router::new(),
-        },
+/// The router serving one configured endpoint; `upstream` is a proxy's, as `Config::check`
+/// built it (a proxy entry without one is refused there).
+pub fn router(cfg: &EndpointConfig, upstream: Option<Upstream>, ep: Endpoint) -> Router {
+    match (cfg.kind, upstream) {
+        (EndpointKind::Echo, _) => echo::router(&cfg.path, ep),
+        (EndpointKind::Pubsub, _) => pubsub::router(&cfg.path, ep),
+        (EndpointKind::Proxy, Some(upstream)) => proxy::router(
+            &cfg.path,
+            proxy::Proxy {
+                ep,
+                upstream: Arc::new(upstream),
+                refresh_frames: cfg.refresh_frames,
+            },
+        ),
+        // Config::check refuses a proxy entry without an upstream: nothing to serve.
+        (EndpointKind::Proxy, None) => Router::new(),
     }
 }
