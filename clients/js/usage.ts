@@ -14,6 +14,7 @@ async function main(): Promise<void> {
   client.addEventListener("message", (e) => console.log(e.detail));
   client.addEventListener("refreshed", (e) => console.log(e.detail.expires_at));
   client.addEventListener("reconnecting", (e) => console.log(e.detail.attempt, e.detail.delay_ms, e.detail.code));
+  client.addEventListener("authError", (e) => console.log(e.detail.status, e.detail.error, e.detail.retry_after));
   client.addEventListener("closed", (e) => console.log(e.detail.code, e.detail.reason));
   const welcome = await client.connect();
   console.log(welcome?.sub);

@@ -58,6 +58,19 @@ export interface Closed {
   reason: string;
 }
 
+/** Why the server refused a handshake (GET /api/handshake-status): emitted before a final
+ *  `closed` when a refusal is one a new attempt will not fix — a 401 after one more try with
+ *  a fresh token, or a 403. */
+export interface AuthError {
+  /** The HTTP status the handshake was answered (401, 403). */
+  status: number;
+  /** The error code: `invalid_token`, `missing_token`, `insufficient_scope`,
+   *  `forbidden_origin`, `too_many_connections` … */
+  error: string;
+  /** Seconds to wait, for a 429 (which the client waits out itself). */
+  retry_after: number | null;
+}
+
 export interface ServerFrame {
   type: string;
   id?: unknown;
@@ -70,6 +83,7 @@ export interface WsgateClientEventMap {
   message: CustomEvent<ChannelMessage | string | ArrayBuffer | Blob>;
   refreshed: CustomEvent<Refreshed>;
   reconnecting: CustomEvent<Reconnecting>;
+  authError: CustomEvent<AuthError>;
   closed: CustomEvent<Closed>;
   error: CustomEvent<ServerFrame | Error>;
 }

@@ -65,6 +65,8 @@ export class WsgateClient extends EventTarget {
     this._refreshTimer = null;
     /** Whether the current socket's server announced session frames (SESSION_PROTOCOL). */
     this._sessionFrames = false;
+    /** A refused handshake (401) was already retried once with a fresh token. */
+    this._authRetried = false;
   }
 
   /** Connects (once; later calls wait for the same connection). Resolves with the welcome
@@ -158,6 +160,10 @@ export class WsgateClient extends EventTarget {
       const { ticket } = await res.json();
       url = withParam(url, "ticket", ticket);
     }
+    // Names this attempt, so that if it is refused the server can say why (a browser shows
+    // a refused handshake only as a 1006).
+    const attempt = newAttempt();
+    url = withParam(url, "wsgate_attempt", attempt);
     let ws;
     try {
       ws = new WebSocket(url, protocols);
@@ -167,7 +173,9 @@ export class WsgateClient extends EventTarget {
     }
     this._ws = ws;
     this._sessionFrames = false;
+    let opened = false;
     ws.addEventListener("open", () => {
+      opened = true;
       this._sessionFrames = ws.protocol === SESSION_PROTOCOL;
       if (via === "message") ws.send(JSON.stringify({ type: "auth", token }));
       if (!this.options.welcome) this._opened(null);
@@ -178,12 +186,52 @@ export class WsgateClient extends EventTarget {
       this._ws = null;
       this._failPending(new Error(`connection closed (${ev.code})`));
       if (this.state === "closed") return;
+      if (!opened) {
+        this._afterRefusal(attempt, ev.code, ev.reason);
+        return;
+      }
       this._retryOrFinish(ev.code, ev.reason);
     });
   }
 
+  /** A handshake that never opened: asks the server why (GET /api/handshake-status), then
+   *  401 → one more try with a fresh token, and if that is refused too, `authError` and stop;
+   *  403 → `authError` and stop; 429 → wait `retry_after`; anything else → back off. */
+  async _afterRefusal(attempt, code, reason) {
+    let why = null;
+    try {
+      const res = await fetch(statusUrl(this.url, attempt));
+      if (res.ok) why = await res.json();
+    } catch (_) { /* no answer: back off as for any lost connection */ }
+    if (this.state === "closed") return;
+    if (why && why.status === 401 && !this._authRetried) {
+      this._authRetried = true;
+      this._reconnectIn(0, code);
+      return;
+    }
+    if (why && (why.status === 401 || why.status === 403)) {
+      this._emit("authError", why);
+      const err = Object.assign(new Error(`handshake refused (${why.status} ${why.error})`), why);
+      this._finish(code, why.error, err);
+      return;
+    }
+    if (why && why.status === 429 && why.retry_after > 0) {
+      this._reconnectIn(why.retry_after * 1000, code);
+      return;
+    }
+    this._retryOrFinish(code, reason);
+  }
+
+  _reconnectIn(delay, code) {
+    this._attempt += 1;
+    this._setState("reconnecting");
+    this._emit("reconnecting", { attempt: this._attempt, delay_ms: delay, code });
+    this._timer = setTimeout(() => this._open(), delay);
+  }
+
   _opened(welcome) {
     this._attempt = 0;
+    this._authRetried = false;
     this.welcome = welcome;
     this._setState("open");
     this._emit("open", welcome);
@@ -279,11 +327,7 @@ export class WsgateClient extends EventTarget {
       this._finish(code, reason);
       return;
     }
-    this._attempt += 1;
-    const delay = backoffDelay(this._attempt);
-    this._setState("reconnecting");
-    this._emit("reconnecting", { attempt: this._attempt, delay_ms: delay, code });
-    this._timer = setTimeout(() => this._open(), delay);
+    this._reconnectIn(backoffDelay(this._attempt + 1), code);
   }
 
   _finish(code, reason, error) {
@@ -314,11 +358,27 @@ function withParam(url, name, value) {
   return url + sep + encodeURIComponent(name) + "=" + encodeURIComponent(value);
 }
 
-/** POST /api/tickets on the same host as the socket (ws → http, wss → https). */
-function ticketUrl(wsUrl) {
+/** `path` on the same host as the socket (ws → http, wss → https), with `search`. */
+function httpUrl(wsUrl, path, search = "") {
   const u = new URL(wsUrl);
   u.protocol = u.protocol === "wss:" ? "https:" : "http:";
-  u.pathname = "/api/tickets";
-  u.search = "";
+  u.pathname = path;
+  u.search = search;
   return u.toString();
+}
+
+/** POST /api/tickets on the same host as the socket. */
+function ticketUrl(wsUrl) {
+  return httpUrl(wsUrl, "/api/tickets");
+}
+
+/** GET /api/handshake-status?attempt=… on the same host as the socket. */
+function statusUrl(wsUrl, attempt) {
+  return httpUrl(wsUrl, "/api/handshake-status", "?attempt=" + encodeURIComponent(attempt));
+}
+
+/** 128 random bits, base64url: names one connection attempt (not a secret). */
+function newAttempt() {
+  const bytes = crypto.getRandomValues(new Uint8Array(16));
+  return btoa(String.fromCharCode(...bytes)).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
 }

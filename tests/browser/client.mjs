@@ -5,6 +5,8 @@
 //     and receives a message published to a channel it held (and the demo page shows it);
 //   - an admin disconnect: `closed` with 4003, no further attempt;
 //   - a refused ticket: connect() rejects, getToken is not called again (no retry storm);
+//   - a refused handshake, told why by /api/handshake-status: 401 → one more try with a fresh
+//     token, then `authError` and stop; 403 (a missing scope) → `authError` at once;
 //   - echo: send() and the echoed message;
 //   - behind a `proxy` endpoint, an `expiring` frame from the backend is the backend's data:
 //     the client never answers it with a token (the backend would receive a credential);
@@ -85,6 +87,10 @@ kind = "pubsub"
 path = "/echo"
 kind = "echo"
 [[endpoints]]
+path = "/ops"
+kind = "echo"
+require = { scope = "admin" }
+[[endpoints]]
 path = "/backend"
 kind = "proxy"
 upstream = "ws://127.0.0.1:${backend.address().port}/"
@@ -154,7 +160,7 @@ async function pageClient(page, url, opts) {
       return (await res.json()).token;
     };
     t.client = new WsgateClient(url, { getToken, via: opts.via, welcome: opts.welcome ?? true });
-    for (const type of ['open', 'message', 'refreshed', 'reconnecting', 'closed']) {
+    for (const type of ['open', 'message', 'refreshed', 'reconnecting', 'authError', 'closed']) {
       t.client.addEventListener(type, (e) => t.events.push({ type, detail: e.detail }));
     }
     const bounded = new Promise((_, fail) => setTimeout(() => fail(new Error('no connection within 10 s')), 10000));
@@ -223,6 +229,33 @@ try {
     const leaked = backendFrames.filter((f) => f.includes('refresh') || f.includes('token'));
     if (leaked.length) throw new Error('the backend received: ' + leaked.join(' | '));
     if (await page.evaluate(() => window.t.tokens) !== 1) throw new Error('getToken was called for a refresh');
+    await page.close();
+  });
+
+  await check('a refused handshake is explained: 401 → one fresh token, then authError; 403 → authError', async () => {
+    const page = await newPage();
+    await pageClient(page, ws + '/echo', { name: 'x', via: 'subprotocol', badToken: true });
+    await page.waitForFunction(() => window.t.client.state === 'closed', null, { timeout: 15000 });
+    const bad = await page.evaluate(() => ({
+      tokens: window.t.tokens,
+      auth: window.t.events.filter((e) => e.type === 'authError').map((e) => e.detail),
+      closed: window.t.events.find((e) => e.type === 'closed').detail,
+    }));
+    if (bad.tokens !== 2) throw new Error(`getToken called ${bad.tokens} times (want 2: one retry)`);
+    if (bad.auth.length !== 1 || bad.auth[0].status !== 401 || bad.auth[0].error !== 'invalid_token') {
+      throw new Error('authError: ' + JSON.stringify(bad.auth));
+    }
+    if (bad.closed.reason !== 'invalid_token') throw new Error('closed: ' + JSON.stringify(bad.closed));
+    // A valid token without the endpoint's scope: 403, no retry.
+    await pageClient(page, ws + '/ops', { name: 'no-scope', via: 'subprotocol' });
+    await page.waitForFunction(() => window.t.client.state === 'closed', null, { timeout: 15000 });
+    const scope = await page.evaluate(() => ({
+      tokens: window.t.tokens,
+      auth: window.t.events.filter((e) => e.type === 'authError').map((e) => e.detail),
+    }));
+    if (scope.tokens !== 1 || scope.auth[0]?.status !== 403 || scope.auth[0]?.error !== 'insufficient_scope') {
+      throw new Error('403: ' + JSON.stringify(scope));
+    }
     await page.close();
   });
 

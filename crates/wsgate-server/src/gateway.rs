@@ -37,6 +37,7 @@ use crate::keys::{self, ApiKeyVerifier};
 use crate::listener::{HandshakeDeadline, PerConnection};
 use crate::shutdown;
 use crate::store::Store;
+use wsgate::attempts::Attempts;
 
 /// How long shutdown waits for sockets to finish their close handshake.
 const DRAIN: Duration = Duration::from_secs(10);
@@ -58,6 +59,8 @@ pub struct Services {
     pub trusted_proxies: TrustedProxies,
     /// Each `[[endpoints]]` entry's upstream and `require`, as `Config::check` built them.
     pub endpoints: Vec<CheckedEndpoint>,
+    /// Refused handshakes that named an attempt (`GET /api/handshake-status`).
+    pub attempts: Arc<Attempts>,
     pub shutdown: CancellationToken,
     pub tracker: TaskTracker,
     /// Renders `/metrics`; `None` when no recorder could be installed (tests of the router).
@@ -125,6 +128,7 @@ impl Services {
             failures,
             trusted_proxies,
             endpoints,
+            attempts: Arc::new(Attempts::new()),
             shutdown: CancellationToken::new(),
             tracker: TaskTracker::new(),
             prometheus: None,
@@ -208,7 +212,8 @@ pub fn base_authenticator(cfg: &Config, s: &Services) -> Authenticator {
             ..SocketSettings::default()
         })
         .registry(s.registry.clone())
-        .revocations(s.revocations.clone());
+        .revocations(s.revocations.clone())
+        .attempts(s.attempts.clone());
     match &s.failures {
         Some(f) => auth.failure_limiter(f.clone()),
         None => auth,
@@ -294,7 +299,8 @@ pub fn router(cfg: &Config, s: &Services) -> Router {
             }),
         )
         .merge(admin::router(admin))
-        .merge(crate::browser_client::router());
+        .merge(crate::browser_client::router())
+        .merge(crate::handshake_status::router(s.attempts.clone()));
     for (ep, checked) in cfg.endpoints.iter().zip(&s.endpoints) {
         let auth = match &ep.sources {
             Some(order) => base

@@ -12,6 +12,7 @@ pub mod config;
 pub mod demo;
 pub mod endpoints;
 pub mod gateway;
+pub mod handshake_status;
 pub mod keys;
 pub mod listener;
 pub mod revoke;

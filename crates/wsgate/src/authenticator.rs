@@ -16,6 +16,7 @@ use axum::http::{header, request::Parts};
 
 use tokio_util::sync::CancellationToken;
 
+use crate::attempts::{Attempts, Refusal};
 use crate::forwarded::TrustedProxies;
 use crate::identity::{Identity, Verified};
 use crate::limits::FailureLimiter;
@@ -130,6 +131,8 @@ pub struct Authenticator {
     refused_claim: Option<&'static str>,
     /// What a credential must hold to be taken here (see [`Authenticator::require`]).
     require: Option<Arc<Requirements>>,
+    /// Refusals of handshakes that named an attempt (see [`Authenticator::attempts`]).
+    attempts: Option<Arc<Attempts>>,
     registry: Option<Arc<Registry>>,
     revocations: Option<Arc<Revocations>>,
     trusted_proxies: Arc<TrustedProxies>,
@@ -156,6 +159,7 @@ impl Authenticator {
             failures: None,
             refused_claim: None,
             require: None,
+            attempts: None,
             registry: None,
             revocations: None,
             trusted_proxies: Arc::default(),
@@ -227,7 +231,7 @@ impl Authenticator {
     }
 
     /// Takes only credentials whose claims hold `requirements` (an endpoint's `require`):
-    /// others are refused 403 `insufficient_scope` (or closed 1008 with `reject = "close"`),
+    /// others are refused 403 `insufficient_scope` (closed as a refusal with `reject = "close"`),
     /// at the handshake and on refresh.
     pub fn require(mut self, requirements: Requirements) -> Self {
         self.require = (!requirements.is_empty()).then(|| Arc::new(requirements));
@@ -241,6 +245,27 @@ impl Authenticator {
                 Err(AuthError::InsufficientScope)
             }
             _ => Ok(()),
+        }
+    }
+
+    /// Keeps the refusal of every handshake that carries `?wsgate_attempt=<nonce>`, so the
+    /// page that made it can ask why (`GET /api/handshake-status` on the server).
+    pub fn attempts(mut self, attempts: Arc<Attempts>) -> Self {
+        self.attempts = Some(attempts);
+        self
+    }
+
+    /// The table refusals are kept in, when there is one.
+    pub fn attempts_ref(&self) -> Option<&Arc<Attempts>> {
+        self.attempts.as_ref()
+    }
+
+    /// Records `refusal` for the attempt the request names, if it names one.
+    pub fn record_attempt(&self, parts: &Parts, refusal: Refusal) {
+        if let Some(attempts) = &self.attempts
+            && let Some(nonce) = Attempts::nonce_in(parts.uri.query())
+        {
+            attempts.record(nonce, refusal);
         }
     }
 
@@ -306,6 +331,7 @@ impl Authenticator {
             }
             Err((e, source)) => {
                 self.refused(path, &ctx, source, &e);
+                self.record_attempt(parts, Refusal::from(&e));
                 Err(e)
             }
         }

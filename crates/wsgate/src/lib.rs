@@ -17,6 +17,7 @@
 
 #![deny(missing_docs)]
 
+pub mod attempts;
 pub mod authenticator;
 pub mod extract;
 pub mod forwarded;

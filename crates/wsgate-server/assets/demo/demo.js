@@ -77,6 +77,18 @@ function start(name) {
   client.addEventListener("reconnecting", (e) => {
     setConnected(false, `Connection lost (${e.detail.code}); reconnecting in ${Math.ceil(e.detail.delay_ms / 1000)} s…`);
   });
+  // Why the server refused us, in words (a browser alone only sees "1006").
+  client.addEventListener("authError", (e) => {
+    const why = {
+      invalid_token: "the server refused your token (expired, revoked or not valid here)",
+      missing_token: "no token reached the server",
+      insufficient_scope: "your token lacks a permission this room needs",
+      forbidden_origin: "this page's origin is not allowed to connect",
+      cookie_origin: "this page's origin is not allowed to use a login cookie",
+      too_many_connections: "you have too many connections open already",
+    }[e.detail.error] || `the server refused the connection (${e.detail.status} ${e.detail.error})`;
+    line("Cannot connect: " + why + ".", "system");
+  });
   client.addEventListener("closed", (e) => {
     expiresAt = null;
     tick();

@@ -83,6 +83,7 @@ async fn upgrade(
         }
         Err(e) => {
             log_failure(&parts, &identity, &e);
+            p.ep.auth.record_attempt(&parts, (&e).into());
             drop(identity);
             if p.ep.auth.reject_mode() == RejectMode::Close {
                 auth.on_upgrade(ws, move |socket, _| close_socket(socket, e.close_reason()))

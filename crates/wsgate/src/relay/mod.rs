@@ -435,7 +435,7 @@ fn offered(headers: &HeaderMap) -> impl Iterator<Item = &str> {
 }
 
 /// The upstream URL followed by the client's query parameters, minus the credential ones
-/// (`auth.query_param` and `ticket`) and minus any the operator's URL sets itself (a client
+/// (`auth.query_param` and `ticket`), wsgate's own `wsgate_attempt`, and any the operator's URL sets itself (a client
 /// must not add a second `tenant` to `?tenant=acme`: backends differ on which one wins), kept
 /// as sent (encoding included).
 fn with_client_query(upstream: &str, client_query: Option<&str>, token_param: &str) -> String {
@@ -461,7 +461,10 @@ fn with_client_query(upstream: &str, client_query: Option<&str>, token_param: &s
         .filter(|pair| !pair.is_empty())
         .filter(|pair| {
             let name = name_of(pair);
-            name != token_param && name != TICKET_PARAM && !configured.contains(&name)
+            name != token_param
+                && name != TICKET_PARAM
+                && name != crate::attempts::ATTEMPT_PARAM
+                && !configured.contains(&name)
         })
         .collect();
     if kept.is_empty() {
