@@ -25,8 +25,8 @@ use crate::auth::Minting;
 pub const DEMO_TOKEN_TTL: Duration = Duration::from_secs(120);
 
 /// The claim every demo token carries: anyone can mint one for any name, so every endpoint
-/// but the demo page's own ([`DEMO_PATH`]) refuses them (`Authenticator::refuse_claim`) —
-/// at the handshake, through a ticket, and on refresh.
+/// but the demo page's own ([`DEMO_PATH`], in demo mode) refuses them
+/// (`Authenticator::refuse_claim`) — at the handshake, through a ticket, and on refresh.
 pub const DEMO_CLAIM: &str = "wsgate_demo";
 
 /// The endpoint the demo page connects to (a `pubsub` endpoint).

@@ -309,11 +309,13 @@ pub fn router(cfg: &Config, s: &Services) -> Router {
             None => base.clone(),
         };
         let auth = auth.require(checked.requirements.clone());
-        // Demo tokens (minted for anyone, any name) are taken by the demo page's endpoint only.
-        let auth = if cfg.demo && ep.path != demo::DEMO_PATH {
-            auth.refuse_claim(demo::DEMO_CLAIM)
-        } else {
+        // Demo tokens (minted for anyone, any name) are taken by the demo page's endpoint
+        // only, and by none once demo mode is off (one minted before a restart still
+        // carries its claim until it expires).
+        let auth = if cfg.demo && ep.path == demo::DEMO_PATH {
             auth
+        } else {
+            auth.refuse_claim(demo::DEMO_CLAIM)
         };
         let auth = match ep.kind {
             // A relayed upstream message may be far larger than a client's own limit.

@@ -140,3 +140,19 @@ async fn demo_tokens_are_taken_by_the_demo_endpoint_only() {
     .await;
     assert_eq!(next_json(&mut app).await["code"], "invalid_token");
 }
+
+#[tokio::test]
+async fn with_demo_mode_off_no_endpoint_takes_a_demo_token() {
+    // One secret for both servers (the operator's), demo mode on, then off: a demo token
+    // minted before still carries its claim until it expires, and no endpoint takes it.
+    let endpoints = "[auth.jwt]\nsecret_env = \"WSGATE_TEST_SECRET\"\n[[endpoints]]\npath = \"/ws\"\nkind = \"pubsub\"\n";
+    let on = Server::start(&format!("demo = true\n{endpoints}")).await;
+    let (_, body) = post_json(on.http("/api/demo/token"), None, json!({"name":"eve"})).await;
+    let demo = body["token"].as_str().unwrap().to_owned();
+    let mut ws = bearer(&on.url("/ws"), &demo).await;
+    assert_eq!(next_json(&mut ws).await["sub"], "eve");
+    let off = Server::start(endpoints).await;
+    assert_invalid(&off.url("/ws"), &demo).await;
+    let mut real = bearer(&off.url("/ws"), &hs256(&claims("eve"))).await;
+    assert_eq!(next_json(&mut real).await["sub"], "eve");
+}
