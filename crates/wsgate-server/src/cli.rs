@@ -21,8 +21,9 @@ use crate::store::Store;
     name = "wsgate",
     version = concat!(env!("CARGO_PKG_VERSION"), " (commit ", env!("WSGATE_GIT_COMMIT"), ")"),
     about = "Authentication for WebSockets: a gateway that verifies every connection before the upgrade and for its whole life",
-    after_help = "Endpoint kinds: `echo` (authenticated echo), `pubsub` (channels) and `proxy` (forward to an upstream ws:// or wss:// server, which gets X-Wsgate-Sub/-Session/-Claims and never a credential).\n\
+    after_help = "Endpoint kinds: `echo` (authenticated echo), `pubsub` (channels) and `proxy` (forward to an upstream ws:// or wss:// server, which gets X-Wsgate-Sub/-Session/-Claims/-Provider and never a credential).\n\
                   Several nodes: set [cluster] redis_url (one Redis) or redis_cluster (a Redis Cluster's seed nodes), and key_prefix; every node then shares channels, disconnects, revocations, tickets and per-user limits through Redis.\n\
+                  Identity providers: [[auth.providers]] (several issuers routed by `iss`, OpenID discovery, claim mapping, RFC 7662 introspection of opaque tokens) beside [auth.jwt]; an endpoint's `require` holds tokens to claims (403 insufficient_scope).\n\
                   Every config key, its default and an example: docs/config.md.\n\
                   Logs go to stderr; set WSGATE_LOG (e.g. `debug`, `wsgate=debug`) to change the level, and WSGATE_LOG_FORMAT=json for one JSON object per line."
 )]
