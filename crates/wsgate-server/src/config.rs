@@ -95,6 +95,8 @@ pub struct AuthConfig {
     pub message_timeout_ms: u64,
     /// Seconds before a session's deadline at which `expiring` is sent (SPEC §13); 0 = off.
     pub expiry_warning_secs: u64,
+    /// An absolute cap on a session's life, whatever its refreshes (SPEC §19); 0 = none.
+    pub max_session_secs: u64,
     pub proxy_url: Option<String>,
     pub proxy_timeout_ms: u64,
     #[serde(rename = "static")]
@@ -114,6 +116,7 @@ impl Default for AuthConfig {
             reject: RejectMode::Http,
             message_timeout_ms: 5000,
             expiry_warning_secs: 30,
+            max_session_secs: 0,
             proxy_url: None,
             proxy_timeout_ms: 2000,
             static_tokens: None,
@@ -607,6 +610,12 @@ impl Config {
             (
                 "auth.expiry_warning_secs",
                 self.auth.expiry_warning_secs,
+                0,
+                MAX_SECS,
+            ),
+            (
+                "auth.max_session_secs",
+                self.auth.max_session_secs,
                 0,
                 MAX_SECS,
             ),

@@ -233,6 +233,8 @@ pub fn router(cfg: &Config, s: &Services) -> Router {
         messages_per_sec: (limits.messages_per_sec > 0).then_some(limits.messages_per_sec),
         expiry_warning: (cfg.auth.expiry_warning_secs > 0)
             .then(|| Duration::from_secs(cfg.auth.expiry_warning_secs)),
+        max_session: (cfg.auth.max_session_secs > 0)
+            .then(|| Duration::from_secs(cfg.auth.max_session_secs)),
     };
     // A ticket cannot buy a ticket, and an HTTP request has no first message.
     let ticket_sources: Vec<SourceKind> = cfg

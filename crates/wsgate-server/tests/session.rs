@@ -309,3 +309,41 @@ async fn refused_refreshes_count_against_the_address_and_close_the_socket() {
         );
     }
 }
+
+#[tokio::test]
+async fn max_session_secs_caps_a_session_whatever_its_refreshes() {
+    let s = Server::start(
+        r#"
+[auth]
+max_session_secs = 3
+expiry_warning_secs = 2
+[auth.jwt]
+secret_env = "WSGATE_TEST_SECRET"
+[[endpoints]]
+path = "/echo"
+kind = "echo"
+"#,
+    )
+    .await;
+    let opened = now();
+    let started = std::time::Instant::now();
+    let mut ws = bearer(&s.url("/echo"), &hs256(&claims("capped"))).await;
+    assert_eq!(next_json(&mut ws).await["type"], "welcome");
+    // A refresh with an hour-long token does not move the cap.
+    let refresh = json!({"type":"refresh","id":1,"token":hs256(&claims("capped"))});
+    send_text(&mut ws, &refresh.to_string()).await;
+    assert_eq!(next_json(&mut ws).await["type"], "refreshed");
+    let expiring: serde_json::Value = serde_json::from_str(&next_text_all(&mut ws).await).unwrap();
+    assert_eq!(expiring["type"], "expiring", "warned before the cap");
+    let cap = expiring["expires_at"].as_u64().unwrap();
+    assert!(
+        (opened + 2..=opened + 4).contains(&cap),
+        "{cap} vs opened {opened}"
+    );
+    assert_eq!(expect_close(&mut ws).await, (4001, "token expired".into()));
+    let took = started.elapsed();
+    assert!(
+        took >= std::time::Duration::from_millis(2500) && took < std::time::Duration::from_secs(6),
+        "{took:?}"
+    );
+}

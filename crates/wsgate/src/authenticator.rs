@@ -103,6 +103,9 @@ pub struct SessionOptions {
     /// without a clock of its own (SPEC §13). The server turns it off where no `welcome` is
     /// sent (and on proxies without `refresh_frames`).
     pub expiry_warning: Option<Duration>,
+    /// An absolute cap: the session closes (`CloseReason::TokenExpired`) this long after it
+    /// opened, whatever refreshes it had; `expiring` is sent before it as for an expiry.
+    pub max_session: Option<Duration>,
 }
 
 impl Default for SessionOptions {
@@ -113,6 +116,7 @@ impl Default for SessionOptions {
             idle_timeout: None,
             messages_per_sec: None,
             expiry_warning: Some(Duration::from_secs(30)),
+            max_session: None,
         }
     }
 }

@@ -71,6 +71,8 @@ pub struct Session {
     /// Frames others send to this socket (pub/sub deliveries), forwarded inside `recv`.
     outbound: Option<Outbox>,
     refreshed: bool,
+    /// When the session must end whatever its credential says (`max_session`), unix seconds.
+    session_cap: Option<u64>,
 }
 
 /// What [`Session::recv_event`] hands the endpoint.
@@ -143,6 +145,9 @@ impl Session {
             closed_with: None,
             outbound: None,
             refreshed: false,
+            session_cap: options
+                .max_session
+                .map(|max| now_unix().saturating_add(max.as_secs())),
         };
         crate::metrics::opened();
         session.set_expiry();
@@ -365,12 +370,26 @@ impl Session {
         let at = |unix: u64| {
             now + Duration::from_secs(unix.saturating_sub(now_unix()).min(MAX_DEADLINE_SECS))
         };
-        let exp = self.identity.expires_at();
-        self.expires = exp.map(|exp| at(exp.saturating_add(self.auth.leeway_duration().as_secs())));
+        let leeway = self.auth.leeway_duration().as_secs();
+        let by_credential = self.identity.expires_at().map(|e| e.saturating_add(leeway));
+        // The absolute cap has no leeway: the session ends that long after it opened.
+        self.expires = match (by_credential, self.session_cap) {
+            (Some(e), Some(cap)) => Some(at(e.min(cap))),
+            (e, cap) => e.or(cap).map(at),
+        };
+        let exp = self.deadline_unix();
         self.warn_at = match (exp, self.expiry_warning) {
             (Some(exp), Some(warning)) => Some(at(exp.saturating_sub(warning.as_secs()))),
             _ => None,
         };
+    }
+
+    /// What `expiring` announces: the credential's `exp`, or the session's cap if sooner.
+    fn deadline_unix(&self) -> Option<u64> {
+        match (self.identity.expires_at(), self.session_cap) {
+            (Some(e), Some(cap)) => Some(e.min(cap)),
+            (e, cap) => e.or(cap),
+        }
     }
 
     /// Sets the timer to the earliest of expiry and the next idle check: a ping after half
@@ -400,7 +419,7 @@ impl Session {
         }
         if self.warn_at.is_some_and(|w| w <= now) {
             self.warn_at = None;
-            if let Some(expires_at) = self.identity.expires_at() {
+            if let Some(expires_at) = self.deadline_unix() {
                 let frame = ServerFrame::Expiring { expires_at }.to_text();
                 if !self.write(Write::Frame(Message::text(frame))).await {
                     return Some(CloseReason::ClientGone);
