@@ -61,7 +61,30 @@ pub struct Config {
     pub limits: LimitsConfig,
     pub admin: AdminConfig,
     pub cluster: Option<ClusterConfig>,
+    pub shutdown: ShutdownConfig,
     pub endpoints: Vec<EndpointConfig>,
+}
+
+/// `[shutdown]`: how a SIGTERM drains sockets (SPEC §19), so a deploy does not send every
+/// client back in the same second.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ShutdownConfig {
+    /// Sockets closed (`CloseReason::Shutdown`) per interval.
+    pub drain_batch: u64,
+    pub drain_interval_ms: u64,
+    /// By then every socket is closed, and the process exits.
+    pub timeout_secs: u64,
+}
+
+impl Default for ShutdownConfig {
+    fn default() -> Self {
+        Self {
+            drain_batch: 10_000,
+            drain_interval_ms: 2000,
+            timeout_secs: 30,
+        }
+    }
 }
 
 impl Default for Config {
@@ -76,6 +99,7 @@ impl Default for Config {
             limits: LimitsConfig::default(),
             admin: AdminConfig::default(),
             cluster: None,
+            shutdown: ShutdownConfig::default(),
             endpoints: vec![
                 EndpointConfig::new("/ws", EndpointKind::Pubsub),
                 EndpointConfig::new("/echo", EndpointKind::Echo),
@@ -620,6 +644,19 @@ impl Config {
                 MAX_SECS,
             ),
             ("tickets.ttl_secs", self.tickets.ttl_secs, 1, 3600),
+            (
+                "shutdown.drain_batch",
+                self.shutdown.drain_batch,
+                1,
+                10_000_000,
+            ),
+            (
+                "shutdown.drain_interval_ms",
+                self.shutdown.drain_interval_ms,
+                1,
+                60_000,
+            ),
+            ("shutdown.timeout_secs", self.shutdown.timeout_secs, 1, 3600),
             (
                 "limits.handshake_timeout_ms",
                 self.limits.handshake_timeout_ms,

@@ -61,6 +61,9 @@ pub struct Services {
     pub endpoints: Vec<CheckedEndpoint>,
     /// Refused handshakes that named an attempt (`GET /api/handshake-status`).
     pub attempts: Arc<Attempts>,
+    /// Cancelled by SIGTERM/SIGINT: stop accepting, `/readyz` 503, start draining.
+    pub stopping: CancellationToken,
+    /// Cancelled at the end of the drain: every session still open closes at once.
     pub shutdown: CancellationToken,
     pub tracker: TaskTracker,
     /// Renders `/metrics`; `None` when no recorder could be installed (tests of the router).
@@ -129,6 +132,7 @@ impl Services {
             trusted_proxies,
             endpoints,
             attempts: Arc::new(Attempts::new()),
+            stopping: CancellationToken::new(),
             shutdown: CancellationToken::new(),
             tracker: TaskTracker::new(),
             prometheus: None,
@@ -265,7 +269,7 @@ pub fn router(cfg: &Config, s: &Services) -> Router {
         failures: (cfg.limits.auth_failures_per_min > 0)
             .then(|| Arc::new(FailureLimiter::new(cfg.limits.auth_failures_per_min))),
     };
-    let shutting_down = s.shutdown.clone();
+    let shutting_down = s.stopping.clone();
     let cluster = s.cluster.as_ref().map(|c| c.cluster.clone());
     let prometheus = s.prometheus.clone();
     let mut app = Router::new()
@@ -460,18 +464,21 @@ pub async fn serve(cfg: Config, checked: Checked, origin: Origin) -> anyhow::Res
         );
     }
 
-    let (shutdown, tracker) = (services.shutdown.clone(), services.tracker.clone());
+    let (stopping, tracker) = (services.stopping.clone(), services.tracker.clone());
     tokio::spawn(keys::sweep_revoked(
         services.store.clone(),
         services.registry.clone(),
     ));
-    tokio::spawn(shutdown::on_signal(shutdown.clone()));
+    tokio::spawn(shutdown::on_signal(stopping.clone()));
     tokio::spawn(prune_revocations(services.revocations.clone()));
     axum::serve(listener, PerConnection::new(app))
-        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .with_graceful_shutdown(stopping.cancelled_owned())
         .await
         .context("server error")?;
 
+    // No new connections now; the open sockets are closed in batches, the rest at the end.
+    shutdown::drain(&services.registry, &cfg.shutdown).await;
+    services.shutdown.cancel();
     tracker.close();
     if tokio::time::timeout(DRAIN, tracker.wait()).await.is_err() {
         tracing::warn!(

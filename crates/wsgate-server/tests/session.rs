@@ -347,3 +347,69 @@ kind = "echo"
         "{took:?}"
     );
 }
+
+#[tokio::test]
+async fn sigterm_drains_sockets_in_batches_and_closes_the_rest_at_the_timeout() {
+    // 3 per 700 ms: 7 sockets close in three waves (3, 3, 1); /readyz turns 503 at once.
+    let cfg = config(30, "").replace(
+        "[[endpoints]]",
+        "[shutdown]\ndrain_batch = 3\ndrain_interval_ms = 700\ntimeout_secs = 30\n[[endpoints]]",
+    );
+    let s = Server::start(&cfg).await;
+    let mut clients = Vec::new();
+    for i in 0..7 {
+        let mut ws = bearer(&s.url("/echo"), &hs256(&claims(&format!("d{i}")))).await;
+        next_json(&mut ws).await;
+        clients.push(ws);
+    }
+    let ready = s.http("/readyz");
+    let started = std::time::Instant::now();
+    let closes = tokio::spawn(async move {
+        let waits = clients.into_iter().map(|mut ws| async move {
+            let (code, _) = expect_close(&mut ws).await;
+            (code, started.elapsed())
+        });
+        futures_util::future::join_all(waits).await
+    });
+    let pid = s.pid();
+    let exit = tokio::spawn(s.terminate());
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let readyz = reqwest::get(&ready).await.map(|r| r.status().as_u16());
+    assert!(
+        !matches!(readyz, Ok(200)),
+        "still ready while draining: {readyz:?} (pid {pid})"
+    );
+    let mut got = closes.await.unwrap();
+    assert!(got.iter().all(|(code, _)| *code == 1001), "{got:?}");
+    got.sort_by_key(|(_, at)| *at);
+    let waves = got
+        .windows(2)
+        .filter(|w| w[1].1 - w[0].1 > std::time::Duration::from_millis(400))
+        .count();
+    assert_eq!(waves, 2, "three waves of closes: {got:?}");
+    assert!(exit.await.unwrap().success());
+
+    // A timeout shorter than the drain: what is left closes at once when it passes.
+    let cfg = config(30, "").replace(
+        "[[endpoints]]",
+        "[shutdown]\ndrain_batch = 1\ndrain_interval_ms = 5000\ntimeout_secs = 1\n[[endpoints]]",
+    );
+    let s = Server::start(&cfg).await;
+    let mut clients = Vec::new();
+    for i in 0..4 {
+        let mut ws = bearer(&s.url("/echo"), &hs256(&claims(&format!("t{i}")))).await;
+        next_json(&mut ws).await;
+        clients.push(ws);
+    }
+    let started = std::time::Instant::now();
+    let exit = tokio::spawn(s.terminate());
+    for mut ws in clients {
+        assert_eq!(expect_close(&mut ws).await.0, 1001);
+    }
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(4),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(exit.await.unwrap().success());
+}

@@ -176,6 +176,19 @@ impl Registry {
             .collect()
     }
 
+    /// Closes up to `n` sessions, whichever (a shutdown's drain, batch by batch); how many.
+    pub fn close_some(&self, n: usize, order: CloseReason) -> usize {
+        let mut inner = self.lock();
+        let keys: Vec<u64> = inner.sessions.keys().take(n).copied().collect();
+        let closed: Vec<Entry> = keys.into_iter().filter_map(|k| inner.remove(k)).collect();
+        drop(inner);
+        let count = closed.len();
+        for e in closed {
+            let _ = e.close.send(order);
+        }
+        count
+    }
+
     /// Open sessions.
     pub fn len(&self) -> usize {
         self.lock().sessions.len()
