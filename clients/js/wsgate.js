@@ -1,4 +1,4 @@
-// wsgate.js — the browser client every wsgate server serves at GET /wsgate.js (SPEC §14).
+// wsgate.js — the browser client every wsgate server serves at GET /wsgate.js.
 // An ES module with no dependencies. It connects with a fresh token each time (getToken),
 // answers the server's `expiring` notice with a `refresh` so a session is never cut, comes
 // back after restarts and network failures with exponential backoff and jitter, and

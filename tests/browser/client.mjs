@@ -1,4 +1,4 @@
-// The browser client (/wsgate.js, SPEC §13/§14) and the demo built on it, in headless
+// The browser client (/wsgate.js, docs/protocol.md) and the demo built on it, in headless
 // Chromium against the real wsgate binary:
 //   - a token that lives 5 s is kept alive by `expiring` → refresh, with no reconnect;
 //   - the server stopped and restarted on the same port: the client reconnects, re-subscribes

@@ -3,7 +3,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { backoffDelay, shouldReconnect, RECONNECT_CODES } from "../wsgate.js";
 
-test("retried closes are exactly SPEC §14's", () => {
+test("retried closes are exactly the documented ones (docs/protocol.md)", () => {
   for (const code of [1001, 1006, 1011, 1012, 1013, 1014, 4001, 4029]) {
     assert.equal(shouldReconnect(code), true, `${code}`);
   }

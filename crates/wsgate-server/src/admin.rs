@@ -1,4 +1,4 @@
-//! The HTTP API beside the sockets (SPEC §7): `POST /api/tickets` for any valid credential,
+//! The HTTP API beside the sockets: `POST /api/tickets` for any valid credential,
 //! and the admin call `POST /api/disconnect`, guarded by the key in `admin.api_key_env`.
 //!
 //! Disconnects close matching sessions (`CloseReason::Disconnected`/`Revoked`) through the

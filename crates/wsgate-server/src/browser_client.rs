@@ -1,4 +1,4 @@
-//! `GET /wsgate.js` (SPEC §14): the browser client, served by every wsgate server so a page
+//! `GET /wsgate.js`: the browser client, served by every wsgate server so a page
 //! can `import { WsgateClient } from "/wsgate.js"` from the server it talks to. The module
 //! lives in `clients/js/` (with its types and tests) and is embedded in the binary.
 

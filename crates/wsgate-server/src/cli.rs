@@ -1,4 +1,4 @@
-//! The command line (SPEC §8): `serve`, `token`, `check-config`.
+//! The command line: `serve`, `token`, `check-config`.
 //!
 //! Every command takes `--config FILE`; without it, `./wsgate.toml` if present, else the
 //! embedded defaults. Commands print their result on stdout and problems on stderr, and exit

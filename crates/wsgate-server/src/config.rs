@@ -1,4 +1,4 @@
-//! The one TOML file (SPEC §10): plain data, every key optional, unknown keys refused.
+//! The one TOML file (docs/config.md): plain data, every key optional, unknown keys refused.
 //!
 //! Loading has two steps with one error type: parsing (`toml` reports the line and the key)
 //! and checking the values that parse but cannot work (`cookie` without allowed origins, a
@@ -53,7 +53,7 @@ impl ConfigError {
 pub struct Config {
     pub listen: String,
     pub demo: bool,
-    /// Load balancers whose `X-Forwarded-For` is believed (SPEC §15): CIDRs or addresses.
+    /// Load balancers whose `X-Forwarded-For` is believed: CIDRs or addresses.
     pub trusted_proxies: Vec<String>,
     pub auth: AuthConfig,
     pub storage: StorageConfig,
@@ -65,7 +65,7 @@ pub struct Config {
     pub endpoints: Vec<EndpointConfig>,
 }
 
-/// `[shutdown]`: how a SIGTERM drains sockets (SPEC §19), so a deploy does not send every
+/// `[shutdown]`: how a SIGTERM drains sockets, so a deploy does not send every
 /// client back in the same second.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -117,9 +117,9 @@ pub struct AuthConfig {
     pub allowed_origins: Vec<String>,
     pub reject: RejectMode,
     pub message_timeout_ms: u64,
-    /// Seconds before a session's deadline at which `expiring` is sent (SPEC §13); 0 = off.
+    /// Seconds before a session's deadline at which `expiring` is sent; 0 = off.
     pub expiry_warning_secs: u64,
-    /// An absolute cap on a session's life, whatever its refreshes (SPEC §19); 0 = none.
+    /// An absolute cap on a session's life, whatever its refreshes; 0 = none.
     pub max_session_secs: u64,
     pub proxy_url: Option<String>,
     pub proxy_timeout_ms: u64,
@@ -446,7 +446,7 @@ pub struct EndpointConfig {
     pub sources: Option<Vec<SourceKind>>,
     #[serde(default)]
     pub upstream: Option<String>,
-    /// Proxy: TCP connect + TLS + upstream handshake, in ms (SPEC §12).
+    /// Proxy: TCP connect + TLS + upstream handshake, in ms.
     #[serde(default = "upstream_timeout_ms")]
     pub upstream_timeout_ms: u64,
     /// Proxy: PEM roots for a `wss://` upstream (default: the system's).
@@ -455,7 +455,7 @@ pub struct EndpointConfig {
     /// Proxy: take `refresh` frames in-band and send `expiring` (default false).
     #[serde(default)]
     pub refresh_frames: bool,
-    /// Claims a credential must hold here (SPEC §17 endpoint policy): claim name (dotted for
+    /// Claims a credential must hold here: claim name (dotted for
     /// nested) → a value or a list of values.
     #[serde(default)]
     pub require: BTreeMap<String, OneOrMany>,

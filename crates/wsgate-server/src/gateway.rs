@@ -335,7 +335,7 @@ pub fn router(cfg: &Config, s: &Services) -> Router {
             auth: Arc::new(auth),
             session: SessionOptions {
                 welcome: ep.welcome,
-                // `expiring` goes with the welcome (SPEC §13); proxies decide by refresh_frames.
+                // `expiring` goes with the welcome; proxies decide by refresh_frames.
                 expiry_warning: session
                     .expiry_warning
                     .filter(|_| ep.welcome || ep.kind == crate::config::EndpointKind::Proxy),

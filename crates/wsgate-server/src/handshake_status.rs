@@ -1,4 +1,4 @@
-//! `GET /api/handshake-status?attempt=<nonce>` (SPEC §19): why a browser's handshake failed.
+//! `GET /api/handshake-status?attempt=<nonce>`: why a browser's handshake failed.
 //!
 //! A browser sees a refused handshake only as a `1006`. A handshake that carried
 //! `?wsgate_attempt=<nonce>` and was refused is kept in the library's

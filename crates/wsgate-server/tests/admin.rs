@@ -1,5 +1,5 @@
 //! The session over its whole life, from outside: admin disconnects and revocations,
-//! tickets, and per-user / per-connection limits (SPEC §2 ticket, §5, §7).
+//! tickets, and per-user / per-connection limits.
 
 mod common;
 

@@ -1,4 +1,4 @@
-//! The command line (SPEC §8): check-config, token, serve on embedded defaults.
+//! The command line: check-config, token, serve on embedded defaults.
 
 mod common;
 

@@ -1,4 +1,4 @@
-//! Cluster mode (SPEC §9) against a real Redis: each test starts its own `redis-server` on a
+//! Cluster mode against a real Redis: each test starts its own `redis-server` on a
 //! free port and two or three `wsgate` nodes, and checks what crosses nodes — delivery,
 //! disconnects and revocations, single-use tickets, per-user limits — and what happens when
 //! Redis dies and comes back on the same port.

@@ -1,4 +1,4 @@
-//! `GET /api/handshake-status?attempt=<nonce>` (SPEC §19): a page learns why its handshake was
+//! `GET /api/handshake-status?attempt=<nonce>`: a page learns why its handshake was
 //! refused — status, error code, `retry_after` — for 60 s; anything else is 404.
 
 mod common;

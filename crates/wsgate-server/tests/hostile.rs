@@ -1,4 +1,4 @@
-//! Hostile input (SPEC §15): what an attacker tries, through raw sockets and forged tokens.
+//! Hostile input: what an attacker tries, through raw sockets and forged tokens.
 //! Each test names the hole it closes; each failed before its fix.
 
 mod common;

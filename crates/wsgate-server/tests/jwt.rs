@@ -1,5 +1,5 @@
 //! JWT verification through the server: every algorithm family and key source, and the
-//! attacks a gateway must refuse (SPEC §3).
+//! attacks a gateway must refuse.
 
 mod common;
 

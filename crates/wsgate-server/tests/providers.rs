@@ -1,4 +1,4 @@
-//! Identity providers as they are (SPEC §17) through the binary: several issuers routed by
+//! Identity providers as they are through the binary: several issuers routed by
 //! `iss` with keys that never cross, claim mapping, OpenID discovery (and what happens when
 //! it fails), the provider's name where operators and upstreams see it.
 

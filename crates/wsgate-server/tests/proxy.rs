@@ -1,4 +1,4 @@
-//! The `proxy` endpoint (SPEC §12) against real upstream servers: what the upstream
+//! The `proxy` endpoint against real upstream servers: what the upstream
 //! receives, subprotocols, frames both ways, upstream failures, closes passed through, the
 //! session's endings on both sides, backpressure and `wss://` with a private CA.
 

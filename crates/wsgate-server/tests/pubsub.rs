@@ -1,4 +1,4 @@
-//! The pubsub protocol (SPEC §6): every frame type and error code, the permission matrix,
+//! The pubsub protocol: every frame type and error code, the permission matrix,
 //! fan-out, slow consumers, and backend publish.
 
 mod common;

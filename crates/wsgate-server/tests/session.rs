@@ -1,4 +1,4 @@
-//! The session guard through the server: expiry, refresh, size limit, shutdown (SPEC §5).
+//! The session guard through the server: expiry, refresh, size limit, shutdown.
 
 mod common;
 

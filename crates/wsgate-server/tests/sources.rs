@@ -1,4 +1,4 @@
-//! Every place a token may travel, and every way a handshake is refused (SPEC §2, §4, §11).
+//! Every place a token may travel, and every way a handshake is refused.
 
 mod common;
 

@@ -1,4 +1,4 @@
-//! Why a browser's handshake failed (SPEC §19).
+//! Why a browser's handshake failed.
 //!
 //! Browsers hide a refused WebSocket handshake's status on purpose (a page sees only a
 //! `1006`), so an app behind an auth layer cannot tell an expired token from a server that is

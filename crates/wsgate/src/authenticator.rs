@@ -100,7 +100,7 @@ pub struct SessionOptions {
     pub messages_per_sec: Option<u32>,
     /// How long before the credential's `exp` the client is sent
     /// `{"type":"expiring","expires_at":exp}` (once per deadline), so it can refresh in time
-    /// without a clock of its own (SPEC §13). The server turns it off where no `welcome` is
+    /// without a clock of its own. The server turns it off where no `welcome` is
     /// sent (and on proxies without `refresh_frames`).
     pub expiry_warning: Option<Duration>,
     /// An absolute cap: the session closes (`CloseReason::TokenExpired`) this long after it

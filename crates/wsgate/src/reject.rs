@@ -23,7 +23,7 @@ pub enum RejectMode {
     Close,
 }
 
-/// Why a proxied connection could not reach its upstream (SPEC §12): `502 bad_gateway`
+/// Why a proxied connection could not reach its upstream: `502 bad_gateway`
 /// or `504 gateway_timeout` before the upgrade, close `1014` after it (`reject = "close"`,
 /// the `message` source).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -11,7 +11,7 @@
 //! while another joins it can never leave Redis unsubscribed under a local subscriber, and
 //! different channels never wait for each other (a reconnect storm of users joining their own
 //! `user:{sub}` channels pipelines its SUBSCRIBEs on the shared connection). A `subscribe`
-//! resolves only once Redis confirmed the channel (SPEC: `subscribed` means live on every
+//! resolves only once Redis confirmed the channel (`subscribed` means live on every
 //! node). Gates exist only while a channel has local subscribers or a change in flight.
 
 use std::collections::HashMap;

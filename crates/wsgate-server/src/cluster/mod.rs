@@ -1,4 +1,4 @@
-//! Cluster mode (SPEC §9): many nodes, one Redis, and nothing home-made between them.
+//! Cluster mode: many nodes, one Redis, and nothing home-made between them.
 //!
 //! With `cluster.redis_url` set, everything one node is told that others must act on goes
 //! through Redis: channel messages (`broker`), admin disconnects and revocations

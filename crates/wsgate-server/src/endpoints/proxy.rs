@@ -1,4 +1,4 @@
-//! `proxy`: wsgate in front of any WebSocket backend (SPEC §12). The client is authenticated
+//! `proxy`: wsgate in front of any WebSocket backend. The client is authenticated
 //! exactly as on every endpoint; only then is the upstream dialled, and only its `101` earns
 //! the client a `101` (upstream down or refusing → 502, silent → 504). The upstream sees the
 //! verified identity (`X-Wsgate-*`), never a credential; the library's

@@ -1,4 +1,4 @@
-//! `pubsub`: channels over one socket (SPEC §6).
+//! `pubsub`: channels over one socket.
 //!
 //! The frames and their error codes are [`wsgate::protocol`]'s: `subscribe`, `unsubscribe`,
 //! `publish`, `ping` in ([`ClientFrame`]; `refresh` is taken by the session guard), and

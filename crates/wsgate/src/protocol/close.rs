@@ -2,7 +2,7 @@
 //!
 //! Each [`CloseReason`] carries its code and a fixed reason phrase (nothing from the client
 //! or its credential is ever echoed). The standard codes come from RFC 6455 §7.4.1; wsgate's
-//! own live in the 4000–4999 private range (SPEC §5). The close handshake itself (send, then
+//! own live in the 4000–4999 private range (docs/protocol.md §5). The close handshake itself (send, then
 //! read until the peer's answer, bounded) is here too, shared by sessions and by sockets
 //! refused after the upgrade.
 

@@ -2,7 +2,7 @@
 //!
 //! A code is what a client program branches on: the `error` of an HTTP body, the `code` of
 //! an `error` frame, the reason of a `1008`/`1014` close, the `reason` of a log line. They
-//! are one vocabulary across both crates, so a client learns it once (SPEC §5–§7, §12).
+//! are one vocabulary across both crates, so a client learns it once (docs/protocol.md §4).
 
 use std::borrow::Cow;
 

@@ -1,4 +1,4 @@
-//! The JSON text frames on a socket (SPEC §5, §6, §13): what a client sends
+//! The JSON text frames on a socket (docs/protocol.md §2–§3): what a client sends
 //! ([`ClientFrame`], one typed dispatch, as mini-redis's `Command::from_frame`) and what
 //! the server sends ([`ServerFrame`], one serde-tagged enum).
 //!
@@ -240,7 +240,7 @@ pub enum ServerFrame<'a> {
         /// The credential's `exp` (Unix seconds), `null` when it has none.
         expires_at: Option<u64>,
     },
-    /// The credential expires soon: refresh before `expires_at` (SPEC §13).
+    /// The credential expires soon: refresh before `expires_at`.
     Expiring {
         /// The credential's `exp`.
         expires_at: u64,

@@ -1,4 +1,4 @@
-//! Forwarding an authenticated socket to an upstream WebSocket server (SPEC §12).
+//! Forwarding an authenticated socket to an upstream WebSocket server.
 //!
 //! Authenticating proxies check a credential once, at the handshake; wsgate keeps the session
 //! rules for the socket's whole life. [`Upstream`] opens the upstream connection for an
@@ -112,7 +112,7 @@ impl Connected {
         self.protocol.as_deref()
     }
 
-    /// What the client is answered (SPEC §12): the upstream's choice; if none, and wsgate
+    /// What the client is answered: the upstream's choice; if none, and wsgate
     /// speaks session frames on this socket (`refresh_frames`) and the client offered
     /// [`SESSION_SUBPROTOCOL`], that; else `wsgate.v1` if offered (a browser fails a
     /// handshake whose offered protocols get no answer); otherwise none.
@@ -183,7 +183,7 @@ impl Upstream {
 
     /// Opens the upstream connection for an authenticated request: the upstream's URL with
     /// the client's query parameters (minus credentials), the identity headers, the
-    /// forwarding headers and what the client sent that the upstream may need (SPEC §12).
+    /// forwarding headers and what the client sent that the upstream may need.
     /// Never the credential. TCP connect, TLS and the upstream's `101` share one deadline.
     pub async fn connect(
         &self,

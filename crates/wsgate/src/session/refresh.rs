@@ -1,5 +1,5 @@
 //! The `refresh` frame: a new credential for the same subject moves the session's deadline
-//! (SPEC §5). Taken by the guard itself, so no endpoint ever sees it; answered `refreshed`
+//!. Taken by the guard itself, so no endpoint ever sees it; answered `refreshed`
 //! or `error`, and a refused refresh leaves the old expiry standing.
 //!
 //! A refresh is a credential check on an open socket, so it is held to the same rules as a

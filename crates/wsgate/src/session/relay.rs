@@ -1,4 +1,4 @@
-//! Proxying (SPEC §12): the session guard's loop with an upstream WebSocket as a second
+//! Proxying: the session guard's loop with an upstream WebSocket as a second
 //! peer. Everything the guard enforces still holds (expiry, revocation, shutdown, limits),
 //! and every way a relay can end is mapped to a close on each side ([`RelayEnd`]).
 
@@ -75,7 +75,7 @@ enum RelayEnd {
 
 impl Session {
     /// Forwards frames between this socket and an upstream until either side or the session
-    /// ends (SPEC §12): text, binary, ping and pong both ways, unchanged and in order; close
+    /// ends: text, binary, ping and pong both ways, unchanged and in order; close
     /// frames passed through with their code and reason; the session's own endings (expiry
     /// revocation, shutdown, limits) close both sides with the same [`CloseReason`].
     /// With `refresh_frames`, a client `refresh` frame is taken here and never forwarded.

@@ -1,4 +1,4 @@
-//! Where in a token's claims wsgate reads who and what (SPEC §17 "claim mapping").
+//! Where in a token's claims wsgate reads who and what.
 //!
 //! Identity providers do not use wsgate's claim names: the subject may be `oid`, permissions
 //! live in `roles`, `groups`, `scp` or Keycloak's `realm_access.roles`. A [`ClaimMap`] names,

@@ -1,4 +1,4 @@
-//! OpenID Connect discovery (SPEC §17): a provider's keys found from its issuer alone.
+//! OpenID Connect discovery: a provider's keys found from its issuer alone.
 //!
 //! `{issuer}/.well-known/openid-configuration` names the `jwks_uri` (Azure AD keeps its keys
 //! on another host than its issuer). The document must name exactly the configured issuer —

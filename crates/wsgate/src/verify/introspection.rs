@@ -1,4 +1,4 @@
-//! Opaque access tokens (RFC 7662 token introspection, SPEC §17): tokens only the identity
+//! Opaque access tokens (RFC 7662 token introspection): tokens only the identity
 //! provider can check (Okta, Ping, Keycloak, Ory issue them).
 //!
 //! The token is POSTed as `token=…&token_type_hint=access_token`

@@ -1,4 +1,4 @@
-//! Several identity providers at once (SPEC §17): a workforce IdP for people and another
+//! Several identity providers at once: a workforce IdP for people and another
 //! for services, one realm per tenant.
 //!
 //! A JWT is routed by its `iss` to exactly one [`Provider`] — the unverified `iss` only
