@@ -1,6 +1,10 @@
 //! The `wsgate` server: the library's pieces turned into a gateway configured by one TOML
 //! file. A library so the binary stays a thin shell (`main.rs`) and so the config and frame
 //! parsers can be driven by the fuzzers in `fuzz/`; its API is the binary's, not a stable one.
+//!
+//! No unsafe code, but for the one block in `wire::register` (allowed there, with its SAFETY
+//! argument); anything else is refused by the compiler.
+#![deny(unsafe_code)]
 
 pub mod admin;
 pub mod auth;

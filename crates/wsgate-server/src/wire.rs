@@ -253,6 +253,7 @@ fn holds_close(mut bytes: &[u8]) -> bool {
 
 /// An owned socket (`TcpStream`, `TcpListener`: types that own their descriptor) in tokio's
 /// reactor.
+#[allow(unsafe_code)] // the one unsafe block: see the SAFETY argument below
 pub(crate) fn register<S: AsRawFd>(socket: S) -> io::Result<AsyncFd<S>> {
     // SAFETY: `register` needs the descriptor to stay open, and the same, for as long as it
     // is registered. The `AsyncFd` owns the socket that owns the descriptor and gives out only

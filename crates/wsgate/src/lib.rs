@@ -16,6 +16,7 @@
 //! and passed as axum state. See `examples/echo.rs`.
 
 #![deny(missing_docs)]
+#![forbid(unsafe_code)]
 
 pub mod attempts;
 pub mod authenticator;
