@@ -1,6 +1,7 @@
 //! Invariants of the code's shape that a reviewer would otherwise have to re-check by eye
-//! (ARCHITECTURE.md): no import circle among either crate's top-level modules, and no close
-//! code number written outside the library's `protocol` and `reject` modules.
+//! (ARCHITECTURE.md): the layer map is true (no module uses one above it, every module has a
+//! place), no import circle among either crate's top-level modules, and no close code number
+//! written outside the library's `protocol` and `reject` modules.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -97,6 +98,65 @@ fn no_import_circles_among_modules() {
                 panic!("{krate}: import circle {}", cycle.join(" → "));
             }
         }
+    }
+}
+
+/// ARCHITECTURE.md's layers, bottom first: a module may use its own layer and those before.
+const LIBRARY_LAYERS: &[&[&str]] = &[
+    &["permissions"],
+    &["protocol"],
+    &["reject"],
+    &[
+        "source",
+        "forwarded",
+        "limits",
+        "slots",
+        "attempts",
+        "metrics",
+        "outbox",
+    ],
+    &["identity"],
+    &["verify"],
+    &["registry", "revocation", "tickets"],
+    &["authenticator"],
+    &["relay"],
+    &["session"],
+    &["extract"],
+];
+const SERVER_LAYERS: &[&[&str]] = &[
+    &["config", "wire", "broker"],
+    &["store"],
+    &["auth", "keys", "revoke", "listener", "shutdown"],
+    &["cluster"],
+    &["endpoints", "demo", "browser_client", "handshake_status"],
+    &["admin"],
+    &["gateway"],
+    &["cli"],
+];
+
+#[test]
+fn the_layer_map_is_true() {
+    for (krate, layers) in [("wsgate", LIBRARY_LAYERS), ("wsgate-server", SERVER_LAYERS)] {
+        let layer_of = |m: &str| layers.iter().position(|l| l.contains(&m));
+        let graph = module_graph(&crate_src(krate));
+        let mut wrong = Vec::new();
+        for (module, deps) in &graph {
+            let Some(mine) = layer_of(module) else {
+                wrong.push(format!(
+                    "{module} is in no layer (place it in ARCHITECTURE.md and here)"
+                ));
+                continue;
+            };
+            for dep in deps {
+                // Names that are not modules (items of lib.rs) have no layer.
+                if let Some(theirs) = layer_of(dep)
+                    && theirs > mine
+                {
+                    wrong.push(format!("{module} uses {dep}, a layer above it"));
+                }
+            }
+        }
+        assert!(wrong.is_empty(), "{krate}:\n{}", wrong.join("\n"));
     }
 }
 
