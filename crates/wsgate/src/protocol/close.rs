@@ -52,6 +52,26 @@ pub enum CloseReason {
 }
 
 impl CloseReason {
+    /// Every reason, with a representative error code for the two that carry one (`Refused`,
+    /// `Gateway`): for the documentation check and the tests.
+    pub const ALL: &'static [CloseReason] = &[
+        CloseReason::Shutdown,
+        CloseReason::IdleTimeout,
+        CloseReason::ClientGone,
+        CloseReason::ProtocolError,
+        CloseReason::InvalidUtf8,
+        CloseReason::Refused("invalid_token"),
+        CloseReason::SlowConsumer,
+        CloseReason::TooBig,
+        CloseReason::Gateway("bad_gateway"),
+        CloseReason::UpstreamGone,
+        CloseReason::TokenExpired,
+        CloseReason::Revoked,
+        CloseReason::Disconnected,
+        CloseReason::KeyRevoked,
+        CloseReason::RateLimited,
+    ];
+
     /// The close code sent.
     pub const fn code(self) -> u16 {
         match self {
@@ -170,21 +190,7 @@ mod tests {
     #[test]
     fn every_reason_fits_a_close_frame() {
         // RFC 6455 §5.5: a control frame's payload is ≤ 125 bytes (2 for the code).
-        for r in [
-            CloseReason::Shutdown,
-            CloseReason::IdleTimeout,
-            CloseReason::ClientGone,
-            CloseReason::ProtocolError,
-            CloseReason::InvalidUtf8,
-            CloseReason::SlowConsumer,
-            CloseReason::TooBig,
-            CloseReason::UpstreamGone,
-            CloseReason::TokenExpired,
-            CloseReason::Revoked,
-            CloseReason::Disconnected,
-            CloseReason::KeyRevoked,
-            CloseReason::RateLimited,
-        ] {
+        for &r in CloseReason::ALL {
             assert!(r.reason().len() <= 123, "{r:?}");
             assert!(close_label(Some(r.code())) != "other", "{r:?} is labelled");
         }
