@@ -264,11 +264,13 @@ pub struct ClaimsConfig {
 }
 
 impl Default for ClaimsConfig {
+    /// The library's own default names, written once there.
     fn default() -> Self {
+        let map = wsgate::verify::ClaimMap::default();
         Self {
-            subject: "sub".into(),
-            channels: "channels".into(),
-            publish: "publish".into(),
+            subject: map.subject.as_str().into(),
+            channels: map.channels.as_str().into(),
+            publish: map.publish.as_str().into(),
         }
     }
 }

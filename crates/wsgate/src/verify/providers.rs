@@ -99,7 +99,11 @@ impl Provider {
     }
 
     fn introspects(&self) -> bool {
-        self.kind() == "introspection"
+        #[cfg(feature = "remote")]
+        if let ProviderKeys::Introspection(_) = &self.keys {
+            return true;
+        }
+        false
     }
 }
 
@@ -189,7 +193,7 @@ impl Providers {
             return Ok(only);
         }
         let i = match unverified_issuer(token)? {
-            Some(iss) => self.by_issuer.get(iss.as_ref()).copied(),
+            Some(iss) => self.by_issuer.get(&iss).copied(),
             None => None,
         };
         i.or(self.without_issuer)
@@ -199,7 +203,7 @@ impl Providers {
 }
 
 /// The `iss` of a JWT's payload, read without verifying anything: it only chooses whom to ask.
-fn unverified_issuer(token: &str) -> Result<Option<std::borrow::Cow<'static, str>>, VerifyError> {
+fn unverified_issuer(token: &str) -> Result<Option<String>, VerifyError> {
     #[derive(serde::Deserialize)]
     struct Iss {
         #[serde(default)]
@@ -212,7 +216,7 @@ fn unverified_issuer(token: &str) -> Result<Option<std::borrow::Cow<'static, str
         .map_err(|_| MALFORMED)?;
     let claims: Iss = serde_json::from_slice(&bytes).map_err(|_| MALFORMED)?;
     Ok(match claims.iss {
-        Some(serde_json::Value::String(s)) => Some(s.into()),
+        Some(serde_json::Value::String(s)) => Some(s),
         _ => None,
     })
 }
