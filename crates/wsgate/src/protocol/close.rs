@@ -160,6 +160,7 @@ pub(crate) async fn close_with(socket: &mut WebSocket, frame: Option<CloseFrame>
 
 /// Keeps reading until the peer's Close (or EOF), at most [`CLOSE_WAIT`]: a clean close
 /// handshake, whoever started it.
+#[cfg(feature = "relay")]
 pub(crate) async fn drain(socket: &mut WebSocket) {
     let _ = tokio::time::timeout(CLOSE_WAIT, async {
         while let Some(Ok(_)) = socket.recv().await {}
