@@ -18,11 +18,13 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use subtle::ConstantTimeEq;
 use wsgate::protocol::{ErrorBody, ErrorCode};
-use wsgate::{Authenticator, Registry, Revocations, Target, TicketStore};
+use wsgate::{Authenticator, Cause, Registry, Revocations, Target, TicketStore};
 
 use crate::broker::{Broker, BrokerError};
 use crate::cluster::Cluster;
-use crate::revoke::{disconnect_order, keep_revocations, revocations_for, revoke_api_keys};
+use crate::revoke::{
+    MAX_GRACE_SECS, carry_out, keep_revocations, revocations_for, revoke_api_keys,
+};
 use crate::store::Store;
 
 #[derive(Clone)]
@@ -223,26 +225,69 @@ async fn publish(State(admin): State<Admin>, req: Request) -> Result<Response, A
 struct DisconnectRequest {
     sub: Option<String>,
     session: Option<String>,
+    /// `{"name": "value"}`: sessions whose verified claim is (or holds) that string.
+    claim: Option<serde_json::Map<String, serde_json::Value>>,
     #[serde(default)]
     revoke: bool,
+    /// A soft revocation: `expiring`, then the close after this many seconds (1–300).
+    grace_secs: Option<serde_json::Value>,
+}
+
+impl DisconnectRequest {
+    /// Exactly one of `sub`, `session`, `claim`, each non-empty.
+    fn target(&mut self) -> Result<Target, AdminError> {
+        let claim = match self.claim.take() {
+            None => None,
+            Some(map) => {
+                let mut members = map.into_iter();
+                match (members.next(), members.next()) {
+                    (Some((name, serde_json::Value::String(value))), None)
+                        if !name.is_empty() && !value.is_empty() =>
+                    {
+                        Some(Target::Claim { name, value })
+                    }
+                    _ => {
+                        return Err(AdminError::BadRequest(
+                            "\"claim\" must be one member with a non-empty string: {\"tenant\": \"acme\"}".into(),
+                        ));
+                    }
+                }
+            }
+        };
+        match (self.sub.take(), self.session.take(), claim) {
+            (Some(sub), None, None) if !sub.is_empty() => Ok(Target::Sub(sub)),
+            (None, Some(s), None) if !s.is_empty() => Ok(Target::Session(s)),
+            (None, None, Some(claim)) => Ok(claim),
+            _ => Err(AdminError::BadRequest(
+                "give exactly one of \"sub\", \"session\" or \"claim\"".into(),
+            )),
+        }
+    }
+
+    /// `grace_secs` as whole seconds from 1 to 300 (not fractional, negative or huge).
+    fn grace_secs(&self) -> Result<Option<u64>, AdminError> {
+        let Some(v) = &self.grace_secs else {
+            return Ok(None);
+        };
+        match v.as_u64() {
+            Some(n) if (1..=MAX_GRACE_SECS).contains(&n) => Ok(Some(n)),
+            _ => Err(AdminError::BadRequest(
+                "\"grace_secs\" must be a whole number of seconds from 1 to 300".into(),
+            )),
+        }
+    }
 }
 
 async fn disconnect(State(admin): State<Admin>, req: Request) -> Result<Response, AdminError> {
     let (parts, body) = req.into_parts();
     check_admin(&admin, &parts)?;
     let body = read_body(body).await?;
-    let req: DisconnectRequest = serde_json::from_slice(&body)
+    let mut req: DisconnectRequest = serde_json::from_slice(&body)
         .map_err(|e| AdminError::BadRequest(format!("invalid body: {e}")))?;
-    let target = match (req.sub, req.session) {
-        (Some(sub), None) if !sub.is_empty() => Target::Sub(sub),
-        (None, Some(s)) if !s.is_empty() => Target::Session(s),
-        _ => {
-            return Err(AdminError::BadRequest(
-                "give exactly one of \"sub\" or \"session\"".into(),
-            ));
-        }
-    };
-    let closed = admin.registry.close(&target, disconnect_order(req.revoke));
+    let target = req.target()?;
+    let now = wsgate::verify::now_unix();
+    let grace = req.grace_secs()?.map(|secs| (now + secs, now));
+    let closed = carry_out(&admin.registry, &target, req.revoke, grace, Cause::Admin);
     let mut revoked = Vec::new();
     if req.revoke {
         revoked = revocations_for(&target, &closed, admin.leeway_secs);
@@ -251,11 +296,12 @@ async fn disconnect(State(admin): State<Admin>, req: Request) -> Result<Response
         }
         revoke_api_keys(&admin.store, &target, &closed).await;
     }
-    tracing::info!(target: "wsgate::admin", target = ?target, closed = closed.len(), revoked = revoked.len(), "disconnect");
+    tracing::info!(target: "wsgate::admin", target = ?target, closed = closed.len(), grace = ?grace.map(|(until, _)| until - now), revoked = revoked.len(), "disconnect");
     if let Some(cluster) = &admin.cluster
-        && let Err(e) =
-            crate::cluster::control::announce_disconnect(cluster, &target, req.revoke, &revoked)
-                .await
+        && let Err(e) = crate::cluster::control::announce_disconnect(
+            cluster, &target, req.revoke, grace, &revoked,
+        )
+        .await
     {
         tracing::error!(target: "wsgate::admin", error = %e, "disconnect not sent to the other nodes");
         return Err(AdminError::NotClusterWide {
@@ -263,5 +309,10 @@ async fn disconnect(State(admin): State<Admin>, req: Request) -> Result<Response
             revoked: revoked.len(),
         });
     }
-    Ok(Json(json!({"closed": closed.len(), "revoked": revoked.len()})).into_response())
+    let body = match grace {
+        // Warned now, closed at the deadline unless they refresh with a newer credential.
+        Some(_) => json!({"closed": 0, "warned": closed.len(), "revoked": revoked.len()}),
+        None => json!({"closed": closed.len(), "revoked": revoked.len()}),
+    };
+    Ok(Json(body).into_response())
 }

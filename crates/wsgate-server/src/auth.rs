@@ -189,9 +189,14 @@ pub async fn build(
 
     if let Some(url) = &cfg.auth.proxy_url {
         let timeout = Duration::from_millis(cfg.auth.proxy_timeout_ms.max(1));
-        chain = chain.with(ProxyVerifier::new(url.clone(), timeout));
+        let every = Duration::from_secs(cfg.auth.proxy_revalidate_secs);
+        chain = chain.with(ProxyVerifier::new(url.clone(), timeout).revalidate_every(every));
+        let rechecked = match cfg.auth.proxy_revalidate_secs {
+            0 => String::new(),
+            n => format!(", sessions re-checked every {n} s"),
+        };
         summary.push(format!(
-            "auth backend: {url} (timeout {} ms)",
+            "auth backend: {url} (timeout {} ms{rechecked})",
             cfg.auth.proxy_timeout_ms
         ));
     }
@@ -287,7 +292,13 @@ async fn build_provider(
         }
     };
     let line = format!("provider {}: {line}{mapping}", p.name);
-    Ok((Provider::new(&p.name, p.issuer.clone(), keys), line))
+    let provider = Provider::new(&p.name, p.issuer.clone(), keys)
+        .revalidate_every(Duration::from_secs(p.revalidate_secs));
+    let line = match p.revalidate_secs {
+        0 => line,
+        n => format!("{line}; sessions re-checked every {n} s"),
+    };
+    Ok((provider, line))
 }
 
 fn jwt_config(jwt: &JwtFileConfig, claims: ClaimMap) -> JwtConfig {

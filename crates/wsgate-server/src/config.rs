@@ -123,6 +123,10 @@ pub struct AuthConfig {
     pub max_session_secs: u64,
     pub proxy_url: Option<String>,
     pub proxy_timeout_ms: u64,
+    /// Live sessions of `proxy_url` credentials are checked again this often; 0 = never.
+    pub proxy_revalidate_secs: u64,
+    /// When a re-check gets no answer: `keep` the session (default) or `close` it (1013).
+    pub revalidate_on_error: wsgate::OnError,
     #[serde(rename = "static")]
     pub static_tokens: Option<StaticConfig>,
     pub jwt: Option<JwtFileConfig>,
@@ -143,6 +147,8 @@ impl Default for AuthConfig {
             max_session_secs: 0,
             proxy_url: None,
             proxy_timeout_ms: 2000,
+            proxy_revalidate_secs: 0,
+            revalidate_on_error: wsgate::OnError::Keep,
             static_tokens: None,
             jwt: None,
             providers: Vec::new(),
@@ -248,6 +254,9 @@ pub struct ProviderConfig {
     pub client_secret_env: Option<String>,
     #[serde(default = "default_introspection_cache_secs")]
     pub introspection_cache_secs: u64,
+    /// Live sessions of this provider's tokens are introspected again this often; 0 = never.
+    #[serde(default)]
+    pub revalidate_secs: u64,
 }
 
 fn default_introspection_cache_secs() -> u64 {
@@ -546,6 +555,8 @@ pub const RESERVED_PATHS: [&str; 5] = ["/healthz", "/readyz", "/metrics", "/api"
 /// `u64::MAX` it would overflow a deadline.
 const MAX_MS: u64 = 3_600_000;
 const MAX_SECS: u64 = 365 * 24 * 3600;
+/// Longest re-check period: a day (a credential unchecked for longer is not "continuous").
+const MAX_REVALIDATE_SECS: u64 = 24 * 3600;
 
 impl Config {
     /// Cluster mode's settings, when `cluster.redis_url` or `cluster.redis_cluster` is set.
@@ -645,6 +656,12 @@ impl Config {
                 0,
                 MAX_SECS,
             ),
+            (
+                "auth.proxy_revalidate_secs",
+                self.auth.proxy_revalidate_secs,
+                0,
+                MAX_REVALIDATE_SECS,
+            ),
             ("tickets.ttl_secs", self.tickets.ttl_secs, 1, 3600),
             (
                 "shutdown.drain_batch",
@@ -718,6 +735,12 @@ impl Config {
             && !(url.starts_with("http://") || url.starts_with("https://"))
         {
             return err("auth.proxy_url", format!("`{url}` is not an http(s) URL"));
+        }
+        if self.auth.proxy_revalidate_secs > 0 && self.auth.proxy_url.is_none() {
+            return err(
+                "auth.proxy_revalidate_secs",
+                "re-checks `auth.proxy_url` sessions: set `proxy_url` too".into(),
+            );
         }
         if let Some(jwt) = &self.auth.jwt {
             check_jwt("auth.jwt", jwt, origin)?;
@@ -981,6 +1004,14 @@ impl Config {
                         "must be between 0 and 3600".into(),
                     );
                 }
+                if p.revalidate_secs > MAX_REVALIDATE_SECS {
+                    return err("revalidate_secs", "must be between 0 and 86400".into());
+                }
+            } else if p.revalidate_secs > 0 {
+                return err(
+                    "revalidate_secs",
+                    "only introspecting providers (introspection_url) are re-checked: a JWT's issuer cannot say it was revoked (use [ssf] for that)".into(),
+                );
             } else if p.client_id.is_some() || p.client_secret_env.is_some() {
                 return err(
                     if p.client_id.is_some() {

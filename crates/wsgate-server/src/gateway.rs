@@ -19,8 +19,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use wsgate::protocol::{ErrorBody, ErrorCode};
 use wsgate::{
-    Authenticator, FailureLimiter, Registry, Revocations, SessionOptions, SocketSettings,
-    SourceKind, Sources, TicketStore, TicketVerifier, Tickets, TrustedProxies,
+    Authenticator, FailureLimiter, Registry, Revalidator, Revocations, SessionOptions,
+    SocketSettings, SourceKind, Sources, TicketStore, TicketVerifier, Tickets, TrustedProxies,
 };
 
 use crate::admin::{self, Admin};
@@ -49,6 +49,8 @@ pub struct Services {
     pub built: BuiltAuth,
     pub store: Arc<Store>,
     pub registry: Arc<Registry>,
+    /// Re-checks live sessions whose provider (or backend) asks for it.
+    pub revalidator: Arc<Revalidator>,
     pub revocations: Arc<Revocations>,
     pub tickets: Arc<dyn TicketStore>,
     pub admin_key: Option<Arc<[u8]>>,
@@ -119,12 +121,18 @@ impl Services {
                 pushes,
             });
         }
+        let registry = Arc::new(registry);
+        let shutdown = CancellationToken::new();
+        let revalidator = Revalidator::new(built.chain.clone(), registry.clone())
+            .on_error(cfg.auth.revalidate_on_error)
+            .shutdown_on(shutdown.clone());
         Ok(Self {
             broker,
             cluster: cluster_parts,
             built,
             store: store.clone(),
-            registry: Arc::new(registry),
+            registry,
+            revalidator: Arc::new(revalidator),
             revocations,
             tickets,
             admin_key,
@@ -133,7 +141,7 @@ impl Services {
             endpoints,
             attempts: Arc::new(Attempts::new()),
             stopping: CancellationToken::new(),
-            shutdown: CancellationToken::new(),
+            shutdown,
             tracker: TaskTracker::new(),
             prometheus: None,
             api_keys: Arc::new(ApiKeyVerifier::new(store.clone())?),
@@ -216,6 +224,7 @@ pub fn base_authenticator(cfg: &Config, s: &Services) -> Authenticator {
             ..SocketSettings::default()
         })
         .registry(s.registry.clone())
+        .revalidator(s.revalidator.clone())
         .revocations(s.revocations.clone())
         .attempts(s.attempts.clone());
     match &s.failures {
@@ -359,6 +368,13 @@ fn install_metrics() -> anyhow::Result<PrometheusHandle> {
             Matcher::Full(wsgate::metrics::VERIFY_SECONDS.into()),
             &[
                 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 5e-3, 0.025, 0.1, 0.5, 2.0,
+            ],
+        )
+        .context("metrics buckets")?
+        .set_buckets_for_metric(
+            Matcher::Full(wsgate::metrics::REVOCATION_TO_CLOSE.into()),
+            &[
+                0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
             ],
         )
         .context("metrics buckets")?

@@ -15,7 +15,7 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use subtle::ConstantTimeEq;
 use wsgate::verify::{Verifier, VerifyContext, VerifyError, VerifyFuture, now_unix};
-use wsgate::{CloseReason, Credential, Registry, Target, Verified};
+use wsgate::{Cause, CloseOrder, CloseReason, Credential, Registry, Target, Verified};
 
 use crate::store::{ApiKey, Store, StoreError};
 
@@ -152,7 +152,8 @@ pub async fn sweep_revoked(store: Arc<Store>, registry: Arc<Registry>) {
         };
         for (id, at) in revoked {
             since = since.max(at);
-            let closed = registry.close(&Target::Credential(id.clone()), CloseReason::KeyRevoked);
+            let order = CloseOrder::revoked(CloseReason::KeyRevoked, Cause::Key);
+            let closed = registry.close(&Target::Credential(id.clone()), order);
             if !closed.is_empty() {
                 tracing::info!(target: "wsgate::keys", key = %id, closed = closed.len(), "API key revoked: sockets closed");
             }

@@ -15,7 +15,10 @@
 
 use std::sync::Arc;
 
-use wsgate::{CloseReason, Revocations, Revoked, Target};
+use wsgate::{
+    Cause, CloseOrder, CloseReason, Grace, Identity, Learned, Registry, Revocations, Revoked,
+    Target,
+};
 
 use crate::store::Store;
 
@@ -55,18 +58,51 @@ pub fn disconnect_order(revoke: bool) -> CloseReason {
     }
 }
 
-/// What a revoking disconnect refuses from now on: each closed token (see
-/// [`revocations_of`]), and the subject (every credential issued until now, for good) when
-/// asked by `sub`.
+/// Longest grace a soft revocation may give (seconds).
+pub const MAX_GRACE_SECS: u64 = 300;
+
+/// Carries out a disconnect on this node's sessions: closes them now, or (with `grace`, unix
+/// seconds of the deadline and of the order) warns them and closes them at the deadline
+/// unless a newer credential arrives. The matched identities.
+pub fn carry_out(
+    registry: &Registry,
+    target: &Target,
+    revoke: bool,
+    grace: Option<(u64, u64)>,
+    cause: Cause,
+) -> Vec<Identity> {
+    match grace {
+        Some((until, ordered)) => registry.warn(
+            target,
+            Grace {
+                until,
+                ordered,
+                learned: Learned::now(cause),
+            },
+        ),
+        None => registry.close(target, CloseOrder::revoked(disconnect_order(revoke), cause)),
+    }
+}
+
+/// What a revoking disconnect refuses from now on: each matched token (see
+/// [`revocations_of`]), and every credential of the subject (by `sub`) or carrying the claim
+/// (by `claim`) issued until now, for good.
 pub fn revocations_for(target: &Target, closed: &[wsgate::Identity], leeway: u64) -> Vec<Revoked> {
     let now = wsgate::verify::now_unix();
     let mut out = revocations_of(closed, leeway);
-    if let Target::Sub(sub) = target {
-        out.push(Revoked::Subject {
+    match target {
+        Target::Sub(sub) => out.push(Revoked::Subject {
             sub: sub.clone(),
             at: now,
             until: FOR_GOOD,
-        });
+        }),
+        Target::Claim { name, value } => out.push(Revoked::Claim {
+            claim: name.clone(),
+            value: value.clone(),
+            at: now,
+            until: FOR_GOOD,
+        }),
+        _ => {}
     }
     out
 }

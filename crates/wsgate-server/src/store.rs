@@ -313,9 +313,20 @@ impl Store {
 
     /// Records a revocation (keeping the later expiry if one exists).
     pub fn add_revocation(&self, r: &Revoked) -> Result<(), StoreError> {
+        let pair;
         let (kind, value, at, until) = match r {
             Revoked::Jti { jti, until } => ("jti", jti, 0, *until),
             Revoked::Subject { sub, at, until } => ("sub", sub, *at, *until),
+            Revoked::Claim {
+                claim,
+                value,
+                at,
+                until,
+            } => {
+                // One text column: the pair as a JSON array, unambiguous whatever it holds.
+                pair = serde_json::json!([claim, value]).to_string();
+                ("claim", &pair, *at, *until)
+            }
         };
         let conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
         conn.execute(
@@ -344,6 +355,19 @@ impl Store {
                 let until = r.get::<_, i64>(3)?.max(0) as u64;
                 Ok(match kind.as_str() {
                     "jti" => Revoked::Jti { jti: value, until },
+                    "claim" => match serde_json::from_str::<(String, String)>(&value) {
+                        Ok((claim, value)) => Revoked::Claim {
+                            claim,
+                            value,
+                            at,
+                            until,
+                        },
+                        // Unreadable: refuse nothing rather than guess (a store is ours).
+                        Err(_) => Revoked::Jti {
+                            jti: String::new(),
+                            until: 0,
+                        },
+                    },
                     _ => Revoked::Subject {
                         sub: value,
                         at,

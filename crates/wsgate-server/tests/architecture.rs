@@ -118,6 +118,7 @@ const LIBRARY_LAYERS: &[&[&str]] = &[
     &["identity"],
     &["verify"],
     &["registry", "revocation", "tickets"],
+    &["revalidate"],
     &["authenticator"],
     &["relay"],
     &["session"],

@@ -66,6 +66,26 @@ fn check_config_names_file_key_and_problem() {
             "cluster.redis_url",
         ),
         ("[cluster]\nkey_prefix = \"a*\"\n", "cluster.key_prefix"),
+        (
+            "[auth]\nproxy_revalidate_secs = 60\n",
+            "auth.proxy_revalidate_secs",
+        ),
+        (
+            "[auth]\nproxy_url = \"http://127.0.0.1:9/a\"\nproxy_revalidate_secs = 1.5\n",
+            "proxy_revalidate_secs",
+        ),
+        (
+            "[auth]\nproxy_url = \"http://127.0.0.1:9/a\"\nproxy_revalidate_secs = 86401\n",
+            "auth.proxy_revalidate_secs",
+        ),
+        (
+            "[auth]\nrevalidate_on_error = \"maybe\"\n",
+            "revalidate_on_error",
+        ),
+        (
+            "[[auth.providers]]\nname = \"p\"\nissuer = \"https://i\"\nsecret = \"0123456789abcdef0123456789abcdef\"\nrevalidate_secs = 60\n",
+            "revalidate_secs",
+        ),
     ];
     for (text, needle) in cases {
         let path = dir.path().join("bad.toml");

@@ -1,7 +1,9 @@
 //! wsgate against a real OpenID provider (npm `oidc-provider`, `tests/idp/op.mjs`, installed
 //! by scripts/test): discovery of its key set, its opaque client-credentials access tokens
 //! checked by RFC 7662 introspection (one IdP call per token per cache period, never one per
-//! handshake), its RFC 7009 revocation, and an IdP that stops answering.
+//! handshake), its RFC 7009 revocation, and an IdP that stops answering; and continuous
+//! authorization: a token revoked at the IdP while its sockets are open closes them within
+//! about one `revalidate_secs`.
 
 mod common;
 
@@ -78,6 +80,11 @@ impl Idp {
 }
 
 fn config(issuer: &str) -> String {
+    config_with(issuer, "")
+}
+
+/// `extra`: more keys for the introspecting provider.
+fn config_with(issuer: &str, extra: &str) -> String {
     format!(
         r#"
 [auth]
@@ -95,6 +102,7 @@ client_id = "wsgate"
 client_secret_env = "WSGATE_TEST_INTROSPECTION"
 introspection_cache_secs = 60
 claims = {{ subject = "client_id", channels = "scope" }}
+{extra}
 
 [[endpoints]]
 path = "/ws"
@@ -189,4 +197,56 @@ async fn an_idp_that_does_not_answer_is_503_never_401() {
     assert_eq!(r.status, 503);
     assert_eq!(r.body["error"], "auth_unavailable");
     assert_eq!(introspections(&s.metrics().await, "unavailable"), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_revoked_at_the_idp_closes_its_open_sockets_within_a_period() {
+    let idp = Idp::start().await;
+    let s = Server::start_with(
+        &config_with(&idp.issuer, "revalidate_secs = 1"),
+        &[("WSGATE_TEST_INTROSPECTION", INTROSPECTION_SECRET)],
+    )
+    .await;
+    let (doomed, kept) = (idp.access_token().await, idp.access_token().await);
+    let mut closing = Vec::new();
+    for _ in 0..3 {
+        let mut ws = bearer(&s.url("/ws"), &doomed).await;
+        assert_eq!(next_json(&mut ws).await["sub"], "chat-app");
+        closing.push(ws);
+    }
+    let mut stays = bearer(&s.url("/ws"), &kept).await;
+    next_json(&mut stays).await;
+    // Live re-checks happen while the token is good (and change nothing).
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    idp.revoke(&doomed).await;
+    let revoked_at = std::time::Instant::now();
+    for ws in &mut closing {
+        assert_eq!(expect_close(ws).await, (4003, "revoked".into()));
+    }
+    let took = revoked_at.elapsed();
+    assert!(
+        took < std::time::Duration::from_millis(2500),
+        "closed {took:?} after the IdP revoked the token (period 1 s ±10%)"
+    );
+    send_text(
+        &mut stays,
+        r#"{"type":"subscribe","channel":"chat","id":1}"#,
+    )
+    .await;
+    assert_eq!(next_json(&mut stays).await["type"], "subscribed");
+    let m = s.metrics().await;
+    let invalid = m
+        .lines()
+        .find(|l| l.starts_with("wsgate_revalidations_total") && l.contains("invalid"))
+        .and_then(|l| l.rsplit(' ').next()?.parse::<u64>().ok());
+    assert_eq!(
+        invalid,
+        Some(1),
+        "one IdP call for the three sockets sharing the token:\n{m}"
+    );
+    assert!(
+        m.contains("wsgate_revocation_to_close_seconds_count{cause=\"revalidate\"} 3"),
+        "{m}"
+    );
+    assert!(!s.logs().contains(doomed.as_str()), "a token was logged");
 }

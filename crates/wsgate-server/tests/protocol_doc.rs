@@ -62,6 +62,7 @@ fn reasons() -> Vec<CloseReason> {
             | CloseReason::Refused(_)
             | CloseReason::SlowConsumer
             | CloseReason::TooBig
+            | CloseReason::TryAgainLater
             | CloseReason::Gateway(_)
             | CloseReason::UpstreamGone
             | CloseReason::TokenExpired

@@ -18,11 +18,12 @@ use tokio_util::sync::CancellationToken;
 
 use crate::attempts::{Attempts, Refusal};
 use crate::forwarded::TrustedProxies;
-use crate::identity::{Identity, Verified};
+use crate::identity::{Identity, Kept, Verified};
 use crate::limits::FailureLimiter;
 use crate::protocol::{ClientFrame, close_socket};
 use crate::registry::Registry;
 use crate::reject::{AuthError, RejectMode};
+use crate::revalidate::{Revalidator, Watch};
 use crate::revocation::Revocations;
 use crate::source::{Credential, SUBPROTOCOL, SourceKind, Sources};
 use crate::verify::{Requirements, VerifierChain, VerifyContext};
@@ -138,6 +139,8 @@ pub struct Authenticator {
     /// Refusals of handshakes that named an attempt (see [`Authenticator::attempts`]).
     attempts: Option<Arc<Attempts>>,
     registry: Option<Arc<Registry>>,
+    /// Re-checks live sessions' credentials with their issuer (see [`Authenticator::revalidator`]).
+    revalidator: Option<Arc<Revalidator>>,
     revocations: Option<Arc<Revocations>>,
     trusted_proxies: Arc<TrustedProxies>,
     /// Ends every session of this authenticator (`CloseReason::Shutdown`) when cancelled.
@@ -165,6 +168,7 @@ impl Authenticator {
             require: None,
             attempts: None,
             registry: None,
+            revalidator: None,
             revocations: None,
             trusted_proxies: Arc::default(),
             shutdown: CancellationToken::new(),
@@ -284,6 +288,30 @@ impl Authenticator {
         self.registry = Some(r);
         self
     }
+    /// Re-checks, every period, the live sessions whose verifier asked for it
+    /// ([`Verified::recheck_every`]); give it the same registry as [`Authenticator::registry`].
+    /// Without one, credentials are checked at the handshake and on `refresh` only.
+    pub fn revalidator(mut self, r: Arc<Revalidator>) -> Self {
+        self.revalidator = Some(r);
+        self
+    }
+
+    /// Keeps a credential in the session's memory when it is to be re-checked.
+    pub(crate) fn keep(
+        &self,
+        cred: &Credential,
+        origin: Option<&str>,
+        verified: &Verified,
+    ) -> Option<Arc<Kept>> {
+        (self.revalidator.is_some() && verified.recheck_every.is_some())
+            .then(|| Kept::new(cred.clone(), origin.map(str::to_owned)))
+    }
+
+    /// Watches a session's kept credential, if there is one to re-check.
+    pub(crate) fn watch(&self, identity: &Identity) -> Option<Watch> {
+        self.revalidator.as_ref()?.watch(identity)
+    }
+
     /// Revoked tokens and subjects, refused at handshake and refresh.
     pub fn revocations(mut self, r: Arc<Revocations>) -> Self {
         self.revocations = Some(r);
@@ -422,12 +450,14 @@ impl Authenticator {
             None => None,
         };
         let remote = ctx.remote_addr.map(|a| a.ip());
+        let kept = self.keep(cred, ctx.origin.as_deref(), &verified);
         Ok(Identity::with_slot(
             verified,
             cred.source(),
             by,
             slot,
             remote,
+            kept,
         ))
     }
 
@@ -519,6 +549,7 @@ impl Authenticator {
                 .get::<ConnectInfo<SocketAddr>>()
                 .map(|c| self.trusted_proxies.client(c.0, &parts.headers)),
             origin: origin(parts),
+            recheck: None,
         }
     }
 }

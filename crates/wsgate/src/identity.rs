@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::slots::Slot;
-use crate::source::SourceKind;
+use crate::source::{Credential, SourceKind};
 
 /// What a verifier learned from a credential: plain data, no behaviour. Serializable so a
 /// ticket can carry it through a shared store (the cluster's Redis).
@@ -38,6 +38,11 @@ pub struct Verified {
     pub credential_id: Option<String>,
     /// The identity provider that vouched for it (its configured name), when one did.
     pub provider: Option<Arc<str>>,
+    /// How often a live session of this credential is checked again with whoever vouched
+    /// for it (an introspecting provider's `revalidate_secs`, `proxy_revalidate_secs`);
+    /// `None`: never. Set by the verifier; not part of what a ticket carries.
+    #[serde(skip)]
+    pub recheck_every: Option<std::time::Duration>,
 }
 
 /// A credential's claims, kept as the raw JSON the verifier received and parsed into a
@@ -150,12 +155,44 @@ struct IdentityInner {
     /// The client's address (behind trusted proxies, the one they name), when known: a
     /// refused `refresh` counts against it like a refused handshake.
     remote: Option<IpAddr>,
+    /// The credential itself, kept only when it must be checked again
+    /// ([`Verified::recheck_every`]).
+    kept: Option<Arc<Kept>>,
+}
+
+/// A credential kept in a live session's memory so it can be checked again with whoever
+/// vouched for it: never logged, never stored or shared, zeroed when the last session holding
+/// it ends ([`Credential`]'s drop). A `refresh` replaces it.
+pub struct Kept {
+    pub(crate) credential: Credential,
+    /// SHA-256 of the token: sessions sharing a token share one check.
+    pub(crate) digest: [u8; 32],
+    /// The handshake's `Origin`, sent again with a backend re-check.
+    pub(crate) origin: Option<String>,
+}
+
+impl Kept {
+    /// Keeps `credential` (with the handshake's `origin`).
+    pub(crate) fn new(credential: Credential, origin: Option<String>) -> Arc<Self> {
+        let digest = crate::source::digest(credential.token());
+        Arc::new(Self {
+            credential,
+            digest,
+            origin,
+        })
+    }
+}
+
+impl std::fmt::Debug for Kept {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Kept(<redacted>)")
+    }
 }
 
 impl Identity {
     /// Wraps a verification result with a fresh random session id.
     pub fn new(verified: Verified, source: SourceKind, verifier: &'static str) -> Self {
-        Self::with_slot(verified, source, verifier, None, None)
+        Self::with_slot(verified, source, verifier, None, None, None)
     }
 
     pub(crate) fn with_slot(
@@ -164,6 +201,7 @@ impl Identity {
         verifier: &'static str,
         slot: Option<Slot>,
         remote: Option<IpAddr>,
+        kept: Option<Arc<Kept>>,
     ) -> Self {
         Self {
             inner: Arc::new(IdentityInner {
@@ -173,6 +211,7 @@ impl Identity {
                 verifier,
                 slot: slot.map(Arc::new),
                 remote,
+                kept,
             }),
         }
     }
@@ -244,8 +283,23 @@ impl Identity {
         self.inner.remote
     }
 
+    /// The credential kept for re-checking this session, if it is re-checked.
+    pub(crate) fn kept(&self) -> Option<&Arc<Kept>> {
+        self.inner.kept.as_ref()
+    }
+
     /// The same connection with a refreshed credential (same session id, source and slot).
     pub fn refreshed(&self, verified: Verified, verifier: &'static str) -> Self {
+        self.replaced(verified, verifier, None)
+    }
+
+    /// The same connection after a new credential (`kept`: the new one, if it is re-checked).
+    pub(crate) fn replaced(
+        &self,
+        verified: Verified,
+        verifier: &'static str,
+        kept: Option<Arc<Kept>>,
+    ) -> Self {
         Self {
             inner: Arc::new(IdentityInner {
                 verified,
@@ -254,8 +308,14 @@ impl Identity {
                 verifier,
                 slot: self.inner.slot.clone(),
                 remote: self.inner.remote,
+                kept,
             }),
         }
+    }
+
+    /// The same connection and credential after its issuer vouched for it again.
+    pub(crate) fn revalidated(&self, verified: Verified) -> Self {
+        self.replaced(verified, self.inner.verifier, self.inner.kept.clone())
     }
 
     /// The first frame a client receives: `{"type":"welcome","sub","session","expires_at"}`.

@@ -32,6 +32,7 @@ pub mod registry;
 pub mod reject;
 #[cfg(feature = "relay")]
 pub mod relay;
+pub mod revalidate;
 pub mod revocation;
 pub mod session;
 pub mod slots;
@@ -45,8 +46,9 @@ pub use forwarded::{IpNet, TrustedProxies};
 pub use identity::{Claims, Identity, Verified};
 pub use limits::FailureLimiter;
 pub use protocol::{ClientFrame, CloseReason, ErrorBody, ErrorCode, ServerFrame};
-pub use registry::{Registry, Target};
+pub use registry::{Cause, CloseOrder, Grace, Learned, Order, Registry, Target};
 pub use reject::{AuthError, GatewayError, RejectMode};
+pub use revalidate::{OnError, Revalidator};
 pub use revocation::{Revocations, Revoked};
 pub use session::{Incoming, Session};
 pub use slots::{SharedCounts, Slot, Slots};

@@ -38,6 +38,13 @@ pub const REFRESH_REFUSED: &str = "wsgate_refresh_refused_total";
 /// (`auth`, `refresh`): the upstream never sees a credential.
 pub const CREDENTIAL_FRAMES_DROPPED: &str = "wsgate_proxy_credential_frames_dropped_total";
 
+/// Counter: re-checks of live sessions' credentials with their issuer, by `outcome`
+/// (`valid`, `invalid`, `unavailable`): one per distinct credential per period.
+pub const REVALIDATIONS: &str = "wsgate_revalidations_total";
+/// Histogram: from the moment a node learns of a revocation to the close frame on each
+/// socket it closes, by `cause` (`admin`, `ssf`, `revalidate`, `key`).
+pub const REVOCATION_TO_CLOSE: &str = "wsgate_revocation_to_close_seconds";
+
 /// Describes every family and creates its main series at zero, so `/metrics` shows what it
 /// will count from the first scrape, not an empty page until the first connection.
 pub fn register() {
@@ -58,6 +65,14 @@ pub fn register() {
     metrics::describe_counter!(CLOSES, "Sockets closed, by close code");
     metrics::describe_counter!(MESSAGES, "Data frames, by direction");
     metrics::describe_counter!(REFRESH_REFUSED, "Refused refresh frames, by reason");
+    metrics::describe_counter!(
+        REVALIDATIONS,
+        "Re-checks of live sessions' credentials with their issuer, by outcome"
+    );
+    metrics::describe_histogram!(
+        REVOCATION_TO_CLOSE,
+        "From a node learning of a revocation to each close frame it causes, by cause"
+    );
     metrics::gauge!(CONNECTIONS_OPEN).set(0.0);
     metrics::counter!(HANDSHAKES, "outcome" => "accepted", "source" => "bearer").absolute(0);
     metrics::counter!(MESSAGES, "direction" => "in").absolute(0);
@@ -100,6 +115,14 @@ pub(crate) fn refresh_refused(e: &AuthError) {
 
 pub(crate) fn verified(verifier: &'static str, took: Duration) {
     metrics::histogram!(VERIFY_SECONDS, "verifier" => verifier).record(took.as_secs_f64());
+}
+
+pub(crate) fn revalidated(outcome: &'static str) {
+    metrics::counter!(REVALIDATIONS, "outcome" => outcome).increment(1);
+}
+
+pub(crate) fn revocation_closed(cause: &'static str, took: Duration) {
+    metrics::histogram!(REVOCATION_TO_CLOSE, "cause" => cause).record(took.as_secs_f64());
 }
 
 pub(crate) fn opened() {

@@ -118,6 +118,23 @@ impl Credential {
     }
 }
 
+/// SHA-256 of a token: how a credential is named where the token itself must not be kept
+/// (the introspection cache, the table of re-checked sessions).
+pub(crate) fn digest(token: &str) -> [u8; 32] {
+    let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, token.as_bytes());
+    let mut key = [0u8; 32];
+    key.copy_from_slice(d.as_ref());
+    key
+}
+
+impl Drop for Credential {
+    /// A credential's bytes do not outlive it: one kept for revalidation lives as long as its
+    /// session, and its memory is zeroed when the session ends.
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.token);
+    }
+}
+
 impl fmt::Debug for Credential {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Credential")

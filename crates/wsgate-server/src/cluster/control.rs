@@ -9,10 +9,10 @@
 //! forgets nothing.
 
 use serde::{Deserialize, Serialize};
-use wsgate::{CloseReason, Revoked, Target};
+use wsgate::{Cause, Revoked, Target};
 
 use super::{Cluster, ClusterError, Parts};
-use crate::revoke::{disconnect_order, keep_revocations, revocations_of};
+use crate::revoke::{carry_out, keep_revocations, revocations_of};
 
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "lowercase")]
@@ -24,6 +24,12 @@ enum Message {
         sub: Option<String>,
         #[serde(default)]
         session: Option<String>,
+        /// `[name, value]`: sessions carrying that claim.
+        #[serde(default)]
+        claim: Option<(String, String)>,
+        /// `[until, ordered]` (unix seconds): a soft revocation.
+        #[serde(default)]
+        grace: Option<(u64, u64)>,
         revoke: bool,
         #[serde(default)]
         revoked: Vec<Revoked>,
@@ -37,16 +43,20 @@ pub async fn announce_disconnect(
     cluster: &Cluster,
     target: &Target,
     revoke: bool,
+    grace: Option<(u64, u64)>,
     revoked: &[Revoked],
 ) -> Result<(), ClusterError> {
     if !cluster.is_up() {
         return Err(ClusterError::Unavailable);
     }
-    let (sub, session) = match target {
-        Target::Sub(s) => (Some(s.clone()), None),
-        Target::Session(s) => (None, Some(s.clone())),
-        Target::Credential(_) => return Ok(()), // API keys: each node sweeps its own store
-    };
+    let (mut sub, mut session, mut claim) = (None, None, None);
+    match target {
+        Target::Sub(s) => sub = Some(s.clone()),
+        Target::Session(s) => session = Some(s.clone()),
+        Target::Claim { name, value } => claim = Some((name.clone(), value.clone())),
+        // API keys: each node sweeps its own store; kept credentials are each node's own.
+        Target::Credential(_) | Target::Token(_) => return Ok(()),
+    }
     // The order goes out even if storing failed: the sockets on other nodes must close now,
     // and every node keeps what it is told in its own copy and store.
     let stored = cluster.store_revocations(revoked).await;
@@ -56,6 +66,8 @@ pub async fn announce_disconnect(
             node: cluster.node().to_owned(),
             sub,
             session,
+            claim,
+            grace,
             revoke,
             revoked: revoked.to_vec(),
         },
@@ -102,18 +114,20 @@ pub async fn handle(cluster: &Cluster, parts: &Parts, payload: &str) {
         Message::Disconnect {
             sub,
             session,
+            claim,
+            grace,
             revoke,
             revoked,
             ..
         } => {
-            let target = match (sub, session) {
-                (Some(s), None) => Target::Sub(s),
-                (None, Some(s)) => Target::Session(s),
+            let target = match (sub, session, claim) {
+                (Some(s), None, None) => Target::Sub(s),
+                (None, Some(s), None) => Target::Session(s),
+                (None, None, Some((name, value))) => Target::Claim { name, value },
                 _ => return,
             };
             keep(parts, &revoked).await;
-            let order: CloseReason = disconnect_order(revoke);
-            let closed = parts.registry.close(&target, order);
+            let closed = carry_out(&parts.registry, &target, revoke, grace, Cause::Admin);
             tracing::info!(target: "wsgate::cluster", target = ?target, closed = closed.len(), "disconnect from another node");
             if revoke && !closed.is_empty() {
                 let mine = revocations_of(&closed, parts.leeway_secs);

@@ -393,6 +393,10 @@ impl Cluster {
             let key = match r {
                 Revoked::Jti { jti, .. } => self.key(&["revoked:jti:", jti]),
                 Revoked::Subject { sub, .. } => self.key(&["revoked:sub:", sub]),
+                Revoked::Claim { claim, value, .. } => {
+                    let pair = serde_json::json!([claim, value]).to_string();
+                    self.key(&["revoked:claim:", &pair])
+                }
             };
             let value = serde_json::to_string(r).map_err(|_| ClusterError::Unavailable)?;
             pipe.cmd("SET")

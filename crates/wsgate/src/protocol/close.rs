@@ -34,6 +34,9 @@ pub enum CloseReason {
     SlowConsumer,
     /// `1009`: a message over `max_message_bytes`.
     TooBig,
+    /// `1013`: the identity provider could not re-check the credential, and the endpoint
+    /// closes rather than keeps such sessions (`revalidate_on_error = "close"`).
+    TryAgainLater,
     /// `1014` with the error code as reason: the upstream could not be reached after the
     /// upgrade (`bad_gateway`, `gateway_timeout`).
     Gateway(&'static str),
@@ -63,6 +66,7 @@ impl CloseReason {
         CloseReason::Refused("invalid_token"),
         CloseReason::SlowConsumer,
         CloseReason::TooBig,
+        CloseReason::TryAgainLater,
         CloseReason::Gateway("bad_gateway"),
         CloseReason::UpstreamGone,
         CloseReason::TokenExpired,
@@ -80,6 +84,7 @@ impl CloseReason {
             Self::InvalidUtf8 => 1007,
             Self::Refused(_) | Self::SlowConsumer => 1008,
             Self::TooBig => 1009,
+            Self::TryAgainLater => 1013,
             Self::Gateway(_) | Self::UpstreamGone => 1014,
             Self::TokenExpired => 4001,
             Self::Revoked | Self::Disconnected | Self::KeyRevoked => 4003,
@@ -98,6 +103,7 @@ impl CloseReason {
             Self::Refused(code) | Self::Gateway(code) => code,
             Self::SlowConsumer => "slow consumer",
             Self::TooBig => "message too big",
+            Self::TryAgainLater => "try again later",
             Self::UpstreamGone => "upstream gone",
             Self::TokenExpired => "token expired",
             Self::Revoked => "revoked",
@@ -134,6 +140,7 @@ pub(crate) fn close_label(code: Option<u16>) -> &'static str {
         Some(1008) => "1008",
         Some(1009) => "1009",
         Some(1011) => "1011",
+        Some(1013) => "1013",
         Some(1014) => "1014",
         Some(4001) => "4001",
         Some(4003) => "4003",
@@ -150,8 +157,19 @@ pub async fn close_socket(mut socket: WebSocket, reason: CloseReason) {
 /// Sends a close frame (`None`: one without a code) and finishes the close handshake, all
 /// within [`CLOSE_WAIT`]: a peer that reads nothing cannot hold the close open.
 pub(crate) async fn close_with(socket: &mut WebSocket, frame: Option<CloseFrame>) {
+    close_then(socket, frame, || {}).await;
+}
+
+/// [`close_with`], calling `sent` once the close frame is on the wire (what a revocation's
+/// latency is measured to).
+pub(crate) async fn close_then(
+    socket: &mut WebSocket,
+    frame: Option<CloseFrame>,
+    sent: impl FnOnce(),
+) {
     let _ = tokio::time::timeout(CLOSE_WAIT, async {
         if socket.send(Message::Close(frame)).await.is_ok() {
+            sent();
             while let Some(Ok(_)) = socket.recv().await {}
         }
     })

@@ -12,8 +12,10 @@ mod error;
 mod frames;
 
 #[cfg(feature = "relay")]
+pub(crate) use close::close_with;
+#[cfg(feature = "relay")]
 pub(crate) use close::{CLOSE_WAIT, code_of, drain};
 pub use close::{CloseReason, close_socket};
-pub(crate) use close::{close_label, close_with};
+pub(crate) use close::{close_label, close_then};
 pub use error::{ErrorBody, ErrorCode};
 pub use frames::{ClientFrame, FrameError, ServerFrame, SessionFrame, is_refresh};

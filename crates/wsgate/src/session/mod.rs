@@ -6,7 +6,12 @@
 //! - expiry (`TokenExpired`) at the credential's `exp` plus leeway, unless a `refresh`
 //!   frame for the same subject moved it (`refreshed`);
 //! - revocation and admin disconnects (`Revoked`, `Disconnected`) on an order from the
-//!   [`Registry`](crate::Registry);
+//!   [`Registry`](crate::Registry), at once or after a grace period (a soft revocation: an
+//!   `expiring` frame, then the close unless a credential issued after the order arrives by
+//!   `refresh`);
+//! - continuous authorization: a credential whose issuer must keep vouching for it is
+//!   watched by the [`Revalidator`](crate::Revalidator), whose answers arrive as orders
+//!   (a new deadline and permissions, or the close);
 //! - limits: `TooBig` for an oversized message, `RateLimited` past the message rate,
 //!   `IdleTimeout` for a peer silent (pongs included) for the idle timeout, after pings
 //!   every half of it;
@@ -33,8 +38,9 @@ use tokio_util::sync::WaitForCancellationFutureOwned;
 use crate::authenticator::{Authenticator, SessionOptions};
 use crate::identity::Identity;
 use crate::outbox::{Outbox, Outgoing};
-use crate::protocol::{CloseReason, ServerFrame, close_with, is_refresh};
-use crate::registry::Registration;
+use crate::protocol::{CloseReason, ServerFrame, close_then, is_refresh};
+use crate::registry::{Cause, CloseOrder, Grace, Order, Registration};
+use crate::revalidate::Watch;
 use crate::verify::now_unix;
 
 const SECOND: Duration = Duration::from_secs(1);
@@ -73,6 +79,11 @@ pub struct Session {
     refreshed: bool,
     /// When the session must end whatever its credential says (`max_session`), unix seconds.
     session_cap: Option<u64>,
+    /// A soft revocation under way: closed at its deadline unless a newer credential comes.
+    grace: Option<Box<Grace>>,
+    /// The issuer re-checks this session's credential while this is held (boxed: most
+    /// sessions have none, and this state sits in every idle task).
+    watch: Option<Box<Watch>>,
 }
 
 /// What [`Session::recv_event`] hands the endpoint.
@@ -102,7 +113,7 @@ struct Rate {
 enum Event {
     Shutdown,
     Tick,
-    Ordered(CloseReason),
+    Ordered(Order),
     Outbound(Outgoing),
     Frame(Option<Result<Message, axum::Error>>),
 }
@@ -148,7 +159,10 @@ impl Session {
             session_cap: options
                 .max_session
                 .map(|max| now_unix().saturating_add(max.as_secs())),
+            grace: None,
+            watch: None,
         };
+        session.watch = session.auth.watch(&session.identity).map(Box::new);
         crate::metrics::opened();
         session.set_expiry();
         session.arm();
@@ -210,7 +224,14 @@ impl Session {
             };
             let msg = match event {
                 Event::Shutdown => return self.end(CloseReason::Shutdown).await,
-                Event::Ordered(reason) => return self.end(reason).await,
+                Event::Ordered(order) => match Box::pin(self.take_order(order)).await {
+                    Ok(false) => continue,
+                    Ok(true) => {
+                        self.hold_outbound();
+                        return Some(Incoming::Refreshed);
+                    }
+                    Err(close) => return self.end(close).await,
+                },
                 Event::Outbound(Outgoing::Frame(text)) => {
                     self.send(Message::Text(text)).await;
                     continue;
@@ -334,21 +355,76 @@ impl Session {
         self.close_in_place(reason).await;
     }
 
-    async fn end<T>(&mut self, reason: CloseReason) -> Option<T> {
+    async fn end<T>(&mut self, order: impl Into<CloseOrder>) -> Option<T> {
         if self.closed_with.is_none() {
-            self.close_in_place(reason).await;
+            self.close_in_place(order).await;
         }
         None
     }
 
-    async fn close_in_place(&mut self, reason: CloseReason) {
+    /// Sends the close frame and finishes the handshake; a revocation's close is measured
+    /// from when this node learned of it to its close frame on the wire.
+    async fn close_in_place(&mut self, order: impl Into<CloseOrder>) {
+        let CloseOrder { reason, learned } = order.into();
         self.closed_with = Some(reason.code());
         if let Some(outbound) = &self.outbound {
             // Nothing may follow the close frame, deliveries included.
             outbound.close();
         }
+        let sent = move || {
+            if let Some(learned) = learned {
+                crate::metrics::revocation_closed(learned.cause.as_str(), learned.at.elapsed());
+            }
+        };
         // Boxed: a cold path whose state would otherwise sit in every idle connection's task.
-        Box::pin(close_with(&mut self.socket, Some(reason.frame()))).await;
+        Box::pin(close_then(&mut self.socket, Some(reason.frame()), sent)).await;
+    }
+
+    /// Acts on an order from outside: `Ok(true)` when the identity changed (the endpoint
+    /// re-checks permissions), `Err` when the session must close.
+    async fn take_order(&mut self, order: Order) -> Result<bool, CloseOrder> {
+        match order {
+            Order::Close(close) => Err(close),
+            Order::Grace(grace) => {
+                self.give_grace(grace).await;
+                Ok(false)
+            }
+            Order::Revalidated(verified) => self.revalidated(*verified).map(|()| true),
+        }
+    }
+
+    /// A soft revocation: `expiring` now (where the client is told of deadlines at all), the
+    /// close at the grace's end unless a `refresh` brings a credential issued after the order.
+    async fn give_grace(&mut self, grace: Grace) {
+        if self.grace.as_ref().is_some_and(|g| g.until <= grace.until) {
+            return; // an earlier deadline stands
+        }
+        self.grace = Some(Box::new(grace));
+        self.set_expiry();
+        if self.expiry_warning.is_some() && self.deadline_unix() == Some(grace.until) {
+            self.warn_at = None; // told now, not again for the same deadline
+            let frame = ServerFrame::Expiring {
+                expires_at: grace.until,
+            }
+            .to_text();
+            self.write(Write::Frame(Message::text(frame))).await;
+        }
+        self.arm();
+    }
+
+    /// The issuer vouched for the credential again: take what it says now, as on `refresh`.
+    fn revalidated(&mut self, verified: crate::identity::Verified) -> Result<(), CloseOrder> {
+        if verified.sub != self.identity.sub() || self.auth.admits(&verified).is_err() {
+            return Err(CloseOrder::revoked(CloseReason::Revoked, Cause::Revalidate));
+        }
+        self.identity = self.identity.revalidated(verified);
+        if let Some(r) = &self.registration {
+            r.update(&self.identity);
+        }
+        self.set_expiry();
+        self.arm();
+        tracing::debug!(target: "wsgate::conn", sub = self.identity.sub(), session = self.identity.session(), "credential re-checked; deadline or permissions changed");
+        Ok(())
     }
 
     fn over_rate(&mut self, now: Instant) -> bool {
@@ -372,8 +448,9 @@ impl Session {
         };
         let leeway = self.auth.leeway_duration().as_secs();
         let by_credential = self.identity.expires_at().map(|e| e.saturating_add(leeway));
-        // The absolute cap has no leeway: the session ends that long after it opened.
-        self.expires = match (by_credential, self.session_cap) {
+        // The absolute cap and a grace's end have no leeway.
+        let hard = self.hard_deadline();
+        self.expires = match (by_credential, hard) {
             (Some(e), Some(cap)) => Some(at(e.min(cap))),
             (e, cap) => e.or(cap).map(at),
         };
@@ -384,11 +461,21 @@ impl Session {
         };
     }
 
-    /// What `expiring` announces: the credential's `exp`, or the session's cap if sooner.
+    /// What `expiring` announces: the credential's `exp`, or the session's cap or a grace's
+    /// end if sooner.
     fn deadline_unix(&self) -> Option<u64> {
-        match (self.identity.expires_at(), self.session_cap) {
+        match (self.identity.expires_at(), self.hard_deadline()) {
             (Some(e), Some(cap)) => Some(e.min(cap)),
             (e, cap) => e.or(cap),
+        }
+    }
+
+    /// The earlier of the session's cap and a grace's end (unix seconds).
+    fn hard_deadline(&self) -> Option<u64> {
+        let grace = self.grace.as_ref().map(|g| g.until);
+        match (self.session_cap, grace) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
         }
     }
 
@@ -411,25 +498,34 @@ impl Session {
         }
     }
 
-    /// The timer fired: expire, give up on a silent peer, or ping it. `Some` = close.
-    async fn tick(&mut self) -> Option<CloseReason> {
+    /// The timer fired: expire, end a grace, give up on a silent peer, or ping it. `Some` =
+    /// close.
+    async fn tick(&mut self) -> Option<CloseOrder> {
         let now = Instant::now();
+        if let Some(grace) = &self.grace
+            && grace.until <= now_unix()
+        {
+            return Some(CloseOrder {
+                reason: CloseReason::Revoked,
+                learned: Some(grace.learned),
+            });
+        }
         if self.expires.is_some_and(|e| e <= now) {
-            return Some(CloseReason::TokenExpired);
+            return Some(CloseReason::TokenExpired.into());
         }
         if self.warn_at.is_some_and(|w| w <= now) {
             self.warn_at = None;
             if let Some(expires_at) = self.deadline_unix() {
                 let frame = ServerFrame::Expiring { expires_at }.to_text();
                 if !self.write(Write::Frame(Message::text(frame))).await {
-                    return Some(CloseReason::ClientGone);
+                    return Some(CloseReason::ClientGone.into());
                 }
             }
         }
         if let Some(idle) = self.idle {
             let quiet = now.duration_since(self.last_seen);
             if quiet >= idle {
-                return Some(CloseReason::IdleTimeout);
+                return Some(CloseReason::IdleTimeout.into());
             }
             let pinged = self.last_ping.is_some_and(|p| p > self.last_seen);
             // The timer set at the last ping fires at that ping + `idle` (the deadline for an
@@ -441,7 +537,7 @@ impl Session {
                     .write(Write::Frame(Message::Ping(Default::default())))
                     .await
                 {
-                    return Some(CloseReason::IdleTimeout);
+                    return Some(CloseReason::IdleTimeout.into());
                 }
                 self.last_ping = Some(now);
             }
@@ -496,12 +592,12 @@ pub(crate) struct Stops<'a> {
 }
 
 impl Stops<'_> {
-    /// `Ok(sent)` when the write finished (`false`: the connection failed), `Err(reason)`
+    /// `Ok(sent)` when the write finished (`false`: the connection failed), `Err(order)`
     /// when the session must end first.
     pub(crate) async fn bound<E>(
         self,
         write: impl Future<Output = Result<(), E>>,
-    ) -> Result<bool, CloseReason> {
+    ) -> Result<bool, CloseOrder> {
         // Nearly always the write completes at once: then nothing else is built or polled,
         // and no timer is registered.
         let mut write = std::pin::pin!(write);
@@ -516,7 +612,7 @@ impl Stops<'_> {
     async fn wait<E>(
         self,
         write: Pin<&mut impl Future<Output = Result<(), E>>>,
-    ) -> Result<bool, CloseReason> {
+    ) -> Result<bool, CloseOrder> {
         let expiry = async {
             match self.expires {
                 Some(at) => tokio::time::sleep_until(at).await,
@@ -530,21 +626,29 @@ impl Stops<'_> {
                 None => std::future::pending().await,
             }
         };
-        tokio::select! {
+        let reason = tokio::select! {
             biased;
-            sent = write => Ok(sent.is_ok()),
-            _ = self.shutdown.as_mut() => Err(CloseReason::Shutdown),
-            reason = ordered(self.registration) => Err(reason),
-            _ = expiry => Err(CloseReason::TokenExpired),
-            _ = overflowed => Err(CloseReason::SlowConsumer),
-            _ = stall => Err(CloseReason::IdleTimeout),
-        }
+            sent = write => return Ok(sent.is_ok()),
+            _ = self.shutdown.as_mut() => CloseReason::Shutdown,
+            order = closing(self.registration) => return Err(order),
+            _ = expiry => CloseReason::TokenExpired,
+            _ = overflowed => CloseReason::SlowConsumer,
+            _ = stall => CloseReason::IdleTimeout,
+        };
+        Err(reason.into())
     }
 }
 
-async fn ordered(registration: &mut Option<Registration>) -> CloseReason {
+async fn ordered(registration: &mut Option<Registration>) -> Order {
     match registration {
         Some(r) => r.ordered().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn closing(registration: &mut Option<Registration>) -> CloseOrder {
+    match registration {
+        Some(r) => r.closing().await,
         None => std::future::pending().await,
     }
 }

@@ -23,6 +23,7 @@ impl Session {
     /// Takes one `refresh` frame. `Some(reason)`: the socket must close (too many refused
     /// refreshes from its address).
     pub(super) async fn refresh(&mut self, text: &str) -> Option<CloseReason> {
+        // (A refused refresh never lifts a grace period: the old deadline stands.)
         let (id, frame) = ClientFrame::parse(text);
         let token = match frame {
             Ok(ClientFrame::Refresh { token }) => token,
@@ -55,11 +56,23 @@ impl Session {
             });
         match verified {
             Ok((new, by)) => {
+                // A soft revocation is lifted only by a credential issued after its order.
+                if self
+                    .grace
+                    .as_ref()
+                    .is_some_and(|g| new.issued_at.is_some_and(|iat| iat > g.ordered))
+                {
+                    self.grace = None;
+                }
                 // Keep the session id and slot: they name this connection, not the credential.
-                self.identity = self.identity.refreshed(new, by);
+                // The new credential replaces the kept one (and its re-checks).
+                let origin = self.identity.kept().and_then(|k| k.origin.clone());
+                let kept = self.auth.keep(&cred, origin.as_deref(), &new);
+                self.identity = self.identity.replaced(new, by, kept);
                 if let Some(r) = &self.registration {
                     r.update(&self.identity);
                 }
+                self.watch = self.auth.watch(&self.identity).map(Box::new);
                 self.set_expiry();
                 self.arm();
                 self.refreshed = true;

@@ -7,11 +7,14 @@ use tokio::time::Instant;
 
 use super::{Session, ordered, until, violation};
 use crate::protocol::{CloseReason, SessionFrame, close_with};
+use crate::registry::{CloseOrder, Order};
 
 /// What woke the relay up.
 enum RelayEvent {
-    /// The session ended it (shutdown, a close order): both sides get this reason.
+    /// The session ended it (shutdown): both sides get this reason.
     Stop(CloseReason),
+    /// An order from outside (a close, a grace period, a re-check's answer).
+    Ordered(Order),
     /// The session's timer: expiry, idle check, `expiring`.
     Tick,
     /// A frame (or the end) from the upstream.
@@ -61,7 +64,7 @@ impl Forwarded {
 /// What ended a relay, and so how each side is closed.
 enum RelayEnd {
     /// The session (or a limit) ended it: both sides get this reason.
-    Both(CloseReason),
+    Both(CloseOrder),
     /// The client sent a close frame: the upstream gets it as is.
     ClientClosed(Option<axum::extract::ws::CloseFrame>),
     /// The upstream sent a close frame: the client gets it as is.
@@ -98,15 +101,19 @@ impl Session {
             let event = tokio::select! {
                 biased;
                 _ = self.shutdown.as_mut() => RelayEvent::Stop(CloseReason::Shutdown),
-                reason = ordered(&mut self.registration) => RelayEvent::Stop(reason),
+                order = ordered(&mut self.registration) => RelayEvent::Ordered(order),
                 _ = until(&mut self.timer) => RelayEvent::Tick,
                 m = up.next() => RelayEvent::Upstream(m),
                 m = self.socket.recv() => RelayEvent::Client(m),
             };
             let msg = match event {
-                RelayEvent::Stop(reason) => break RelayEnd::Both(reason),
+                RelayEvent::Stop(reason) => break RelayEnd::Both(reason.into()),
+                RelayEvent::Ordered(order) => match Box::pin(self.take_order(order)).await {
+                    Ok(_) => continue,
+                    Err(close) => break RelayEnd::Both(close),
+                },
                 RelayEvent::Tick => match self.tick().await {
-                    Some(reason) => break RelayEnd::Both(reason),
+                    Some(order) => break RelayEnd::Both(order),
                     None => continue,
                 },
                 RelayEvent::Upstream(from_upstream) => match from_upstream {
@@ -131,7 +138,7 @@ impl Session {
                     }
                     // A message past what the relay takes: both sides are told why.
                     Some(Err(tokio_tungstenite::tungstenite::Error::Capacity(_))) => {
-                        break RelayEnd::Both(CloseReason::TooBig);
+                        break RelayEnd::Both(CloseReason::TooBig.into());
                     }
                     Some(Err(_)) | None => break RelayEnd::UpstreamLost,
                 },
@@ -146,7 +153,7 @@ impl Session {
                     }
                     let data = matches!(m, Message::Text(_) | Message::Binary(_));
                     if data && self.over_rate(Instant::now()) {
-                        break RelayEnd::Both(CloseReason::RateLimited);
+                        break RelayEnd::Both(CloseReason::RateLimited.into());
                     }
                     // A credential never reaches the upstream: a `refresh` with a token is
                     // taken here when the endpoint speaks refresh frames, and any other
@@ -159,7 +166,7 @@ impl Session {
                         if refresh_frames && frame.refresh {
                             let t = t.clone();
                             if let Some(reason) = Box::pin(self.refresh(&t)).await {
-                                break RelayEnd::Both(reason);
+                                break RelayEnd::Both(reason.into());
                             }
                             self.refreshed = false;
                         } else {
@@ -184,14 +191,14 @@ impl Session {
                     }
                 }
                 Some(Err(e)) => match violation(&e) {
-                    Some(reason) => break RelayEnd::Both(reason),
+                    Some(reason) => break RelayEnd::Both(reason.into()),
                     None => break RelayEnd::ClientLost,
                 },
                 None => break RelayEnd::ClientLost,
             }
         };
         let code = match &end {
-            RelayEnd::Both(reason) => Some(reason.code()),
+            RelayEnd::Both(order) => Some(order.reason.code()),
             RelayEnd::ClientClosed(f) | RelayEnd::UpstreamClosed(f) => Some(code_of(f.as_ref())),
             RelayEnd::ClientLost => None,
             RelayEnd::UpstreamLost => Some(CloseReason::UpstreamGone.code()),
@@ -208,10 +215,10 @@ impl Session {
         crate::metrics::proxied_frames(to_upstream, to_client);
         (self.msgs_in, self.msgs_out) = (to_upstream, to_client);
         match end {
-            RelayEnd::Both(reason) => {
+            RelayEnd::Both(order) => {
                 tokio::join!(
-                    self.close_in_place(reason),
-                    close_upstream(&mut up, Some(convert::to_upstream_reason(reason)))
+                    self.close_in_place(order),
+                    close_upstream(&mut up, Some(convert::to_upstream_reason(order.reason)))
                 );
             }
             RelayEnd::ClientClosed(f) => {

@@ -78,10 +78,11 @@ impl Introspection {
         })
     }
 
-    /// The identity an active token stands for (from the cache when it has a fresh answer).
-    pub async fn introspect(&self, token: &str) -> Result<Verified, VerifyError> {
-        let key = digest(token);
-        if let Some(v) = self.cached(&key) {
+    /// The identity an active token stands for (from the cache when it has a fresh answer,
+    /// unless `fresh`: a live session's re-check asks the IdP itself).
+    pub async fn introspect(&self, token: &str, fresh: bool) -> Result<Verified, VerifyError> {
+        let key = crate::source::digest(token);
+        if !fresh && let Some(v) = self.cached(&key) {
             return Ok(v);
         }
         let answer = match self.ask(token).await {
@@ -181,13 +182,6 @@ impl Introspection {
                 BodyError::Failed(_) => SILENT,
             })
     }
-}
-
-fn digest(token: &str) -> [u8; 32] {
-    let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, token.as_bytes());
-    let mut key = [0u8; 32];
-    key.copy_from_slice(d.as_ref());
-    key
 }
 
 /// An introspection answer: `Ok(None)` for `"active": false` (or no `active` at all: RFC

@@ -379,6 +379,7 @@ pub(crate) fn verified_from_claims(
         claims: Claims::raw(raw),
         credential_id: None,
         provider: None,
+        recheck_every: None,
     })
 }
 

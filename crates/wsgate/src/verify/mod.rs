@@ -80,6 +80,9 @@ pub struct VerifyContext {
     pub remote_addr: Option<SocketAddr>,
     /// The request's `Origin`.
     pub origin: Option<String>,
+    /// Set when a live session's credential is checked again (continuous authorization): the
+    /// session's id. Caches are skipped, and a backend is told (`"revalidate": true`).
+    pub recheck: Option<String>,
 }
 
 /// A verifier's answer when it does not accept.

@@ -42,6 +42,8 @@ pub struct Provider {
     name: Arc<str>,
     issuer: Option<String>,
     keys: ProviderKeys,
+    /// How often live sessions of its tokens are checked again (`revalidate_secs`).
+    recheck_every: Option<std::time::Duration>,
 }
 
 impl Provider {
@@ -52,7 +54,15 @@ impl Provider {
             name: name.into(),
             issuer,
             keys,
+            recheck_every: None,
         }
+    }
+
+    /// Checks live sessions of its tokens again every `period` (continuous authorization;
+    /// meaningful for an introspecting provider, whose IdP can say a token was revoked).
+    pub fn revalidate_every(mut self, period: std::time::Duration) -> Self {
+        self.recheck_every = Some(period).filter(|p| !p.is_zero());
+        self
     }
 
     /// The configured name.
@@ -65,16 +75,19 @@ impl Provider {
         self.issuer.as_deref()
     }
 
-    async fn verify_token(&self, token: &str) -> Result<Verified, VerifyError> {
+    /// `recheck`: a live session's credential checked again (no cache).
+    async fn verify_token(&self, token: &str, recheck: bool) -> Result<Verified, VerifyError> {
         let verified = match &self.keys {
             ProviderKeys::Jwt(v) => v.verify_token(token).await,
             #[cfg(feature = "remote")]
             ProviderKeys::Discovered(d) => d.verifier().await?.verify_token(token).await,
             #[cfg(feature = "remote")]
-            ProviderKeys::Introspection(i) => i.introspect(token).await,
+            ProviderKeys::Introspection(i) => i.introspect(token, recheck).await,
         };
+        let _ = recheck; // only an introspecting provider has a cache to skip
         verified.map(|mut v| {
             v.provider = Some(self.name.clone());
+            v.recheck_every = self.recheck_every;
             v
         })
     }
@@ -226,17 +239,18 @@ impl Verifier for Providers {
         "jwt"
     }
 
-    fn verify<'a>(&'a self, cred: &'a Credential, _: &'a VerifyContext) -> VerifyFuture<'a> {
+    fn verify<'a>(&'a self, cred: &'a Credential, ctx: &'a VerifyContext) -> VerifyFuture<'a> {
         Box::pin(async move {
             let token = cred.token();
+            let recheck = ctx.recheck.is_some();
             if token.bytes().filter(|&b| b == b'.').count() != 2 {
                 // Not a JWT: an opaque token, if a provider introspects.
                 return match self.opaque {
-                    Some(i) => self.list[i].verify_token(token).await,
+                    Some(i) => self.list[i].verify_token(token, recheck).await,
                     None => Err(VerifyError::NotRecognized),
                 };
             }
-            self.route(token)?.verify_token(token).await
+            self.route(token)?.verify_token(token, recheck).await
         })
     }
 

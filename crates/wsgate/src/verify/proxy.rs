@@ -23,6 +23,8 @@ const MAX_ANSWER_BYTES: usize = 64 * 1024;
 pub struct ProxyVerifier {
     url: String,
     client: reqwest::Client,
+    /// How often live sessions are checked again (`auth.proxy_revalidate_secs`).
+    recheck_every: Option<Duration>,
 }
 
 impl ProxyVerifier {
@@ -35,7 +37,14 @@ impl ProxyVerifier {
                 .connect_timeout(timeout)
                 .build()
                 .unwrap_or_default(),
+            recheck_every: None,
         }
+    }
+
+    /// Checks live sessions again every `period` (zero: never).
+    pub fn revalidate_every(mut self, period: Duration) -> Self {
+        self.recheck_every = Some(period).filter(|p| !p.is_zero());
+        self
     }
 
     async fn ask(&self, cred: &Credential, ctx: &VerifyContext) -> Result<Verified, VerifyError> {
@@ -45,12 +54,18 @@ impl ProxyVerifier {
             source: &'static str,
             remote_addr: Option<String>,
             origin: Option<&'a str>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            session: Option<&'a str>,
+            #[serde(skip_serializing_if = "std::ops::Not::not")]
+            revalidate: bool,
         }
         let ask = Ask {
             token: cred.token(),
             source: cred.source().as_str(),
             remote_addr: ctx.remote_addr.map(|a| a.ip().to_string()),
             origin: ctx.origin.as_deref(),
+            session: ctx.recheck.as_deref(),
+            revalidate: ctx.recheck.is_some(),
         };
         let res = self
             .client
@@ -67,6 +82,10 @@ impl ProxyVerifier {
                 tracing::warn!(target: "wsgate::proxy", error = %e.without_url(), "{why}");
                 VerifyError::Unavailable(why)
             })?;
+        if ctx.recheck.is_some() && res.status().is_server_error() {
+            // A re-check the backend could not answer says nothing about the session.
+            return Err(VerifyError::Unavailable("auth backend failed"));
+        }
         if res.status() != reqwest::StatusCode::OK {
             return Err(VerifyError::Invalid("refused by auth backend"));
         }
@@ -77,7 +96,9 @@ impl ProxyVerifier {
                 BodyError::Failed(_) => "auth backend unreachable",
             })
         })?;
-        parse_answer(&body)
+        let mut verified = parse_answer(&body)?;
+        verified.recheck_every = self.recheck_every;
+        Ok(verified)
     }
 }
 
