@@ -379,31 +379,6 @@ impl Registry {
             .collect()
     }
 
-    /// Closes every session `matches` picks (a Shared Signals subject); their identities.
-    pub fn close_where(
-        &self,
-        matches: impl Fn(&Identity) -> bool,
-        order: impl Into<CloseOrder>,
-    ) -> Vec<Identity> {
-        let order = order.into();
-        let mut inner = self.lock();
-        let keys: Vec<u64> = inner
-            .sessions
-            .iter()
-            .filter(|(_, e)| matches(&e.identity))
-            .map(|(k, _)| *k)
-            .collect();
-        let closed: Vec<Entry> = keys.into_iter().filter_map(|k| inner.remove(k)).collect();
-        drop(inner);
-        closed
-            .into_iter()
-            .map(|e| {
-                e.mailbox.post(|m| m.close = Some(order));
-                e.identity
-            })
-            .collect()
-    }
-
     /// Gives every matching session a grace period (a soft revocation); their identities.
     /// They stay registered: a refresh may still save them, and a later order still finds
     /// them.
@@ -555,6 +530,44 @@ mod tests {
         drop(rb);
         assert!(r.is_empty());
         assert!(r.lock().by_sub.is_empty(), "the index is emptied too");
+    }
+
+    #[tokio::test]
+    async fn a_close_overtakes_other_orders_and_claims_are_matched() {
+        let r = Arc::new(Registry::new(None));
+        let tenant = |t: serde_json::Value| {
+            let v = Verified {
+                sub: "u".into(),
+                claims: crate::identity::Claims::from_value(serde_json::json!({ "tenant": t })),
+                ..Verified::default()
+            };
+            Identity::new(v, SourceKind::Bearer, "jwt")
+        };
+        let (acme, both, other) = (
+            tenant("acme".into()),
+            tenant(serde_json::json!(["x", "acme"])),
+            tenant("other".into()),
+        );
+        let mut r_acme = r.register(&acme);
+        let _r_both = r.register(&both);
+        let _r_other = r.register(&other);
+        let claim = Target::Claim {
+            name: "tenant".into(),
+            value: "acme".into(),
+        };
+        let grace = Grace {
+            until: 10,
+            ordered: 5,
+            learned: Learned::now(Cause::Admin),
+        };
+        assert_eq!(r.warn(&claim, grace).len(), 2);
+        // A write waiting on the peer yields to a close only; the grace waits for the loop.
+        let waiting = tokio::time::timeout(std::time::Duration::from_millis(20), r_acme.closing());
+        assert!(waiting.await.is_err());
+        let order = CloseOrder::revoked(CloseReason::Revoked, Cause::Admin);
+        assert_eq!(r.close(&claim, order).len(), 2);
+        assert_eq!(r_acme.closing().await, order);
+        assert_eq!(r.len(), 1, "the other tenant's session stays");
     }
 
     #[tokio::test]
