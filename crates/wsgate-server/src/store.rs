@@ -354,29 +354,28 @@ impl Store {
                 let at = r.get::<_, i64>(2)?.max(0) as u64;
                 let until = r.get::<_, i64>(3)?.max(0) as u64;
                 Ok(match kind.as_str() {
-                    "jti" => Revoked::Jti { jti: value, until },
-                    "claim" => match serde_json::from_str::<(String, String)>(&value) {
-                        Ok((claim, value)) => Revoked::Claim {
+                    "jti" => Some(Revoked::Jti { jti: value, until }),
+                    // The pair as written by `add_revocation`; a row that is not one is skipped
+                    // (nothing to guess a refusal from).
+                    "claim" => serde_json::from_str::<(String, String)>(&value).ok().map(
+                        |(claim, value)| Revoked::Claim {
                             claim,
                             value,
                             at,
                             until,
                         },
-                        // Unreadable: refuse nothing rather than guess (a store is ours).
-                        Err(_) => Revoked::Jti {
-                            jti: String::new(),
-                            until: 0,
-                        },
-                    },
-                    _ => Revoked::Subject {
+                    ),
+                    _ => Some(Revoked::Subject {
                         sub: value,
                         at,
                         until,
-                    },
+                    }),
                 })
             })
             .map_err(|e| self.wrap(e))?;
-        rows.collect::<Result<_, _>>().map_err(|e| self.wrap(e))
+        let rows: Vec<Option<Revoked>> =
+            rows.collect::<Result<_, _>>().map_err(|e| self.wrap(e))?;
+        Ok(rows.into_iter().flatten().collect())
     }
 }
 
@@ -483,9 +482,18 @@ mod tests {
             until: u64::MAX,
         })
         .unwrap();
+        // A claim whose name and value hold what a separator would break on.
+        let claim = Revoked::Claim {
+            claim: "te=nant".into(),
+            value: "a\",b".into(),
+            at: now,
+            until: now + 60,
+        };
+        s.add_revocation(&claim).unwrap();
         drop(s);
         let mut got = Store::open(&path).unwrap().revocations().unwrap();
         got.sort_by_key(|r| format!("{r:?}"));
-        assert_eq!(got.len(), 3, "{got:?}");
+        assert_eq!(got.len(), 4, "{got:?}");
+        assert!(got.contains(&claim), "{got:?}");
     }
 }
