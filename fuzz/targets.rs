@@ -177,3 +177,19 @@ pub fn provider_answers(data: &[u8]) {
     }
     let _ = wsgate::verify::discovery::parse_document(body.as_bytes());
 }
+
+/// A Security Event Token's payload as a transmitter sends it (after its signature checked):
+/// `jti`, `iat`, `events` and every subject format, nested as deep and as large as the input
+/// makes them. What a verified SET says is as hostile as what a client sends, for a key the
+/// transmitter lost.
+pub fn set_payload(data: &[u8]) {
+    if let Ok(v) = serde_json::from_slice::<serde_json::Value>(data)
+        && let Ok(set) = wsgate::verify::set::parse_events(&v)
+    {
+        assert!(!set.jti.is_empty() && set.jti.len() <= 256);
+        assert!(!set.events.is_empty() && set.events.len() <= 16);
+        for e in &set.events {
+            let _ = e.acted_on();
+        }
+    }
+}

@@ -22,6 +22,7 @@ use wsgate::{Authenticator, Cause, Registry, Revocations, Target, TicketStore};
 
 use crate::broker::{Broker, BrokerError};
 use crate::cluster::Cluster;
+use crate::cluster::control::Announced;
 use crate::revoke::{
     MAX_GRACE_SECS, carry_out, keep_revocations, revocations_for, revoke_api_keys,
 };
@@ -299,7 +300,14 @@ async fn disconnect(State(admin): State<Admin>, req: Request) -> Result<Response
     tracing::info!(target: "wsgate::admin", target = ?target, closed = closed.len(), grace = ?grace.map(|(until, _)| until - now), revoked = revoked.len(), "disconnect");
     if let Some(cluster) = &admin.cluster
         && let Err(e) = crate::cluster::control::announce_disconnect(
-            cluster, &target, req.revoke, grace, &revoked,
+            cluster,
+            &target,
+            Announced {
+                revoke: req.revoke,
+                grace,
+                cause: Cause::Admin,
+            },
+            &revoked,
         )
         .await
     {

@@ -62,8 +62,55 @@ pub struct Config {
     pub admin: AdminConfig,
     pub cluster: Option<ClusterConfig>,
     pub shutdown: ShutdownConfig,
+    /// `[ssf]`: revocations pushed (or polled) from an OpenID Shared Signals transmitter.
+    pub ssf: Option<SsfConfig>,
     pub endpoints: Vec<EndpointConfig>,
 }
+
+/// `[ssf]`: an OpenID Shared Signals transmitter whose CAEP/RISC events close sessions and
+/// revoke their tokens.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SsfConfig {
+    /// The transmitter: SETs must carry this `iss`.
+    pub issuer: String,
+    /// Its key set; without it, `{issuer}/.well-known/ssf-configuration` names it.
+    #[serde(default)]
+    pub jwks_url: Option<String>,
+    /// This receiver: SETs must carry this `aud`.
+    pub audience: String,
+    /// Where pushes (RFC 8935) are taken.
+    #[serde(default = "default_push_path")]
+    pub push_path: String,
+    /// The variable holding the bearer token pushes must carry (none: pushes are taken on
+    /// their signature alone).
+    #[serde(default)]
+    pub push_token_env: Option<String>,
+    /// RFC 8936 polling, for a wsgate the transmitter cannot reach.
+    #[serde(default)]
+    pub poll_url: Option<String>,
+    #[serde(default)]
+    pub poll_token_env: Option<String>,
+    #[serde(default = "default_poll_interval_secs")]
+    pub poll_interval_secs: u64,
+}
+
+fn default_push_path() -> String {
+    "/api/ssf/events".into()
+}
+
+fn default_poll_interval_secs() -> u64 {
+    10
+}
+
+/// The API paths the server answers itself: a push path may not take one.
+pub const API_PATHS: [&str; 5] = [
+    "/api/tickets",
+    "/api/publish",
+    "/api/disconnect",
+    "/api/handshake-status",
+    "/api/demo/token",
+];
 
 /// `[shutdown]`: how a SIGTERM drains sockets, so a deploy does not send every
 /// client back in the same second.
@@ -100,6 +147,7 @@ impl Default for Config {
             admin: AdminConfig::default(),
             cluster: None,
             shutdown: ShutdownConfig::default(),
+            ssf: None,
             endpoints: vec![
                 EndpointConfig::new("/ws", EndpointKind::Pubsub),
                 EndpointConfig::new("/echo", EndpointKind::Echo),
@@ -125,7 +173,7 @@ pub struct AuthConfig {
     pub proxy_timeout_ms: u64,
     /// Live sessions of `proxy_url` credentials are checked again this often; 0 = never.
     pub proxy_revalidate_secs: u64,
-    /// When a re-check gets no answer: `keep` the session (default) or `close` it (1013).
+    /// When a re-check gets no answer: `keep` the session (default) or `close` it (`CloseReason::TryAgainLater`).
     pub revalidate_on_error: wsgate::OnError,
     #[serde(rename = "static")]
     pub static_tokens: Option<StaticConfig>,
@@ -873,9 +921,14 @@ impl Config {
                 requirements,
             });
         }
+        let ssf = match &self.ssf {
+            Some(ssf) => Some(check_ssf(ssf, origin)?),
+            None => None,
+        };
         Ok(Checked {
             trusted_proxies,
             endpoints,
+            ssf,
         })
     }
 }
@@ -888,6 +941,29 @@ pub struct Checked {
     pub trusted_proxies: wsgate::TrustedProxies,
     /// One per `[[endpoints]]` entry, in order.
     pub endpoints: Vec<CheckedEndpoint>,
+    /// `[ssf]`: the SET verifier and the tokens read from their variables.
+    pub ssf: Option<CheckedSsf>,
+}
+
+/// `[ssf]` as checking built it.
+pub struct CheckedSsf {
+    pub verifier: wsgate::verify::set::SetVerifier,
+    /// The bearer token pushes must carry.
+    pub push_token: Option<String>,
+    /// The bearer token polls carry.
+    pub poll_token: Option<String>,
+}
+
+impl std::fmt::Debug for CheckedSsf {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CheckedSsf")
+            .field("issuer", &self.verifier.issuer())
+            .field(
+                "push_token",
+                &self.push_token.as_ref().map(|_| "<redacted>"),
+            )
+            .finish()
+    }
 }
 
 /// One endpoint's values beyond its plain settings.
@@ -897,6 +973,71 @@ pub struct CheckedEndpoint {
     pub upstream: Option<wsgate::relay::Upstream>,
     /// Its `require`.
     pub requirements: wsgate::verify::Requirements,
+}
+
+/// Shortest push or poll token taken: a guessable one would let anyone replay SETs at us (or
+/// read ours at the transmitter).
+const MIN_SSF_TOKEN_LEN: usize = 16;
+
+/// `[ssf]`: URLs under the https-or-loopback rule, a push path of its own under `/api/`, the
+/// tokens' variables set — and the SET verifier built from them.
+fn check_ssf(ssf: &SsfConfig, origin: &Origin) -> Result<CheckedSsf, ConfigError> {
+    use wsgate::verify::set::SetVerifier;
+    let err = |key: &str, problem: String| ConfigError::new(origin, format!("ssf.{key}"), problem);
+    if ssf.issuer.is_empty() {
+        return Err(err("issuer", "must not be empty".into()));
+    }
+    if ssf.audience.is_empty() {
+        return Err(err("audience", "must not be empty".into()));
+    }
+    let verifier = match &ssf.jwks_url {
+        Some(url) => SetVerifier::with_jwks_url(&ssf.issuer, &ssf.audience, url)
+            .map_err(|e| err("jwks_url", e.to_string()))?,
+        None => SetVerifier::discovered(&ssf.issuer, &ssf.audience)
+            .map_err(|e| err("issuer", format!("the keys are found from it: {e}")))?,
+    };
+    let path = &ssf.push_path;
+    if !path.starts_with("/api/") || !is_plain_path(path) || API_PATHS.contains(&path.as_str()) {
+        return Err(err(
+            "push_path",
+            format!(
+                "`{path}` must be a plain path under /api/ that the server does not answer already"
+            ),
+        ));
+    }
+    let token = |key: &str, var: &Option<String>| -> Result<Option<String>, ConfigError> {
+        let Some(var) = var else { return Ok(None) };
+        match std::env::var(var) {
+            Ok(t) if t.len() >= MIN_SSF_TOKEN_LEN => Ok(Some(t)),
+            Ok(t) => Err(err(
+                key,
+                format!(
+                    "${var} holds a {}-character token; use at least {MIN_SSF_TOKEN_LEN}",
+                    t.len()
+                ),
+            )),
+            Err(_) => Err(err(key, format!("${var} is not set"))),
+        }
+    };
+    let push_token = token("push_token_env", &ssf.push_token_env)?;
+    let poll_token = token("poll_token_env", &ssf.poll_token_env)?;
+    if let Some(url) = &ssf.poll_url {
+        wsgate::verify::JwksSource::url(url)
+            .map_err(|e| err("poll_url", e.to_string().replace("JWKS", "URL")))?;
+    } else if ssf.poll_token_env.is_some() {
+        return Err(err("poll_token_env", "polls `poll_url`: set it too".into()));
+    }
+    if !(1..=3600).contains(&ssf.poll_interval_secs) {
+        return Err(err(
+            "poll_interval_secs",
+            "must be between 1 and 3600".into(),
+        ));
+    }
+    Ok(CheckedSsf {
+        verifier,
+        push_token,
+        poll_token,
+    })
 }
 
 /// The checks `[auth.jwt]` and every provider's key settings share.

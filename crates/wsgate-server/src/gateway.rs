@@ -36,6 +36,7 @@ use crate::endpoints::{self, Endpoint};
 use crate::keys::{self, ApiKeyVerifier};
 use crate::listener::{HandshakeDeadline, PerConnection};
 use crate::shutdown;
+use crate::ssf::Ssf;
 use crate::store::Store;
 use wsgate::attempts::Attempts;
 
@@ -74,6 +75,8 @@ pub struct Services {
     pub broker: Arc<dyn Broker>,
     /// Cluster mode: the shared Redis, and what `cluster::start` needs to run it.
     pub cluster: Option<ClusterParts>,
+    /// `[ssf]`: the Shared Signals receiver, and its poll token.
+    pub ssf: Option<(Arc<Ssf>, Option<String>)>,
 }
 
 pub struct ClusterParts {
@@ -101,6 +104,7 @@ impl Services {
         let Checked {
             trusted_proxies,
             endpoints,
+            ssf,
         } = checked;
         let per_user = cfg.limits.max_connections_per_user;
         let mut registry = Registry::new((per_user > 0).then_some(per_user as usize));
@@ -126,7 +130,20 @@ impl Services {
         let revalidator = Revalidator::new(built.chain.clone(), registry.clone())
             .on_error(cfg.auth.revalidate_on_error)
             .shutdown_on(shutdown.clone());
+        let ssf = ssf.map(|checked| {
+            let ssf = Ssf::new(
+                checked.verifier,
+                checked.push_token,
+                registry.clone(),
+                revocations.clone(),
+                store.clone(),
+                cluster_parts.as_ref().map(|c| c.cluster.clone()),
+                provider_issuers(cfg),
+            );
+            (Arc::new(ssf), checked.poll_token)
+        });
         Ok(Self {
+            ssf,
             broker,
             cluster: cluster_parts,
             built,
@@ -147,6 +164,20 @@ impl Services {
             api_keys: Arc::new(ApiKeyVerifier::new(store.clone())?),
         })
     }
+}
+
+/// `(provider name, issuer)` of every identity provider with an issuer: a Shared Signals
+/// `iss_sub` subject names its sessions.
+fn provider_issuers(cfg: &Config) -> Vec<(String, String)> {
+    let jwt = auth::effective_jwt(cfg)
+        .and_then(|j| j.issuer)
+        .map(|iss| (crate::config::JWT_PROVIDER.to_owned(), iss));
+    let providers = cfg
+        .auth
+        .providers
+        .iter()
+        .filter_map(|p| Some((p.name.clone(), p.issuer.clone()?)));
+    jwt.into_iter().chain(providers).collect()
 }
 
 /// Shortest admin key accepted: a guessable key would hand out every admin power. Keys
@@ -314,6 +345,10 @@ pub fn router(cfg: &Config, s: &Services) -> Router {
             }),
         )
         .merge(admin::router(admin))
+        .merge(match (&s.ssf, &cfg.ssf) {
+            (Some((ssf, _)), Some(c)) => crate::ssf::router(ssf.clone(), &c.push_path),
+            _ => Router::new(),
+        })
         .merge(crate::browser_client::router())
         .merge(crate::handshake_status::router(s.attempts.clone()));
     for (ep, checked) in cfg.endpoints.iter().zip(&s.endpoints) {
@@ -487,6 +522,18 @@ pub async fn serve(cfg: Config, checked: Checked, origin: Origin) -> anyhow::Res
     ));
     tokio::spawn(shutdown::on_signal(stopping.clone()));
     tokio::spawn(prune_revocations(services.revocations.clone()));
+    if let (Some((ssf, token)), Some(c)) = (&services.ssf, &cfg.ssf) {
+        tracing::info!(target: "wsgate::ssf", issuer = %c.issuer, push = %c.push_path, poll = c.poll_url.is_some(), "Shared Signals receiver on");
+        if let Some(url) = &c.poll_url {
+            tokio::spawn(crate::ssf::poll(
+                ssf.clone(),
+                url.clone(),
+                token.clone(),
+                Duration::from_secs(c.poll_interval_secs),
+                services.shutdown.clone(),
+            ));
+        }
+    }
     axum::serve(listener, PerConnection::new(app))
         .with_graceful_shutdown(stopping.cancelled_owned())
         .await

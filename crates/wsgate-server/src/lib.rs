@@ -21,5 +21,6 @@ pub mod keys;
 pub mod listener;
 pub mod revoke;
 pub mod shutdown;
+pub mod ssf;
 pub mod store;
 pub mod wire;

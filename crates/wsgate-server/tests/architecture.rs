@@ -130,7 +130,7 @@ const SERVER_LAYERS: &[&[&str]] = &[
     &["auth", "keys", "revoke", "listener", "shutdown"],
     &["cluster"],
     &["endpoints", "demo", "browser_client", "handshake_status"],
-    &["admin"],
+    &["admin", "ssf"],
     &["gateway"],
     &["cli"],
 ];
@@ -164,8 +164,8 @@ fn the_layer_map_is_true() {
 #[test]
 fn close_codes_are_written_in_protocol_and_reject_only() {
     let codes = [
-        "1001", "1002", "1003", "1005", "1007", "1008", "1009", "1011", "1014", "4001", "4003",
-        "4029",
+        "1001", "1002", "1003", "1005", "1007", "1008", "1009", "1011", "1013", "1014", "4001",
+        "4003", "4029",
     ];
     let allowed = |p: &Path| {
         let p = p.to_string_lossy();

@@ -363,6 +363,60 @@ async fn disconnect_and_revocation_reach_every_node() {
     assert_invalid(&c.url("/echo"), &alice).await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shared_signal_pushed_to_one_node_closes_sockets_on_another_once() {
+    let redis = Redis::start();
+    // The transmitter's key set, served once its keys exist.
+    let jwks = std::sync::Arc::new(std::sync::Mutex::new(Value::Null));
+    let served = jwks.clone();
+    let router = axum::Router::new().route(
+        "/jwks.json",
+        axum::routing::get(move || {
+            let jwks = served.lock().unwrap().clone();
+            async move { axum::Json(jwks) }
+        }),
+    );
+    let iss = format!("http://{}", http_backend(router).await);
+    let event = json!({"payload": {
+        "iss": iss, "aud": "https://wsgate.test", "iat": now(), "jti": "cluster-1",
+        "events": {"https://schemas.openid.net/secevent/risc/event-type/account-disabled": {
+            "subject": {"format": "opaque", "id": "alice"}}}
+    }});
+    let (keys, sets) = sign_sets(&[event]).await;
+    *jwks.lock().unwrap() = keys;
+    let ssf = format!(
+        "[ssf]\nissuer = \"{iss}\"\njwks_url = \"{iss}/jwks.json\"\naudience = \"https://wsgate.test\"\n"
+    );
+    let (a, b) = (node(&redis, &ssf).await, node(&redis, &ssf).await);
+    let alice = hs256(&json!({
+        "sub": "alice", "iat": now() - 5, "exp": now() + 3600, "channels": ["room:*"],
+    }));
+    let mut alice_b = join(&b, &alice).await;
+    let mut bob_b = join(&b, &tok("bob")).await;
+    let push = |s: &Server| {
+        reqwest::Client::new()
+            .post(s.http("/api/ssf/events"))
+            .body(sets[0].clone())
+            .send()
+    };
+    assert_eq!(push(&a).await.unwrap().status(), 202);
+    assert_eq!(expect_close(&mut alice_b).await, (4003, "revoked".into()));
+    subscribe(&mut bob_b, "room:1").await;
+    // Her tokens issued before the event are refused on every node.
+    assert_invalid(&b.url("/ws"), &alice).await;
+    // The same SET delivered again, to the other node: taken once for the whole cluster.
+    assert_eq!(push(&b).await.unwrap().status(), 202);
+    let m = b.metrics().await;
+    assert!(
+        m.contains("wsgate_ssf_events_total{event=\"account-disabled\",outcome=\"duplicate\"} 1"),
+        "{m}"
+    );
+    assert!(
+        m.contains("wsgate_revocation_to_close_seconds_count{cause=\"ssf\"} 1"),
+        "measured on the node that closed the socket:\n{m}"
+    );
+}
+
 #[tokio::test]
 async fn a_ticket_is_redeemed_once_across_nodes() {
     let redis = Redis::start();

@@ -49,3 +49,8 @@ fn upstream_answer_corpus() {
 fn provider_answers_corpus() {
     replay("provider_answers", targets::provider_answers);
 }
+
+#[test]
+fn set_payload_corpus() {
+    replay("set_payload", targets::set_payload);
+}

@@ -345,6 +345,24 @@ fn new_session_id() -> String {
     hex(&bytes)
 }
 
+/// Whether `claims[name]` is the string `value`, or a list holding it: how sessions and
+/// revocations are matched by claim (a tenant, a role, a Shared Signals session's `sid`).
+/// `email` is compared without regard to ASCII case, as addresses are.
+pub fn claim_holds(claims: &Value, name: &str, value: &str) -> bool {
+    let same = |s: &str| {
+        if name == "email" {
+            s.eq_ignore_ascii_case(value)
+        } else {
+            s == value
+        }
+    };
+    match claims.get(name) {
+        Some(Value::String(s)) => same(s),
+        Some(Value::Array(items)) => items.iter().filter_map(Value::as_str).any(same),
+        _ => false,
+    }
+}
+
 /// Lower-case hex of `bytes` (ids and digests, here and in the server).
 pub fn hex(bytes: &[u8]) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";

@@ -21,10 +21,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::Poll;
 
 use futures_util::task::AtomicWaker;
-use serde_json::Value;
 use tokio::time::Instant;
 
-use crate::identity::{Identity, Verified};
+use crate::identity::{Identity, Verified, claim_holds};
 use crate::protocol::CloseReason;
 use crate::reject::AuthError;
 use crate::slots::{SharedCounts, Slot, Slots};
@@ -34,12 +33,20 @@ use crate::slots::{SharedCounts, Slot, Slots};
 pub enum Target {
     /// Every session of a subject.
     Sub(String),
+    /// The sessions of a subject whose identity provider is one of `providers` (the same
+    /// subject at another issuer is another user).
+    SubOf {
+        /// The subject.
+        sub: String,
+        /// Provider names ([`Identity::provider`]).
+        providers: Vec<String>,
+    },
     /// One session, by id.
     Session(String),
     /// Sessions opened with this credential id (an API key's id).
     Credential(String),
     /// Sessions whose verified claim `name` is the string `value`, or a list holding it (a
-    /// tenant, a role, an app version).
+    /// tenant, a role, an app version; see [`claim_holds`]).
     Claim {
         /// The claim's name (top level).
         name: String,
@@ -54,20 +61,14 @@ impl Target {
     fn matches(&self, identity: &Identity) -> bool {
         match self {
             Target::Sub(sub) => identity.sub() == sub,
+            Target::SubOf { sub, providers } => {
+                identity.sub() == sub && providers.iter().any(|p| p == identity.provider())
+            }
             Target::Session(s) => identity.session() == s,
             Target::Credential(c) => identity.credential_id() == Some(c.as_str()),
             Target::Claim { name, value } => claim_holds(identity.claims(), name, value),
             Target::Token(d) => identity.kept().is_some_and(|k| &k.digest == d),
         }
-    }
-}
-
-/// Whether `claims[name]` is `value`, or a list holding it.
-pub fn claim_holds(claims: &Value, name: &str, value: &str) -> bool {
-    match claims.get(name) {
-        Some(Value::String(s)) => s == value,
-        Some(Value::Array(items)) => items.iter().any(|i| i.as_str() == Some(value)),
-        _ => false,
     }
 }
 
@@ -220,6 +221,17 @@ impl Inner {
     fn matching(&self, target: &Target) -> Vec<u64> {
         match target {
             Target::Sub(sub) => self.by_sub.get(sub).cloned().unwrap_or_default(),
+            Target::SubOf { sub, .. } => {
+                let keys = self.by_sub.get(sub).map(Vec::as_slice).unwrap_or_default();
+                keys.iter()
+                    .copied()
+                    .filter(|k| {
+                        self.sessions
+                            .get(k)
+                            .is_some_and(|e| target.matches(&e.identity))
+                    })
+                    .collect()
+            }
             Target::Token(d) => self.by_token.get(d).cloned().unwrap_or_default(),
             _ => self
                 .sessions

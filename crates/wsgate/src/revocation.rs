@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 use std::sync::RwLock;
 
-use crate::identity::Verified;
+use crate::identity::{Verified, claim_holds};
 use crate::verify::now_unix;
 
 /// One revocation, as stored (and, in cluster mode, as shared through Redis).
@@ -77,22 +77,6 @@ struct Inner {
     claims: HashMap<(String, String), (u64, u64)>,
 }
 
-/// Whether a token's claim carries a revoked value (`email` without regard to ASCII case).
-fn carries(claims: &serde_json::Value, name: &str, value: &str) -> bool {
-    let same = |s: &str| {
-        if name == "email" {
-            s.eq_ignore_ascii_case(value)
-        } else {
-            s == value
-        }
-    };
-    match claims.get(name) {
-        Some(serde_json::Value::String(s)) => same(s),
-        Some(serde_json::Value::Array(items)) => items.iter().filter_map(|i| i.as_str()).any(same),
-        _ => false,
-    }
-}
-
 impl Revocations {
     /// An empty one.
     pub fn new() -> Self {
@@ -142,7 +126,9 @@ impl Revocations {
             .is_some_and(|&(at, until)| until >= now && issued_before(at));
         let by_claim = || {
             inner.claims.iter().any(|((name, value), &(at, until))| {
-                until >= now && issued_before(at) && v.claims.inspect(|c| carries(c, name, value))
+                until >= now
+                    && issued_before(at)
+                    && v.claims.inspect(|c| claim_holds(c, name, value))
             })
         };
         by_jti || by_sub || by_claim()

@@ -22,6 +22,12 @@ enum Message {
         node: String,
         #[serde(default)]
         sub: Option<String>,
+        /// With `sub`: only its sessions from these identity providers.
+        #[serde(default)]
+        providers: Option<Vec<String>>,
+        /// What ordered it (`admin`, `ssf`), for the latency metric's label.
+        #[serde(default)]
+        cause: Option<String>,
         #[serde(default)]
         session: Option<String>,
         /// `[name, value]`: sessions carrying that claim.
@@ -42,16 +48,22 @@ enum Message {
 pub async fn announce_disconnect(
     cluster: &Cluster,
     target: &Target,
-    revoke: bool,
-    grace: Option<(u64, u64)>,
+    order: Announced,
     revoked: &[Revoked],
 ) -> Result<(), ClusterError> {
     if !cluster.is_up() {
         return Err(ClusterError::Unavailable);
     }
-    let (mut sub, mut session, mut claim) = (None, None, None);
+    let (mut sub, mut session, mut claim, mut providers) = (None, None, None, None);
     match target {
         Target::Sub(s) => sub = Some(s.clone()),
+        Target::SubOf {
+            sub: s,
+            providers: p,
+        } => {
+            sub = Some(s.clone());
+            providers = Some(p.clone());
+        }
         Target::Session(s) => session = Some(s.clone()),
         Target::Claim { name, value } => claim = Some((name.clone(), value.clone())),
         // API keys: each node sweeps its own store; kept credentials are each node's own.
@@ -65,15 +77,26 @@ pub async fn announce_disconnect(
         &Message::Disconnect {
             node: cluster.node().to_owned(),
             sub,
+            providers,
+            cause: Some(order.cause.as_str().to_owned()),
             session,
             claim,
-            grace,
-            revoke,
+            grace: order.grace,
+            revoke: order.revoke,
             revoked: revoked.to_vec(),
         },
     )
     .await?;
     stored
+}
+
+/// How a disconnect was ordered, as every node carries it out.
+#[derive(Debug, Clone, Copy)]
+pub struct Announced {
+    pub revoke: bool,
+    /// `(until, ordered)`, unix seconds: a soft revocation.
+    pub grace: Option<(u64, u64)>,
+    pub cause: Cause,
 }
 
 /// Stores revocations in Redis and tells every node about them.
@@ -113,6 +136,8 @@ pub async fn handle(cluster: &Cluster, parts: &Parts, payload: &str) {
             if node == cluster.node() => {}
         Message::Disconnect {
             sub,
+            providers,
+            cause,
             session,
             claim,
             grace,
@@ -121,15 +146,26 @@ pub async fn handle(cluster: &Cluster, parts: &Parts, payload: &str) {
             ..
         } => {
             let target = match (sub, session, claim) {
-                (Some(s), None, None) => Target::Sub(s),
+                (Some(sub), None, None) => match providers {
+                    Some(providers) => Target::SubOf { sub, providers },
+                    None => Target::Sub(sub),
+                },
                 (None, Some(s), None) => Target::Session(s),
                 (None, None, Some((name, value))) => Target::Claim { name, value },
                 _ => return,
             };
             keep(parts, &revoked).await;
-            let closed = carry_out(&parts.registry, &target, revoke, grace, Cause::Admin);
+            let cause = match cause.as_deref() {
+                Some("ssf") => Cause::Ssf,
+                _ => Cause::Admin,
+            };
+            let closed = carry_out(&parts.registry, &target, revoke, grace, cause);
             tracing::info!(target: "wsgate::cluster", target = ?target, closed = closed.len(), "disconnect from another node");
-            if revoke && !closed.is_empty() {
+            // An admin's revocation names the closed tokens (only this node knows their
+            // `jti`s); a Shared Signals event's own revocation (the subject, the email, the
+            // `sid`) already covers them, and naming them would revoke a subject's other
+            // sessions for one session's event.
+            if revoke && cause == Cause::Admin && !closed.is_empty() {
                 let mine = revocations_of(&closed, parts.leeway_secs);
                 keep(parts, &mine).await;
                 if let Err(e) = share_revocations(cluster, mine).await {

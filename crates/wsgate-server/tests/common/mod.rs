@@ -406,3 +406,40 @@ pub async fn http_backend(router: axum::Router) -> SocketAddr {
 pub fn install_crypto() {
     let _ = jsonwebtoken::crypto::aws_lc::DEFAULT_PROVIDER.install_default();
 }
+
+/// Signs Security Event Tokens with an independent JOSE implementation (npm `jose`,
+/// `tests/interop/transmitter.mjs`): each entry is `{"payload", "header"?, "key"?}`. Returns
+/// the transmitter's JWKS and the SETs, in order.
+pub async fn sign_sets(sets: &[Value]) -> (Value, Vec<String>) {
+    use tokio::io::AsyncWriteExt;
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/interop/transmitter.mjs");
+    let mut child = Command::new("node")
+        .arg(script)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("node (scripts/test installs tests/interop's packages)");
+    let input = serde_json::json!({ "sets": sets }).to_string();
+    let mut stdin = child.stdin.take().expect("stdin");
+    stdin.write_all(input.as_bytes()).await.expect("write");
+    drop(stdin);
+    let out = tokio::time::timeout(WAIT, child.wait_with_output())
+        .await
+        .expect("the transmitter in time")
+        .expect("the transmitter ran");
+    assert!(
+        out.status.success(),
+        "transmitter.mjs: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).expect("JSON from transmitter.mjs");
+    let sets = v["sets"]
+        .as_array()
+        .expect("sets")
+        .iter()
+        .map(|s| s.as_str().expect("a SET").to_owned())
+        .collect();
+    (v["jwks"].clone(), sets)
+}

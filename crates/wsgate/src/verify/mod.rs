@@ -25,6 +25,8 @@ pub mod jwt;
 pub mod providers;
 #[cfg(feature = "remote")]
 pub mod proxy;
+#[cfg(feature = "remote")]
+pub mod set;
 pub mod static_tokens;
 
 /// How far past `exp` (and before `nbf`) a credential is still accepted when nothing else is
