@@ -233,16 +233,15 @@ impl Ssf {
                 tracing::info!(target: "wsgate::ssf", event = name, "a Security Event names no subject wsgate can match; ignored");
                 continue;
             };
-            let closed = carry_out(&self.registry, &target, true, None, Cause::Ssf);
             // The event's own revocation covers the closed sessions' tokens (see
             // `cluster::control`: naming each would revoke a subject for one session's event).
+            // Refused from this moment, closed here and announced to the other nodes at once;
+            // the store's write does not hold up any socket.
             let all = vec![revoked];
-            if !keep_revocations(&self.revocations, &self.store, &all).await {
-                tracing::error!(target: "wsgate::ssf", "could not persist a revocation; it holds until restart");
-            }
-            count(name, "acted");
-            tracing::info!(target: "wsgate::ssf", event = name, closed = closed.len(), revoked = all.len(), "a Security Event was acted on");
-            if let Some(cluster) = &self.cluster {
+            self.revocations.add(all[0].clone());
+            let closed = carry_out(&self.registry, &target, true, None, Cause::Ssf);
+            let announce = async {
+                let Some(cluster) = &self.cluster else { return };
                 let order = Announced {
                     revoke: true,
                     grace: None,
@@ -251,7 +250,16 @@ impl Ssf {
                 if let Err(e) = announce_disconnect(cluster, &target, order, &all).await {
                     tracing::error!(target: "wsgate::ssf", error = %e, "a Security Event's disconnect was not sent to the other nodes");
                 }
+            };
+            let (kept, ()) = tokio::join!(
+                keep_revocations(&self.revocations, &self.store, &all),
+                announce
+            );
+            if !kept {
+                tracing::error!(target: "wsgate::ssf", "could not persist a revocation; it holds until restart");
             }
+            count(name, "acted");
+            tracing::info!(target: "wsgate::ssf", event = name, closed = closed.len(), revoked = all.len(), "a Security Event was acted on");
         }
     }
 

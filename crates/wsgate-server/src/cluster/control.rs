@@ -154,12 +154,17 @@ pub async fn handle(cluster: &Cluster, parts: &Parts, payload: &str) {
                 (None, None, Some((name, value))) => Target::Claim { name, value },
                 _ => return,
             };
-            keep(parts, &revoked).await;
             let cause = match cause.as_deref() {
                 Some("ssf") => Cause::Ssf,
                 _ => Cause::Admin,
             };
+            // Refused from this moment, closed now, persisted after: the sockets do not wait
+            // for the store's write.
+            for r in &revoked {
+                parts.revocations.add(r.clone());
+            }
             let closed = carry_out(&parts.registry, &target, revoke, grace, cause);
+            keep(parts, &revoked).await;
             tracing::info!(target: "wsgate::cluster", target = ?target, closed = closed.len(), "disconnect from another node");
             // An admin's revocation names the closed tokens (only this node knows their
             // `jti`s); a Shared Signals event's own revocation (the subject, the email, the
