@@ -16,8 +16,7 @@
 use std::sync::Arc;
 
 use wsgate::{
-    Cause, CloseOrder, CloseReason, Grace, Identity, Learned, Registry, Revocations, Revoked,
-    Target,
+    Cause, CloseOrder, CloseReason, Grace, Identity, Registry, Revocations, Revoked, Target,
 };
 
 use crate::store::Store;
@@ -72,14 +71,7 @@ pub fn carry_out(
     cause: Cause,
 ) -> Vec<Identity> {
     match grace {
-        Some((until, ordered)) => registry.warn(
-            target,
-            Grace {
-                until,
-                ordered,
-                learned: Learned::now(cause),
-            },
-        ),
+        Some((until, ordered)) => registry.warn(target, Grace { until, ordered }),
         None => registry.close(target, CloseOrder::revoked(disconnect_order(revoke), cause)),
     }
 }

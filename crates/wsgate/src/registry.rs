@@ -153,8 +153,6 @@ pub struct Grace {
     pub until: u64,
     /// When the order was given (unix seconds): a refreshed credential must be issued after.
     pub ordered: u64,
-    /// When this node learned of it.
-    pub learned: Learned,
 }
 
 /// What a registered session is told from outside.
@@ -570,7 +568,6 @@ mod tests {
         let grace = Grace {
             until: 10,
             ordered: 5,
-            learned: Learned::now(Cause::Admin),
         };
         assert_eq!(r.warn(&claim, grace).len(), 2);
         // A write waiting on the peer yields to a close only; the grace waits for the loop.

@@ -502,13 +502,9 @@ impl Session {
     /// close.
     async fn tick(&mut self) -> Option<CloseOrder> {
         let now = Instant::now();
-        if let Some(grace) = &self.grace
-            && grace.until <= now_unix()
-        {
-            return Some(CloseOrder {
-                reason: CloseReason::Revoked,
-                learned: Some(grace.learned),
-            });
+        if self.grace.as_ref().is_some_and(|g| g.until <= now_unix()) {
+            // A close on schedule, not a revocation's latency: not measured.
+            return Some(CloseReason::Revoked.into());
         }
         if self.expires.is_some_and(|e| e <= now) {
             return Some(CloseReason::TokenExpired.into());
