@@ -14,7 +14,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Ws, arg, connect};
+use common::{arg, closed_at, connect, report};
 use futures_util::StreamExt;
 use serde_json::json;
 use tokio_tungstenite::tungstenite::Message;
@@ -25,28 +25,6 @@ fn token(secret: &str, sub: &str, sid: &str) -> String {
         secret,
         &json!({"sub": sub, "sid": sid, "iat": now - 5, "exp": now + 3600}),
     )
-}
-
-/// Waits for the close frame; the instant it arrived.
-async fn closed_at(mut ws: Ws) -> Instant {
-    loop {
-        match ws.next().await {
-            Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return Instant::now(),
-            _ => {}
-        }
-    }
-}
-
-fn report(name: &str, mut ms: Vec<f64>) {
-    ms.sort_by(f64::total_cmp);
-    let q = |p: f64| ms[((ms.len() as f64 - 1.0) * p).round() as usize];
-    println!(
-        "{name}: n={} p50={:.2} ms p99={:.2} ms max={:.2} ms",
-        ms.len(),
-        q(0.5),
-        q(0.99),
-        ms[ms.len() - 1]
-    );
 }
 
 struct Signer {

@@ -4,7 +4,11 @@
 // Each tool uses part of this.
 #![allow(dead_code)]
 
+use std::time::Instant;
+
+use futures_util::StreamExt;
 use serde_json::Value;
+use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
@@ -53,4 +57,27 @@ pub async fn connect(url: &str, token: &str) -> Ws {
         .await
         .expect("connect");
     ws
+}
+
+/// Waits for the close frame; the instant it arrived (the latency tools).
+pub async fn closed_at(mut ws: Ws) -> Instant {
+    loop {
+        match ws.next().await {
+            Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return Instant::now(),
+            _ => {}
+        }
+    }
+}
+
+/// Prints p50/p99/max of `ms` under `name`.
+pub fn report(name: &str, mut ms: Vec<f64>) {
+    ms.sort_by(f64::total_cmp);
+    let q = |p: f64| ms[((ms.len() as f64 - 1.0) * p).round() as usize];
+    println!(
+        "{name}: n={} p50={:.2} ms p99={:.2} ms max={:.2} ms",
+        ms.len(),
+        q(0.5),
+        q(0.99),
+        ms[ms.len() - 1]
+    );
 }
