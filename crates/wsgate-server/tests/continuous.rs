@@ -314,3 +314,33 @@ async fn sessions_are_closed_and_revoked_by_claim() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proxied_socket_is_closed_on_both_sides_when_its_backend_session_ends() {
+    use common::upstream::Upstream;
+    let backend = Backend::default();
+    let addr = backend.start().await;
+    backend.answer("session-p", 200, json!({"sub": "pat"}));
+    let mut up = Upstream::start(None).await;
+    let config = format!(
+        r#"
+[auth]
+proxy_url = "http://{addr}/auth"
+proxy_revalidate_secs = 1
+
+[[endpoints]]
+path = "/app"
+kind = "proxy"
+upstream = "{}"
+"#,
+        up.url("/ws")
+    );
+    let s = Server::start(&config).await;
+    let mut ws = bearer(&s.url("/app"), "session-p").await;
+    up.request().await;
+    send_text(&mut ws, "hello").await;
+    assert_eq!(next_text(&mut ws).await, "hello", "relayed both ways");
+    backend.answer("session-p", 403, json!({}));
+    assert_eq!(expect_close(&mut ws).await, (4003, "revoked".into()));
+    assert_eq!(up.closed().await, Some((4003, "revoked".into())));
+}
