@@ -363,10 +363,10 @@ async fn disconnect_and_revocation_reach_every_node() {
     assert_invalid(&c.url("/echo"), &alice).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_shared_signal_pushed_to_one_node_closes_sockets_on_another_once() {
-    let redis = Redis::start();
-    // The transmitter's key set, served once its keys exist.
+/// A Shared Signals transmitter: its key set served on loopback, one signed RISC
+/// account-disabled SET (`jti`) for the opaque subject `sub`. The `[ssf]` section to
+/// configure and the SET.
+async fn transmitter(jti: &str, sub: &str) -> (String, Vec<String>) {
     let jwks = std::sync::Arc::new(std::sync::Mutex::new(Value::Null));
     let served = jwks.clone();
     let router = axum::Router::new().route(
@@ -378,34 +378,45 @@ async fn a_shared_signal_pushed_to_one_node_closes_sockets_on_another_once() {
     );
     let iss = format!("http://{}", http_backend(router).await);
     let event = json!({"payload": {
-        "iss": iss, "aud": "https://wsgate.test", "iat": now(), "jti": "cluster-1",
+        "iss": iss, "aud": "https://wsgate.test", "iat": now(), "jti": jti,
         "events": {"https://schemas.openid.net/secevent/risc/event-type/account-disabled": {
-            "subject": {"format": "opaque", "id": "alice"}}}
+            "subject": {"format": "opaque", "id": sub}}}
     }});
     let (keys, sets) = sign_sets(&[event]).await;
     *jwks.lock().unwrap() = keys;
     let ssf = format!(
         "[ssf]\nissuer = \"{iss}\"\njwks_url = \"{iss}/jwks.json\"\naudience = \"https://wsgate.test\"\n"
     );
+    (ssf, sets)
+}
+
+async fn push_set(s: &Server, set: &str) -> u16 {
+    let res = reqwest::Client::new()
+        .post(s.http("/api/ssf/events"))
+        .body(set.to_owned())
+        .send()
+        .await
+        .expect("push");
+    res.status().as_u16()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shared_signal_pushed_to_one_node_closes_sockets_on_another_once() {
+    let redis = Redis::start();
+    let (ssf, sets) = transmitter("cluster-1", "alice").await;
     let (a, b) = (node(&redis, &ssf).await, node(&redis, &ssf).await);
     let alice = hs256(&json!({
         "sub": "alice", "iat": now() - 5, "exp": now() + 3600, "channels": ["room:*"],
     }));
     let mut alice_b = join(&b, &alice).await;
     let mut bob_b = join(&b, &tok("bob")).await;
-    let push = |s: &Server| {
-        reqwest::Client::new()
-            .post(s.http("/api/ssf/events"))
-            .body(sets[0].clone())
-            .send()
-    };
-    assert_eq!(push(&a).await.unwrap().status(), 202);
+    assert_eq!(push_set(&a, &sets[0]).await, 202);
     assert_eq!(expect_close(&mut alice_b).await, (4003, "revoked".into()));
     subscribe(&mut bob_b, "room:1").await;
     // Her tokens issued before the event are refused on every node.
     assert_invalid(&b.url("/ws"), &alice).await;
     // The same SET delivered again, to the other node: taken once for the whole cluster.
-    assert_eq!(push(&b).await.unwrap().status(), 202);
+    assert_eq!(push_set(&b, &sets[0]).await, 202);
     let m = b.metrics().await;
     assert!(
         m.contains("wsgate_ssf_events_total{event=\"account-disabled\",outcome=\"duplicate\"} 1"),
@@ -862,10 +873,9 @@ impl Drop for RedisCluster {
 #[tokio::test]
 async fn on_a_redis_cluster_messages_revocations_tickets_and_limits_cross_nodes() {
     let rc = RedisCluster::start();
-    let (a, b) = (
-        rc.node("max_connections_per_user = 1").await,
-        rc.node("max_connections_per_user = 1").await,
-    );
+    let (ssf, sets) = transmitter("rc-1", "signalled").await;
+    let limits = format!("max_connections_per_user = 1\n{ssf}");
+    let (a, b) = (rc.node(&limits).await, rc.node(&limits).await);
     eventually("both nodes ready", async || {
         readyz(&a).await == 200 && readyz(&b).await == 200
     })
@@ -926,6 +936,18 @@ async fn on_a_redis_cluster_messages_revocations_tickets_and_limits_cross_nodes(
     drop(ws);
     let r = refused(&b.url(&format!("/echo?ticket={ticket}")), &[]).await;
     assert_eq!(r.status, 401);
+
+    // A Shared Signals event pushed to B closes the socket on A, and is taken once: the
+    // same SET pushed to A is a duplicate for the whole cluster.
+    let signalled = hs256(&json!({"sub": "signalled", "iat": now() - 5, "exp": now() + 600}));
+    let mut on_a = bearer(&a.url("/echo"), &signalled).await;
+    next_json(&mut on_a).await;
+    assert_eq!(push_set(&b, &sets[0]).await, 202);
+    assert_eq!(expect_close(&mut on_a).await, (4003, "revoked".into()));
+    assert_eq!(push_set(&a, &sets[0]).await, 202);
+    let m = a.metrics().await;
+    assert!(m.contains("outcome=\"duplicate\"} 1"), "{m}");
+    assert_invalid(&a.url("/echo"), &signalled).await;
 
     // A revocation asked on B closes the socket on A and is refused on both.
     let (status, body) = post(
