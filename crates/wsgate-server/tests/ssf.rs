@@ -422,3 +422,34 @@ fn check_config_refuses_a_receiver_serve_would_trip_on() {
     let (code, _, err) = run_cli(dir.path(), &["check-config", "--config", "ok.toml"], &[]);
     assert_eq!(code, 0, "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transmitter_whose_keys_cannot_be_had_gets_503_not_a_refusal() {
+    // Discovery at a port where nothing listens: the push is answered 503 (the transmitter
+    // retries later), never 400 (which would tell it to drop the event), and fast.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let iss = format!("http://{}", dead.local_addr().unwrap());
+    drop(dead);
+    let entries = [set(
+        &iss,
+        "d-1",
+        &format!("{RISC}account-disabled"),
+        json!({
+        "subject": {"format": "opaque", "id": "x"}}),
+    )];
+    let (_, sets) = sign_sets(&entries).await;
+    let config = format!(
+        "[ssf]\nissuer = \"{iss}\"\naudience = \"{AUDIENCE}\"\n[[endpoints]]\npath = \"/ws\"\nkind = \"pubsub\"\n"
+    );
+    let s = Server::start(&config).await;
+    for _ in 0..3 {
+        let started = std::time::Instant::now();
+        let (status, body) = push(&s, &sets[0], None).await;
+        assert_eq!(
+            (status, &body["err"]),
+            (503, &json!("temporarily_unavailable")),
+            "{body}"
+        );
+        assert!(started.elapsed() < std::time::Duration::from_secs(6));
+    }
+}
