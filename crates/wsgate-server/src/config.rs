@@ -945,24 +945,48 @@ pub struct Checked {
     pub ssf: Option<CheckedSsf>,
 }
 
-/// `[ssf]` as checking built it.
+/// `[ssf]` as checking built it (its tokens are read from the environment at start:
+/// [`SsfConfig::tokens`]).
 pub struct CheckedSsf {
     pub verifier: wsgate::verify::set::SetVerifier,
-    /// The bearer token pushes must carry.
-    pub push_token: Option<String>,
-    /// The bearer token polls carry.
-    pub poll_token: Option<String>,
 }
 
 impl std::fmt::Debug for CheckedSsf {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("CheckedSsf")
             .field("issuer", &self.verifier.issuer())
-            .field(
-                "push_token",
-                &self.push_token.as_ref().map(|_| "<redacted>"),
-            )
             .finish()
+    }
+}
+
+/// The bearer tokens of `[ssf]`, read from their variables.
+pub struct SsfTokens {
+    /// Pushes must carry it.
+    pub push: Option<String>,
+    /// Polls carry it.
+    pub poll: Option<String>,
+}
+
+impl SsfConfig {
+    /// The push and poll tokens from the variables they name: set, and long enough. Read at
+    /// start (and by `check-config`), like the admin key, not when a file is parsed.
+    pub fn tokens(&self, origin: &Origin) -> Result<SsfTokens, ConfigError> {
+        let token = |key: &str, var: &Option<String>| -> Result<Option<String>, ConfigError> {
+            let Some(var) = var else { return Ok(None) };
+            let err = |problem| ConfigError::new(origin, format!("ssf.{key}"), problem);
+            match std::env::var(var) {
+                Ok(t) if t.len() >= MIN_SSF_TOKEN_LEN => Ok(Some(t)),
+                Ok(t) => Err(err(format!(
+                    "${var} holds a {}-character token; use at least {MIN_SSF_TOKEN_LEN}",
+                    t.len()
+                ))),
+                Err(_) => Err(err(format!("${var} is not set"))),
+            }
+        };
+        Ok(SsfTokens {
+            push: token("push_token_env", &self.push_token_env)?,
+            poll: token("poll_token_env", &self.poll_token_env)?,
+        })
     }
 }
 
@@ -979,8 +1003,8 @@ pub struct CheckedEndpoint {
 /// read ours at the transmitter).
 const MIN_SSF_TOKEN_LEN: usize = 16;
 
-/// `[ssf]`: URLs under the https-or-loopback rule, a push path of its own under `/api/`, the
-/// tokens' variables set — and the SET verifier built from them.
+/// `[ssf]`: URLs under the https-or-loopback rule, a push path of its own under `/api/` — and
+/// the SET verifier built from them.
 fn check_ssf(ssf: &SsfConfig, origin: &Origin) -> Result<CheckedSsf, ConfigError> {
     use wsgate::verify::set::SetVerifier;
     let err = |key: &str, problem: String| ConfigError::new(origin, format!("ssf.{key}"), problem);
@@ -1005,22 +1029,6 @@ fn check_ssf(ssf: &SsfConfig, origin: &Origin) -> Result<CheckedSsf, ConfigError
             ),
         ));
     }
-    let token = |key: &str, var: &Option<String>| -> Result<Option<String>, ConfigError> {
-        let Some(var) = var else { return Ok(None) };
-        match std::env::var(var) {
-            Ok(t) if t.len() >= MIN_SSF_TOKEN_LEN => Ok(Some(t)),
-            Ok(t) => Err(err(
-                key,
-                format!(
-                    "${var} holds a {}-character token; use at least {MIN_SSF_TOKEN_LEN}",
-                    t.len()
-                ),
-            )),
-            Err(_) => Err(err(key, format!("${var} is not set"))),
-        }
-    };
-    let push_token = token("push_token_env", &ssf.push_token_env)?;
-    let poll_token = token("poll_token_env", &ssf.poll_token_env)?;
     if let Some(url) = &ssf.poll_url {
         wsgate::verify::JwksSource::url(url)
             .map_err(|e| err("poll_url", e.to_string().replace("JWKS", "URL")))?;
@@ -1033,11 +1041,7 @@ fn check_ssf(ssf: &SsfConfig, origin: &Origin) -> Result<CheckedSsf, ConfigError
             "must be between 1 and 3600".into(),
         ));
     }
-    Ok(CheckedSsf {
-        verifier,
-        push_token,
-        poll_token,
-    })
+    Ok(CheckedSsf { verifier })
 }
 
 /// The checks `[auth.jwt]` and every provider's key settings share.

@@ -130,17 +130,21 @@ impl Services {
         let revalidator = Revalidator::new(built.chain.clone(), registry.clone())
             .on_error(cfg.auth.revalidate_on_error)
             .shutdown_on(shutdown.clone());
-        let ssf = ssf.map(|checked| {
+        let ssf_tokens = match &cfg.ssf {
+            Some(c) => Some(c.tokens(&Origin::Defaults)?),
+            None => None,
+        };
+        let ssf = ssf.zip(ssf_tokens).map(|(checked, tokens)| {
             let ssf = Ssf::new(
                 checked.verifier,
-                checked.push_token,
+                tokens.push,
                 registry.clone(),
                 revocations.clone(),
                 store.clone(),
                 cluster_parts.as_ref().map(|c| c.cluster.clone()),
                 provider_issuers(cfg),
             );
-            (Arc::new(ssf), checked.poll_token)
+            (Arc::new(ssf), tokens.poll)
         });
         Ok(Self {
             ssf,
@@ -218,6 +222,9 @@ pub fn startup_checks(cfg: &Config, origin: &Origin) -> anyhow::Result<()> {
         );
     }
     Store::check(&cfg.storage.path)?;
+    if let Some(ssf) = &cfg.ssf {
+        ssf.tokens(origin)?;
+    }
     Ok(())
 }
 
