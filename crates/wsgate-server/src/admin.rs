@@ -143,6 +143,21 @@ async fn issue_ticket(State(admin): State<Admin>, req: Request) -> Response {
     }
 }
 
+/// Whether `Authorization: Bearer <t>` (the scheme required, case-insensitive) carries
+/// `secret`, compared in constant time; `None` when no such header is there. For the
+/// server's own secrets (the admin key, the Shared Signals push token), which are never sent
+/// bare.
+pub(crate) fn bearer_matches(headers: &axum::http::HeaderMap, secret: &[u8]) -> Option<bool> {
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())?
+        .split_once(' ')
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))?
+        .1
+        .trim();
+    Some(bool::from(given.as_bytes().ct_eq(secret)))
+}
+
 /// Checks `Authorization: Bearer <admin key>` in constant time. The admin key is a
 /// credential like any other: a wrong or missing one counts against the caller's address in
 /// the admin's own failure budget (429 past the limit) and is logged — never the key itself.
@@ -152,19 +167,10 @@ async fn issue_ticket(State(admin): State<Admin>, req: Request) -> Response {
 fn check_admin(admin: &Admin, parts: &Parts) -> Result<(), AdminError> {
     let ctx = admin.ticket_auth.context(parts);
     let key = admin.key.as_ref().ok_or(AdminError::Disabled)?;
-    let given = parts
-        .headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            v.split_once(' ')
-                .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-                .map(|(_, k)| k.trim())
-        });
-    let refused = match given {
+    let refused = match bearer_matches(&parts.headers, key) {
         None => AdminError::MissingKey,
-        Some(given) if bool::from(given.as_bytes().ct_eq(key.as_ref())) => return Ok(()),
-        Some(_) => AdminError::WrongKey,
+        Some(true) => return Ok(()),
+        Some(false) => AdminError::WrongKey,
     };
     if let (Some(limiter), Some(addr)) = (&admin.failures, ctx.remote_addr) {
         limiter.check(addr.ip()).map_err(AdminError::Refused)?;

@@ -23,29 +23,32 @@ use crate::store::Store;
 
 /// A revocation with no expiry to wait for: kept for good (the latest time every part of the
 /// system, Redis included, can hold).
-const FOR_GOOD: u64 = wsgate::verify::MAX_UNIX_TIME;
+pub const FOR_GOOD: u64 = wsgate::verify::MAX_UNIX_TIME;
 
-/// Enforces revocations at once (the in-memory copy every handshake checks) and persists them
-/// in the node's store off the event loop, so a restart forgets none. False when persisting
-/// failed: they then hold in memory only.
-pub async fn keep_revocations(
+/// Enforces revocations at once — when called, not when awaited: the in-memory copy every
+/// handshake checks — and returns the write to the node's store (off the event loop), so a
+/// restart forgets none. A caller may close sockets before awaiting it: they never wait for
+/// the store. The future says false when persisting failed: they then hold in memory only.
+pub fn keep_revocations(
     revocations: &Revocations,
     store: &Arc<Store>,
     revoked: &[Revoked],
-) -> bool {
-    if revoked.is_empty() {
-        return true;
-    }
+) -> impl Future<Output = bool> + use<> {
     for r in revoked {
         revocations.add(r.clone());
     }
     let store = store.clone();
     let to_store = revoked.to_vec();
-    let stored = tokio::task::spawn_blocking(move || {
-        to_store.iter().try_for_each(|r| store.add_revocation(r))
-    })
-    .await;
-    matches!(stored, Ok(Ok(())))
+    async move {
+        if to_store.is_empty() {
+            return true;
+        }
+        let stored = tokio::task::spawn_blocking(move || {
+            to_store.iter().try_for_each(|r| store.add_revocation(r))
+        })
+        .await;
+        matches!(stored, Ok(Ok(())))
+    }
 }
 
 /// The close a disconnect sends, saying whether the token was revoked.

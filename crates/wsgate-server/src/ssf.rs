@@ -30,14 +30,14 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use serde_json::{Value, json};
-use subtle::ConstantTimeEq;
 use tokio_util::sync::CancellationToken;
 use wsgate::verify::set::{MAX_SET_BYTES, SecurityEvent, SetError, SetVerifier, Subject};
 use wsgate::{Cause, Registry, Revocations, Revoked, Target};
 
+use crate::admin::bearer_matches;
 use crate::cluster::Cluster;
 use crate::cluster::control::{Announced, announce_disconnect};
-use crate::revoke::{carry_out, keep_revocations};
+use crate::revoke::{FOR_GOOD, carry_out, keep_revocations};
 use crate::store::Store;
 
 /// Counter: SETs' events by `event` (short name, `other`, or `set` for a refused SET) and
@@ -48,9 +48,6 @@ pub const SSF_EVENTS: &str = "wsgate_ssf_events_total";
 const JTI_MEMORY: Duration = Duration::from_secs(7 * 24 * 3600);
 /// `jti`s remembered on one node, at most (the oldest go first).
 const MAX_SEEN: usize = 100_000;
-/// A revocation of a subject or a claim has no `exp` to end with: kept for good, as an
-/// admin's.
-const FOR_GOOD: u64 = wsgate::verify::MAX_UNIX_TIME;
 
 /// The receiver: what it verifies with, and what it acts on.
 pub struct Ssf {
@@ -118,15 +115,6 @@ impl IntoResponse for SsfError {
     }
 }
 
-/// What became of one SET.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Taken {
-    /// Processed now.
-    Acted,
-    /// Its `jti` was taken before (here or on another node): nothing done again.
-    Duplicate,
-}
-
 impl Ssf {
     pub fn new(
         verifier: SetVerifier,
@@ -149,8 +137,9 @@ impl Ssf {
         }
     }
 
-    /// Verifies, de-duplicates and acts on one SET.
-    pub async fn take(&self, set: &str) -> Result<Taken, SsfError> {
+    /// Verifies, de-duplicates and acts on one SET (a `jti` taken before, here or on another
+    /// node, is counted and not acted on again).
+    pub async fn take(&self, set: &str) -> Result<(), SsfError> {
         let event = match self.verifier.verify(set).await {
             Ok(e) => e,
             Err(e) => {
@@ -163,10 +152,10 @@ impl Ssf {
             for e in &event.events {
                 count(e.acted_on().unwrap_or("other"), "duplicate");
             }
-            return Ok(Taken::Duplicate);
+            return Ok(());
         }
         self.act(&event).await;
-        Ok(Taken::Acted)
+        Ok(())
     }
 
     /// Whether this `jti` is new here and (in cluster mode) to the whole cluster.
@@ -238,7 +227,7 @@ impl Ssf {
             // Refused from this moment, closed here and announced to the other nodes at once;
             // the store's write does not hold up any socket.
             let all = vec![revoked];
-            self.revocations.add(all[0].clone());
+            let persisted = keep_revocations(&self.revocations, &self.store, &all);
             let closed = carry_out(&self.registry, &target, true, None, Cause::Ssf);
             let announce = async {
                 let Some(cluster) = &self.cluster else { return };
@@ -251,10 +240,7 @@ impl Ssf {
                     tracing::error!(target: "wsgate::ssf", error = %e, "a Security Event's disconnect was not sent to the other nodes");
                 }
             };
-            let (kept, ()) = tokio::join!(
-                keep_revocations(&self.revocations, &self.store, &all),
-                announce
-            );
+            let (kept, ()) = tokio::join!(persisted, announce);
             if !kept {
                 tracing::error!(target: "wsgate::ssf", "could not persist a revocation; it holds until restart");
             }
@@ -328,19 +314,11 @@ pub fn router(ssf: Arc<Ssf>, path: &str) -> Router {
 
 /// `POST {push_path}`: one SET as the body (RFC 8935).
 async fn push(State(ssf): State<Arc<Ssf>>, headers: HeaderMap, body: Bytes) -> Response {
-    if let Some(token) = &ssf.push_token {
-        let given = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| {
-                v.split_once(' ')
-                    .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-                    .map(|(_, t)| t.trim())
-            });
-        if !given.is_some_and(|g| bool::from(g.as_bytes().ct_eq(token.as_bytes()))) {
-            tracing::warn!(target: "wsgate::ssf", "a push without the configured bearer token was refused");
-            return SsfError::Unauthenticated.into_response();
-        }
+    if let Some(token) = &ssf.push_token
+        && bearer_matches(&headers, token.as_bytes()) != Some(true)
+    {
+        tracing::warn!(target: "wsgate::ssf", "a push without the configured bearer token was refused");
+        return SsfError::Unauthenticated.into_response();
     }
     if body.len() > MAX_SET_BYTES {
         return SsfError::Refused(SetError::InvalidRequest("the SET is too large")).into_response();
@@ -430,17 +408,17 @@ struct PollAnswer {
 }
 
 async fn poll_once(req: reqwest::RequestBuilder) -> Result<PollAnswer, String> {
-    let mut res = req.send().await.map_err(|e| e.without_url().to_string())?;
+    use wsgate::verify::{BodyError, read_bounded};
+    let res = req.send().await.map_err(|e| e.without_url().to_string())?;
     if !res.status().is_success() {
         return Err(format!("HTTP {}", res.status()));
     }
-    let mut body = Vec::new();
-    while let Some(chunk) = res.chunk().await.map_err(|e| e.without_url().to_string())? {
-        if body.len() + chunk.len() > MAX_POLL_BYTES {
-            return Err("the answer is larger than 4 MiB".into());
-        }
-        body.extend_from_slice(&chunk);
-    }
+    let body = read_bounded(res, MAX_POLL_BYTES)
+        .await
+        .map_err(|e| match e {
+            BodyError::TooLarge => "the answer is larger than 4 MiB".to_owned(),
+            BodyError::Failed(e) => e.without_url().to_string(),
+        })?;
     #[derive(serde::Deserialize)]
     struct Answer {
         #[serde(default)]

@@ -160,11 +160,9 @@ pub async fn handle(cluster: &Cluster, parts: &Parts, payload: &str) {
             };
             // Refused from this moment, closed now, persisted after: the sockets do not wait
             // for the store's write.
-            for r in &revoked {
-                parts.revocations.add(r.clone());
-            }
+            let persisted = keep(parts, &revoked);
             let closed = carry_out(&parts.registry, &target, revoke, grace, cause);
-            keep(parts, &revoked).await;
+            persisted.await;
             tracing::info!(target: "wsgate::cluster", target = ?target, closed = closed.len(), "disconnect from another node");
             // An admin's revocation names the closed tokens (only this node knows their
             // `jti`s); a Shared Signals event's own revocation (the subject, the email, the
@@ -183,9 +181,13 @@ pub async fn handle(cluster: &Cluster, parts: &Parts, payload: &str) {
     }
 }
 
-/// Adds revocations to the local copy and the node's own store.
-async fn keep(parts: &Parts, revoked: &[Revoked]) {
-    if !keep_revocations(&parts.revocations, &parts.store, revoked).await {
-        tracing::error!(target: "wsgate::cluster", "could not persist a revocation; it holds in memory and in Redis");
+/// Adds revocations to the local copy at once; the returned future writes them to the
+/// node's own store.
+fn keep(parts: &Parts, revoked: &[Revoked]) -> impl Future<Output = ()> + use<> {
+    let persisted = keep_revocations(&parts.revocations, &parts.store, revoked);
+    async move {
+        if !persisted.await {
+            tracing::error!(target: "wsgate::cluster", "could not persist a revocation; it holds in memory and in Redis");
+        }
     }
 }

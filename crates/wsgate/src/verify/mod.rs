@@ -43,7 +43,8 @@ pub use static_tokens::StaticTokens;
 
 /// Why an answer's body could not be read whole.
 #[cfg(feature = "remote")]
-pub(crate) enum BodyError {
+#[derive(Debug)]
+pub enum BodyError {
     /// Longer than the caller's bound.
     TooLarge,
     /// The connection failed (or timed out) while reading.
@@ -53,10 +54,7 @@ pub(crate) enum BodyError {
 /// An answer's body, at most `max` bytes: an identity provider or a backend is not trusted
 /// to send a bounded one.
 #[cfg(feature = "remote")]
-pub(crate) async fn read_bounded(
-    mut res: reqwest::Response,
-    max: usize,
-) -> Result<Vec<u8>, BodyError> {
+pub async fn read_bounded(mut res: reqwest::Response, max: usize) -> Result<Vec<u8>, BodyError> {
     let mut body = Vec::new();
     while let Some(chunk) = res.chunk().await.map_err(BodyError::Failed)? {
         if body.len() + chunk.len() > max {
