@@ -9,11 +9,17 @@
 //! for the socket's own task, bounded; a subscriber whose outbox is full is closed with
 //! `CloseReason::SlowConsumer` (by its own session guard) instead of slowing the publisher or the
 //! other subscribers.
+//!
+//! No lock is held while frames are written: a publish takes the channel's subscriber list as a
+//! shared snapshot (an `Arc` clone under the read lock) and delivers from it, so a publish to
+//! 10,000 sockets never keeps a subscribe, an unsubscribe or another channel's writer waiting.
+//! The snapshot is rebuilt lazily by the first publish after the set changed, so joining and
+//! leaving stay O(1) and a publish costs at most one extra pass over its subscribers.
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::RwLock;
+use std::sync::{Arc, RwLock};
 
 use axum::extract::ws::Utf8Bytes;
 use wsgate::outbox::{Delivery, OutboxSender, SendError};
@@ -50,7 +56,23 @@ pub trait Broker: Send + Sync + 'static {
 
 #[derive(Default)]
 pub struct MemoryBroker {
-    channels: RwLock<HashMap<String, HashMap<u64, Subscriber>>>,
+    channels: RwLock<HashMap<String, Channel>>,
+}
+
+/// One channel's subscribers here, and the list a publish delivers from.
+#[derive(Default)]
+struct Channel {
+    subs: HashMap<u64, Subscriber>,
+    /// `subs` as a list, shared by the publishes in flight; `None` after any change.
+    snapshot: Option<Arc<[Subscriber]>>,
+}
+
+impl Channel {
+    fn snapshot(&mut self) -> Arc<[Subscriber]> {
+        self.snapshot
+            .get_or_insert_with(|| self.subs.values().cloned().collect())
+            .clone()
+    }
 }
 
 impl MemoryBroker {
@@ -60,13 +82,12 @@ impl MemoryBroker {
 
     /// Local delivery (also the cluster broker's last step): how many subscribers got it.
     pub fn deliver(&self, channel: &str, frame: &Utf8Bytes) -> usize {
-        let channels = self.channels.read().unwrap_or_else(|p| p.into_inner());
-        let Some(subs) = channels.get(channel) else {
+        let Some(subs) = self.subscribers(channel) else {
             return 0;
         };
         let frame = Delivery::new(frame.clone());
         let mut delivered = 0;
-        for s in subs.values() {
+        for s in subs.iter() {
             match s.tx.try_deliver(&frame) {
                 Ok(()) => delivered += 1,
                 // Reported once per socket; its own guard closes it (`CloseReason::SlowConsumer`).
@@ -81,23 +102,37 @@ impl MemoryBroker {
         delivered
     }
 
+    /// The channel's subscribers as a snapshot, taken without holding a lock past this call.
+    fn subscribers(&self, channel: &str) -> Option<Arc<[Subscriber]>> {
+        {
+            let channels = self.channels.read().unwrap_or_else(|p| p.into_inner());
+            if let Some(snapshot) = &channels.get(channel)?.snapshot {
+                return Some(snapshot.clone());
+            }
+        }
+        // The set changed since the last publish: build the list once, for every publish after.
+        let mut channels = self.channels.write().unwrap_or_else(|p| p.into_inner());
+        Some(channels.get_mut(channel)?.snapshot())
+    }
+
     /// Adds a subscriber.
     pub fn add(&self, channel: &str, sub: Subscriber) {
         let mut channels = self.channels.write().unwrap_or_else(|p| p.into_inner());
-        channels
-            .entry(channel.to_owned())
-            .or_default()
-            .insert(sub.conn, sub);
+        let ch = channels.entry(channel.to_owned()).or_default();
+        ch.subs.insert(sub.conn, sub);
+        ch.snapshot = None;
     }
 
     /// Removes a subscriber; true if the channel has none left here.
     pub fn remove(&self, channel: &str, conn: u64) -> bool {
         let mut channels = self.channels.write().unwrap_or_else(|p| p.into_inner());
-        let Some(subs) = channels.get_mut(channel) else {
+        let Some(ch) = channels.get_mut(channel) else {
             return true;
         };
-        subs.remove(&conn);
-        if subs.is_empty() {
+        if ch.subs.remove(&conn).is_some() {
+            ch.snapshot = None;
+        }
+        if ch.subs.is_empty() {
             channels.remove(channel);
             return true;
         }
@@ -107,7 +142,7 @@ impl MemoryBroker {
     /// How many subscribers the channel has here.
     pub fn count(&self, channel: &str) -> usize {
         let channels = self.channels.read().unwrap_or_else(|p| p.into_inner());
-        channels.get(channel).map_or(0, HashMap::len)
+        channels.get(channel).map_or(0, |ch| ch.subs.len())
     }
 
     /// The channels with at least one subscriber here.
@@ -129,5 +164,50 @@ impl Broker for MemoryBroker {
 
     fn publish<'a>(&'a self, channel: &'a str, frame: Utf8Bytes) -> BrokerFuture<'a, usize> {
         Box::pin(std::future::ready(Ok(self.deliver(channel, &frame))))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wsgate::outbox::outbox;
+
+    fn sub(conn: u64) -> (Subscriber, wsgate::outbox::Outbox) {
+        let (tx, rx) = outbox(QUEUE);
+        (Subscriber { conn, tx }, rx)
+    }
+
+    #[test]
+    fn a_publish_reaches_exactly_the_subscribers_of_the_moment() {
+        let broker = MemoryBroker::new();
+        let frame = Utf8Bytes::from_static("{}");
+        let (a, _ra) = sub(1);
+        let (b, _rb) = sub(2);
+        broker.add("room", a);
+        assert_eq!(broker.deliver("room", &frame), 1);
+        // A join after a publish is seen by the next one (the snapshot is rebuilt)...
+        broker.add("room", b);
+        assert_eq!(broker.deliver("room", &frame), 2);
+        assert_eq!(broker.deliver("room", &frame), 2);
+        // ...and so is a leave.
+        assert!(!broker.remove("room", 1));
+        assert_eq!(broker.deliver("room", &frame), 1);
+        assert!(broker.remove("room", 2));
+        assert_eq!(broker.deliver("room", &frame), 0);
+        assert_eq!(broker.count("room"), 0);
+    }
+
+    #[test]
+    fn a_publish_holds_no_lock_while_it_writes() {
+        let broker = MemoryBroker::new();
+        let (a, _ra) = sub(1);
+        broker.add("room", a);
+        let snapshot = broker.subscribers("room").expect("a subscriber");
+        // With a publish's list still in hand, the table can be written: no lock is held.
+        let (b, _rb) = sub(2);
+        broker.add("room", b);
+        assert!(broker.channels.try_write().is_ok());
+        assert_eq!(snapshot.len(), 1);
+        assert_eq!(broker.count("room"), 2);
     }
 }
