@@ -1,5 +1,6 @@
-//! The HTTP API beside the sockets: `POST /api/tickets` for any valid credential,
-//! and the admin call `POST /api/disconnect`, guarded by the key in `admin.api_key_env`.
+//! The HTTP API beside the sockets: `POST /api/tickets` for any valid credential, and the
+//! admin calls `POST /api/disconnect`, `/api/publish` and `/api/reload`, guarded by the key in
+//! `admin.api_key_env`.
 //!
 //! Disconnects close matching sessions (`CloseReason::Disconnected`/`Revoked`) through the
 //! registry; with `"revoke": true` they also refuse the token's `jti` (or the subject's tokens
@@ -28,6 +29,14 @@ use crate::revoke::{
 };
 use crate::store::Store;
 
+/// Where a reload's outcome is sent: the new config generation, or why it was refused.
+pub type ReloadAnswer = tokio::sync::oneshot::Sender<Result<u64, String>>;
+/// Asks the server's reloader (`reload::run`) to read its config again.
+pub type ReloadRequests = tokio::sync::mpsc::Sender<ReloadAnswer>;
+
+/// Longest `POST /api/reload` waits for the reload (identity providers' discovery included).
+const RELOAD_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
+
 #[derive(Clone)]
 pub struct Admin {
     /// The admin key; `None` when `admin.api_key_env` names no set variable (API disabled).
@@ -45,6 +54,8 @@ pub struct Admin {
     /// from a shared address never lock the admin out (nor the other way round).
     pub failures: Option<Arc<wsgate::FailureLimiter>>,
     pub leeway_secs: u64,
+    /// Set by `serve`: `POST /api/reload` asks it to read the config again.
+    pub reload: Option<ReloadRequests>,
 }
 
 pub fn router(admin: Admin) -> Router {
@@ -52,6 +63,7 @@ pub fn router(admin: Admin) -> Router {
         .route("/api/tickets", post(issue_ticket))
         .route("/api/disconnect", post(disconnect))
         .route("/api/publish", post(publish))
+        .route("/api/reload", post(reload))
         .with_state(admin)
 }
 
@@ -76,6 +88,9 @@ enum AdminError {
     LocalOnly(usize),
     #[error("the cluster is unavailable: done on this node only; try again")]
     NotClusterWide { closed: usize, revoked: usize },
+    /// The new config was refused; the running one stays.
+    #[error("reload refused, the running config stays: {0}")]
+    ReloadRefused(String),
 }
 
 /// An admin refusal: the one error body, plus what was done anyway (on this node only) when
@@ -99,7 +114,9 @@ impl IntoResponse for AdminError {
             Self::MissingKey => (StatusCode::UNAUTHORIZED, ErrorCode::MissingToken),
             Self::WrongKey => (StatusCode::FORBIDDEN, ErrorCode::Forbidden),
             Self::Disabled => (StatusCode::FORBIDDEN, ErrorCode::AdminDisabled),
-            Self::BadRequest(_) => (StatusCode::BAD_REQUEST, ErrorCode::BadRequest),
+            Self::BadRequest(_) | Self::ReloadRefused(_) => {
+                (StatusCode::BAD_REQUEST, ErrorCode::BadRequest)
+            }
             Self::Unavailable | Self::LocalOnly(_) | Self::NotClusterWide { .. } => {
                 (StatusCode::SERVICE_UNAVAILABLE, ErrorCode::Unavailable)
             }
@@ -225,6 +242,24 @@ async fn publish(State(admin): State<Admin>, req: Request) -> Result<Response, A
             BrokerError::Unavailable => AdminError::Unavailable,
         })?;
     Ok(Json(json!({"delivered": delivered})).into_response())
+}
+
+/// `POST /api/reload`: the config file read again, as on SIGHUP. 200 `{"generation": n}`
+/// once the new config is live; 400 with the reason when it is refused (the old one stays).
+async fn reload(State(admin): State<Admin>, req: Request) -> Result<Response, AdminError> {
+    let (parts, _) = req.into_parts();
+    check_admin(&admin, &parts)?;
+    let requests = admin.reload.as_ref().ok_or(AdminError::Unavailable)?;
+    let (answer, outcome) = tokio::sync::oneshot::channel();
+    requests
+        .send(answer)
+        .await
+        .map_err(|_| AdminError::Unavailable)?;
+    match tokio::time::timeout(RELOAD_WAIT, outcome).await {
+        Ok(Ok(Ok(generation))) => Ok(Json(json!({"generation": generation})).into_response()),
+        Ok(Ok(Err(why))) => Err(AdminError::ReloadRefused(why)),
+        Ok(Err(_)) | Err(_) => Err(AdminError::Unavailable),
+    }
 }
 
 #[derive(Deserialize)]

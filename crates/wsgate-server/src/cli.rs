@@ -1,4 +1,4 @@
-//! The command line: `serve`, `token`, `check-config`.
+//! The command line: `serve`, `token`, `check-config`, `keys`, `reload`.
 //!
 //! Every command takes `--config FILE`; without it, `./wsgate.toml` if present, else the
 //! embedded defaults. Commands print their result on stdout and problems on stderr, and exit
@@ -14,6 +14,8 @@ use crate::auth::{self, SecretStore};
 use crate::config::{Config, Origin};
 use crate::gateway;
 use crate::keys;
+use crate::reload::Overrides;
+use crate::serve;
 use crate::store::Store;
 
 #[derive(Debug, Parser)]
@@ -24,6 +26,7 @@ use crate::store::Store;
     after_help = "Endpoint kinds: `echo` (authenticated echo), `pubsub` (channels) and `proxy` (forward to an upstream ws:// or wss:// server, which gets X-Wsgate-Sub/-Session/-Claims/-Provider and never a credential).\n\
                   Several nodes: set [cluster] redis_url (one Redis) or redis_cluster (a Redis Cluster's seed nodes), and key_prefix; every node then shares channels, disconnects, revocations, tickets and per-user limits through Redis.\n\
                   Identity providers: [[auth.providers]] (several issuers routed by `iss`, OpenID discovery, claim mapping, RFC 7662 introspection of opaque tokens) beside [auth.jwt]; an endpoint's `require` holds tokens to claims (403 insufficient_scope).\n\
+                  Reload: SIGHUP (or `wsgate reload`) reads the config again without dropping a socket; a refused file changes nothing and the log says why.\n\
                   Every config key, its default and an example: docs/config.md.\n\
                   Logs go to stderr; set WSGATE_LOG (e.g. `debug`, `wsgate=debug`) to change the level, and WSGATE_LOG_FORMAT=json for one JSON object per line."
 )]
@@ -47,6 +50,17 @@ pub enum Command {
     /// Manage API keys (stored hashed in `storage.path`)
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Make a running server read its config again (as SIGHUP does), through
+    /// `POST /api/reload` with the admin key from the variable named by `admin.api_key_env`;
+    /// prints the new config generation, or why the new config was refused (exit 1)
+    Reload(ReloadArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ReloadArgs {
+    /// The server's address (default: http:// and the config's `listen`, 127.0.0.1 for 0.0.0.0)
+    #[arg(long, value_name = "URL")]
+    pub url: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -109,15 +123,25 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => {
             let (mut cfg, origin) = Config::load(cli.config.as_deref())?;
-            if let Some(listen) = args.listen {
-                if let Err(e) = crate::config::check_listen(&listen) {
-                    bail!("--listen: {e}");
-                }
-                cfg.listen = listen;
+            if let Some(listen) = &args.listen
+                && let Err(e) = crate::config::check_listen(listen)
+            {
+                bail!("--listen: {e}");
             }
-            cfg.demo |= args.demo;
+            // Kept over the file on every reload too.
+            let overrides = Overrides {
+                listen: args.listen,
+                demo: args.demo,
+            };
+            overrides.apply(&mut cfg);
             let checked = cfg.check(&origin)?;
-            gateway::serve(cfg, checked, origin).await
+            serve::serve(cfg, checked, origin, overrides).await
+        }
+        Command::Reload(args) => {
+            let (cfg, _) = Config::load(cli.config.as_deref())?;
+            let generation = reload_remote(&cfg, args.url.as_deref()).await?;
+            println!("reloaded: config generation {generation}");
+            Ok(())
         }
         Command::Token(args) => {
             let (cfg, origin) = Config::load(cli.config.as_deref())?;
@@ -157,6 +181,54 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
+    }
+}
+
+/// How long `wsgate reload` waits for the server's answer.
+const RELOAD_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// `POST /api/reload` on a running server; its new config generation, or why not.
+async fn reload_remote(cfg: &Config, url: Option<&str>) -> anyhow::Result<u64> {
+    let key = gateway::admin_key(cfg)?.with_context(|| {
+        format!(
+            "{} is not set: the admin key is needed to reload",
+            cfg.admin.api_key_env
+        )
+    })?;
+    let base = match url {
+        Some(u) => u.trim_end_matches('/').to_owned(),
+        None => format!("http://{}", local_address(&cfg.listen)),
+    };
+    let res = reqwest::Client::builder()
+        .timeout(RELOAD_TIMEOUT)
+        .build()?
+        .post(format!("{base}/api/reload"))
+        .bearer_auth(key)
+        .send()
+        .await
+        .with_context(|| format!("cannot reach {base}"))?;
+    let status = res.status();
+    let body: serde_json::Value = res
+        .json()
+        .await
+        .with_context(|| format!("{base}: answered {status} without JSON"))?;
+    match body.get("generation").and_then(|g| g.as_u64()) {
+        Some(generation) if status.is_success() => Ok(generation),
+        _ => bail!(
+            "{base}: {status}: {}",
+            body.get("message")
+                .and_then(|m| m.as_str())
+                .unwrap_or("no reason given")
+        ),
+    }
+}
+
+/// The address to reach a server listening on `listen`: a wildcard host means this machine.
+fn local_address(listen: &str) -> String {
+    match listen.rsplit_once(':') {
+        Some(("0.0.0.0", port)) => format!("127.0.0.1:{port}"),
+        Some(("[::]", port)) => format!("[::1]:{port}"),
+        _ => listen.to_owned(),
     }
 }
 

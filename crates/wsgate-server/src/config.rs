@@ -69,7 +69,7 @@ pub struct Config {
 
 /// `[ssf]`: an OpenID Shared Signals transmitter whose CAEP/RISC events close sessions and
 /// revoke their tokens.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SsfConfig {
     /// The transmitter: SETs must carry this `iss`.
@@ -104,10 +104,11 @@ fn default_poll_interval_secs() -> u64 {
 }
 
 /// The API paths the server answers itself: a push path may not take one.
-pub const API_PATHS: [&str; 5] = [
+pub const API_PATHS: [&str; 6] = [
     "/api/tickets",
     "/api/publish",
     "/api/disconnect",
+    "/api/reload",
     "/api/handshake-status",
     "/api/demo/token",
 ];
@@ -384,7 +385,7 @@ pub enum OneOrMany {
     Many(Vec<String>),
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StorageConfig {
     pub path: PathBuf,
@@ -398,7 +399,7 @@ impl Default for StorageConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TicketsConfig {
     pub ttl_secs: u64,
@@ -434,7 +435,7 @@ impl Default for LimitsConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AdminConfig {
     pub api_key_env: String,
@@ -448,7 +449,7 @@ impl Default for AdminConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ClusterConfig {
     pub redis_url: Option<String>,

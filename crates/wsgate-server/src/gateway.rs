@@ -1,20 +1,18 @@
-//! The running server: the config turned into routes, a listener and a shutdown path.
+//! The config turned into live objects: [`Services`] (store, registry, verifiers, tickets,
+//! broker, cluster) built once at start, and the routes built from them and the config —
+//! again on every reload, sharing what lives across it (`Services::reloaded`).
 //!
-//! `serve` is the whole life of the process: open the store, build the verifiers, mount one
-//! router per endpoint next to `/healthz` and `/readyz`, serve until a signal, then close
-//! every socket with `CloseReason::Shutdown` and wait for them (bounded).
+//! Running them (listening, signals, drain) is `serve.rs`; reading the config again is
+//! `reload.rs`.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context;
 use axum::Router;
 use axum::http::StatusCode;
 use axum::http::header;
 use axum::routing::get;
-use axum::serve::ListenerExt;
-use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::PrometheusHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use wsgate::protocol::{ErrorBody, ErrorCode};
@@ -24,26 +22,20 @@ use wsgate::{
 };
 
 use crate::admin::{self, Admin};
-use crate::auth::{self, BuiltAuth, SecretStore};
+use crate::auth::{self, BuiltAuth};
 use crate::broker::{Broker, MemoryBroker};
+use crate::cluster::Cluster;
 use crate::cluster::broker::ClusterBroker;
 use crate::cluster::counts::RedisCounts;
 use crate::cluster::tickets::RedisTickets;
-use crate::cluster::{self, Cluster};
 use crate::config::{Checked, CheckedEndpoint, Config, Origin};
 use crate::demo;
 use crate::endpoints::{self, Endpoint};
-use crate::keys::{self, ApiKeyVerifier};
-use crate::listener::{HandshakeDeadline, PerConnection};
-use crate::shutdown;
+use crate::keys::ApiKeyVerifier;
 use crate::ssf::Ssf;
 use crate::store::Store;
 use wsgate::attempts::Attempts;
-
-/// How long shutdown waits for sockets to finish their close handshake.
-const DRAIN: Duration = Duration::from_secs(10);
-/// How long a cluster node waits for Redis at start before listening anyway (not ready).
-const CLUSTER_FIRST_SYNC: Duration = Duration::from_secs(3);
+use wsgate::verify::{LiveChain, VerifierChain};
 
 /// Everything the routes share, built once at start.
 pub struct Services {
@@ -73,14 +65,23 @@ pub struct Services {
     pub prometheus: Option<PrometheusHandle>,
     pub api_keys: Arc<ApiKeyVerifier>,
     pub broker: Arc<dyn Broker>,
-    /// Cluster mode: the shared Redis, and what `cluster::start` needs to run it.
-    pub cluster: Option<ClusterParts>,
+    /// Cluster mode: the shared Redis.
+    pub cluster: Option<Arc<Cluster>>,
+    /// Cluster mode: what `cluster::start` needs to run it (taken by `serve`).
+    pub cluster_start: Option<ClusterParts>,
     /// `[ssf]`: the Shared Signals receiver, and its poll token.
     pub ssf: Option<(Arc<Ssf>, Option<String>)>,
+    /// Every verifier a handshake or a `refresh` may use (API keys, the configured ones,
+    /// tickets), shared by every endpoint's authenticator and so by every open session: a
+    /// reload replaces what is inside, and live sessions refresh against the new verifiers.
+    pub verifiers: LiveChain,
+    /// The configured verifiers alone, which the revalidator re-checks live sessions with.
+    pub providers: LiveChain,
+    /// Reload requests from `POST /api/reload`, answered by the reload task (`reload.rs`).
+    pub reload: Option<admin::ReloadRequests>,
 }
 
 pub struct ClusterParts {
-    pub cluster: Arc<Cluster>,
     pub broker: Arc<ClusterBroker>,
     pub pushes: tokio::sync::mpsc::UnboundedReceiver<redis::PushInfo>,
 }
@@ -119,15 +120,18 @@ impl Services {
             broker = cluster_broker.clone();
             tickets = Arc::new(RedisTickets::new(cluster.clone(), ticket_ttl));
             registry = registry.with_shared_counts(Arc::new(RedisCounts::new(cluster.clone())));
-            cluster_parts = Some(ClusterParts {
+            cluster_parts = Some((
                 cluster,
-                broker: cluster_broker,
-                pushes,
-            });
+                ClusterParts {
+                    broker: cluster_broker,
+                    pushes,
+                },
+            ));
         }
         let registry = Arc::new(registry);
         let shutdown = CancellationToken::new();
-        let revalidator = Revalidator::new(built.chain.clone(), registry.clone())
+        let providers = LiveChain::new(built.chain.clone());
+        let revalidator = Revalidator::new(providers.clone(), registry.clone())
             .on_error(cfg.auth.revalidate_on_error)
             .shutdown_on(shutdown.clone());
         let ssf_tokens = match &cfg.ssf {
@@ -141,15 +145,21 @@ impl Services {
                 registry.clone(),
                 revocations.clone(),
                 store.clone(),
-                cluster_parts.as_ref().map(|c| c.cluster.clone()),
+                cluster_parts.as_ref().map(|(c, _)| c.clone()),
                 provider_issuers(cfg),
             );
             (Arc::new(ssf), tokens.poll)
         });
+        let api_keys = Arc::new(ApiKeyVerifier::new(store.clone())?);
+        let (cluster, cluster_start) = cluster_parts.unzip();
         Ok(Self {
             ssf,
             broker,
-            cluster: cluster_parts,
+            cluster,
+            cluster_start,
+            verifiers: LiveChain::new(every_verifier(&built, &api_keys, &tickets)),
+            providers,
+            reload: None,
             built,
             store: store.clone(),
             registry,
@@ -165,9 +175,67 @@ impl Services {
             shutdown,
             tracker: TaskTracker::new(),
             prometheus: None,
-            api_keys: Arc::new(ApiKeyVerifier::new(store.clone())?),
+            api_keys,
         })
     }
+
+    /// The services after a reload: `cfg`'s verifiers, endpoints, trusted proxies and failure
+    /// limit, put in the live handles so sessions already open use them too; everything that
+    /// lives across a reload (sockets, registry, revocations, tickets, store, cluster, the
+    /// Shared Signals receiver, shutdown) shared with `self`.
+    pub fn reloaded(&self, cfg: &Config, checked: Checked, built: BuiltAuth) -> Self {
+        let Checked {
+            trusted_proxies,
+            endpoints,
+            ssf: _,
+        } = checked;
+        let failures = match &self.failures {
+            Some(f) if f.per_min() == cfg.limits.auth_failures_per_min => Some(f.clone()),
+            _ => (cfg.limits.auth_failures_per_min > 0)
+                .then(|| Arc::new(FailureLimiter::new(cfg.limits.auth_failures_per_min))),
+        };
+        self.verifiers
+            .replace(every_verifier(&built, &self.api_keys, &self.tickets));
+        self.providers.replace(built.chain.clone());
+        Self {
+            built,
+            store: self.store.clone(),
+            registry: self.registry.clone(),
+            revalidator: self.revalidator.clone(),
+            revocations: self.revocations.clone(),
+            tickets: self.tickets.clone(),
+            admin_key: self.admin_key.clone(),
+            failures,
+            trusted_proxies,
+            endpoints,
+            attempts: self.attempts.clone(),
+            stopping: self.stopping.clone(),
+            shutdown: self.shutdown.clone(),
+            tracker: self.tracker.clone(),
+            prometheus: self.prometheus.clone(),
+            api_keys: self.api_keys.clone(),
+            broker: self.broker.clone(),
+            cluster: self.cluster.clone(),
+            cluster_start: None,
+            ssf: self.ssf.clone(),
+            verifiers: self.verifiers.clone(),
+            providers: self.providers.clone(),
+            reload: self.reload.clone(),
+        }
+    }
+}
+
+/// API keys first (a backend proxy verifier would otherwise claim `wsk_` tokens), then the
+/// configured verifiers, then tickets.
+fn every_verifier(
+    built: &BuiltAuth,
+    api_keys: &Arc<ApiKeyVerifier>,
+    tickets: &Arc<dyn TicketStore>,
+) -> VerifierChain {
+    let mut chain = built.chain.clone();
+    chain.prepend(api_keys.clone());
+    chain.push(Arc::new(TicketVerifier(tickets.clone())));
+    chain
 }
 
 /// `(provider name, issuer)` of every identity provider with an issuer: a Shared Signals
@@ -228,18 +296,6 @@ pub fn startup_checks(cfg: &Config, origin: &Origin) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The address to listen on; host names (`localhost:9000`) are resolved.
-async fn listen_addr(listen: &str) -> anyhow::Result<SocketAddr> {
-    match listen.parse() {
-        Ok(addr) => Ok(addr),
-        Err(_) => tokio::net::lookup_host(listen)
-            .await
-            .ok()
-            .and_then(|mut addrs| addrs.next())
-            .ok_or_else(|| anyhow::anyhow!("listen: cannot resolve `{listen}`")),
-    }
-}
-
 /// The authentication policy shared by every endpoint, before per-endpoint overrides.
 pub fn base_authenticator(cfg: &Config, s: &Services) -> Authenticator {
     let a = &cfg.auth;
@@ -247,11 +303,7 @@ pub fn base_authenticator(cfg: &Config, s: &Services) -> Authenticator {
         .query_param(&a.query_param)
         .cookie_name(&a.cookie_name)
         .allowed_origins(a.allowed_origins.iter().cloned());
-    let mut chain = s.built.chain.clone();
-    // API keys before the rest: a backend proxy verifier would otherwise claim `wsk_` tokens.
-    chain.prepend(s.api_keys.clone());
-    chain.push(Arc::new(TicketVerifier(s.tickets.clone())));
-    let auth = Authenticator::new(chain)
+    let auth = Authenticator::new(s.verifiers.clone())
         .shutdown_on(s.shutdown.clone())
         .sources(sources)
         .trusted_proxies(s.trusted_proxies.clone())
@@ -271,7 +323,19 @@ pub fn base_authenticator(cfg: &Config, s: &Services) -> Authenticator {
     }
 }
 
-/// Every route of the server.
+/// Every route of the server, and the demo page when it is on.
+pub fn app(cfg: &Config, s: &Services) -> anyhow::Result<Router> {
+    let routes = router(cfg, s);
+    if !cfg.demo {
+        return Ok(routes);
+    }
+    let Some(minting) = s.built.minting.clone() else {
+        anyhow::bail!("demo: no HMAC secret to mint demo tokens with");
+    };
+    Ok(demo::router(minting).merge(routes))
+}
+
+/// Every route of the server but the demo page.
 pub fn router(cfg: &Config, s: &Services) -> Router {
     let base = base_authenticator(cfg, s);
     let limits = &cfg.limits;
@@ -307,7 +371,8 @@ pub fn router(cfg: &Config, s: &Services) -> Router {
         store: s.store.clone(),
         tickets: s.tickets.clone(),
         broker: s.broker.clone(),
-        cluster: s.cluster.as_ref().map(|c| c.cluster.clone()),
+        cluster: s.cluster.clone(),
+        reload: s.reload.clone(),
         ticket_auth: Arc::new(
             base.clone()
                 .sources(base.sources_ref().with_order(ticket_sources)),
@@ -317,7 +382,7 @@ pub fn router(cfg: &Config, s: &Services) -> Router {
             .then(|| Arc::new(FailureLimiter::new(cfg.limits.auth_failures_per_min))),
     };
     let shutting_down = s.stopping.clone();
-    let cluster = s.cluster.as_ref().map(|c| c.cluster.clone());
+    let cluster = s.cluster.clone();
     let prometheus = s.prometheus.clone();
     let mut app = Router::new()
         .route("/healthz", get(|| async { "ok" }))
@@ -400,162 +465,4 @@ pub fn router(cfg: &Config, s: &Services) -> Router {
     app.fallback(|| async {
         ErrorBody::new(ErrorCode::NotFound, "no such path").with_status(StatusCode::NOT_FOUND)
     })
-}
-
-/// Installs the process-wide Prometheus recorder, and a task that keeps its histograms
-/// compact.
-fn install_metrics() -> anyhow::Result<PrometheusHandle> {
-    let handle = PrometheusBuilder::new()
-        .set_buckets_for_metric(
-            Matcher::Full(wsgate::metrics::VERIFY_SECONDS.into()),
-            &[
-                1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 5e-3, 0.025, 0.1, 0.5, 2.0,
-            ],
-        )
-        .context("metrics buckets")?
-        .set_buckets_for_metric(
-            Matcher::Full(wsgate::metrics::REVOCATION_TO_CLOSE.into()),
-            &[
-                0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
-            ],
-        )
-        .context("metrics buckets")?
-        .install_recorder()
-        .context("installing the metrics recorder")?;
-    wsgate::metrics::register();
-    let upkeep = handle.clone();
-    tokio::spawn(async move {
-        let mut every = tokio::time::interval(Duration::from_secs(5));
-        loop {
-            every.tick().await;
-            upkeep.run_upkeep();
-        }
-    });
-    Ok(handle)
-}
-
-/// Drops revocations whose tokens have expired anyway, once a minute, so the table holds
-/// only what can still be presented.
-async fn prune_revocations(revocations: Arc<Revocations>) {
-    let mut every = tokio::time::interval(Duration::from_secs(60));
-    loop {
-        every.tick().await;
-        let dropped = revocations.prune();
-        if dropped > 0 {
-            tracing::debug!(dropped, "expired revocations dropped");
-        }
-    }
-}
-
-/// Runs the server until SIGTERM/SIGINT; returns after every socket is closed.
-/// `checked` is what `cfg.check` built: the server uses those values, not new ones.
-pub async fn serve(cfg: Config, checked: Checked, origin: Origin) -> anyhow::Result<()> {
-    startup_checks(&cfg, &origin)?;
-    let store = Arc::new(Store::open(&cfg.storage.path)?);
-    let built = auth::build(&cfg, &origin, SecretStore::Open(&store)).await?;
-    let addr = listen_addr(&cfg.listen).await?;
-    let mut services = Services::new(&cfg, checked, built, store)?;
-    services.prometheus = Some(install_metrics()?);
-    if services.admin_key.is_none() {
-        tracing::warn!(
-            "{} is not set: the admin API (/api/disconnect) is disabled",
-            cfg.admin.api_key_env
-        );
-    }
-    let mut app = router(&cfg, &services);
-    if let Some(parts) = services.cluster.take() {
-        let started = cluster::Parts {
-            registry: services.registry.clone(),
-            revocations: services.revocations.clone(),
-            broker: parts.broker,
-            store: services.store.clone(),
-            leeway_secs: services.built.leeway.as_secs(),
-        };
-        cluster::start(
-            parts.cluster.clone(),
-            parts.pushes,
-            started,
-            CLUSTER_FIRST_SYNC,
-        )
-        .await;
-        if !parts.cluster.is_up() {
-            tracing::error!(target: "wsgate::cluster", "Redis unreachable at start: serving local clients only until it answers");
-        }
-    }
-    if cfg.demo {
-        let Some(minting) = services.built.minting.clone() else {
-            anyhow::bail!("{origin}: demo: no HMAC secret to mint demo tokens with");
-        };
-        tracing::warn!(
-            "DEMO MODE: / serves a chat page and POST /api/demo/token hands out tokens to ANYONE; never enable demo in production"
-        );
-        app = demo::router(minting).merge(app);
-    }
-
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("cannot listen on {addr}"))?;
-    let local = listener.local_addr()?;
-    let handshake_timeout = Duration::from_millis(cfg.limits.handshake_timeout_ms);
-    // Small frames (welcome, pings, chat messages) must not wait for Nagle's algorithm.
-    let listener = HandshakeDeadline::new(listener, handshake_timeout)
-        .with_context(|| format!("cannot listen on {addr}"))?
-        .tap_io(|io| {
-            if let Err(e) = io.stream().set_nodelay(true) {
-                tracing::debug!(error = %e, "cannot set TCP_NODELAY");
-            }
-        });
-    tracing::info!(config = %origin, verifiers = ?services.built.summary, revocations = services.revocations.len(), "wsgate listening on {local}");
-    for ep in &cfg.endpoints {
-        tracing::info!(path = %ep.path, kind = ep.kind.as_str(), "endpoint ws://{local}{}", ep.path);
-    }
-    if cfg.demo {
-        tracing::info!("demo page: http://{local}/");
-    }
-    if services.built.minting.is_some() {
-        tracing::info!(
-            "next: TOKEN=$(wsgate token --sub alice{}) and connect with `Authorization: Bearer $TOKEN` (or ?token=$TOKEN)",
-            match &origin {
-                Origin::File(p) => format!(" --config {}", p.display()),
-                Origin::Defaults => String::new(),
-            }
-        );
-    }
-
-    let (stopping, tracker) = (services.stopping.clone(), services.tracker.clone());
-    tokio::spawn(keys::sweep_revoked(
-        services.store.clone(),
-        services.registry.clone(),
-    ));
-    tokio::spawn(shutdown::on_signal(stopping.clone()));
-    tokio::spawn(prune_revocations(services.revocations.clone()));
-    if let (Some((ssf, token)), Some(c)) = (&services.ssf, &cfg.ssf) {
-        tracing::info!(target: "wsgate::ssf", issuer = %c.issuer, push = %c.push_path, poll = c.poll_url.is_some(), "Shared Signals receiver on");
-        if let Some(url) = &c.poll_url {
-            tokio::spawn(crate::ssf::poll(
-                ssf.clone(),
-                url.clone(),
-                token.clone(),
-                Duration::from_secs(c.poll_interval_secs),
-                services.shutdown.clone(),
-            ));
-        }
-    }
-    axum::serve(listener, PerConnection::new(app))
-        .with_graceful_shutdown(stopping.cancelled_owned())
-        .await
-        .context("server error")?;
-
-    // No new connections now; the open sockets are closed in batches, the rest at the end.
-    shutdown::drain(&services.registry, &cfg.shutdown).await;
-    services.shutdown.cancel();
-    tracker.close();
-    if tokio::time::timeout(DRAIN, tracker.wait()).await.is_err() {
-        tracing::warn!(
-            open = tracker.len(),
-            "sockets still open after {DRAIN:?}; exiting anyway"
-        );
-    }
-    tracing::info!("stopped");
-    Ok(())
 }

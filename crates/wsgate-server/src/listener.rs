@@ -22,13 +22,15 @@
 //!
 //! The stream's write side is a [`Wire`], shared with the publishers that write deliveries
 //! to the socket directly; [`PerConnection`] puts it (and the peer's address) in each of the
-//! connection's requests, for the endpoints to pick up.
+//! connection's requests, for the endpoints to pick up. Each request is answered by the
+//! router live at the time ([`LiveRouter`]: a reload swaps it), so a kept-alive connection
+//! meets a reloaded config with its next request.
 
 use std::convert::Infallible;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
@@ -289,12 +291,32 @@ impl AsyncWrite for DeadlineIo {
 /// connection's [`Wire`] in every request's extensions.
 #[derive(Clone)]
 pub struct PerConnection {
-    router: Router,
+    router: LiveRouter,
 }
 
 impl PerConnection {
-    pub fn new(router: Router) -> Self {
+    pub fn new(router: LiveRouter) -> Self {
         Self { router }
+    }
+}
+
+/// The routes requests are answered by, replaced whole by a reload. Cloning shares it.
+#[derive(Clone)]
+pub struct LiveRouter(Arc<RwLock<Router>>);
+
+impl LiveRouter {
+    pub fn new(router: Router) -> Self {
+        Self(Arc::new(RwLock::new(router)))
+    }
+
+    /// The router now (a clone: a reference count).
+    pub fn current(&self) -> Router {
+        self.0.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Answers every request from now on with `router`.
+    pub fn replace(&self, router: Router) {
+        *self.0.write().unwrap_or_else(|p| p.into_inner()) = router;
     }
 }
 
@@ -312,7 +334,8 @@ where
 
     fn call(&mut self, stream: IncomingStream<'_, L>) -> Self::Future {
         std::future::ready(Ok(ConnectionService {
-            router: self.router.clone(),
+            router: self.router.current(),
+            live: self.router.clone(),
             peer: *stream.remote_addr(),
             wire: stream.io().wire().clone(),
         }))
@@ -323,6 +346,7 @@ where
 #[derive(Clone)]
 pub struct ConnectionService {
     router: Router,
+    live: LiveRouter,
     peer: SocketAddr,
     wire: Arc<Wire>,
 }
@@ -345,6 +369,7 @@ impl Service<Request> for ConnectionService {
         }
         req.extensions_mut().insert(ConnectInfo(self.peer));
         req.extensions_mut().insert(self.wire.clone());
+        self.router = self.live.current();
         self.router.call(req)
     }
 }

@@ -132,6 +132,8 @@ const SERVER_LAYERS: &[&[&str]] = &[
     &["endpoints", "demo", "browser_client", "handshake_status"],
     &["admin", "ssf"],
     &["gateway"],
+    &["reload"],
+    &["serve"],
     &["cli"],
 ];
 

@@ -26,7 +26,7 @@ use crate::reject::{AuthError, RejectMode};
 use crate::revalidate::{Revalidator, Watch};
 use crate::revocation::Revocations;
 use crate::source::{Credential, SUBPROTOCOL, SourceKind, Sources};
-use crate::verify::{Requirements, VerifierChain, VerifyContext};
+use crate::verify::{LiveChain, Requirements, VerifierChain, VerifyContext};
 
 /// Buffer and size limits for accepted sockets.
 ///
@@ -126,7 +126,8 @@ impl Default for SessionOptions {
 #[derive(Debug, Clone)]
 pub struct Authenticator {
     sources: Sources,
-    verifiers: VerifierChain,
+    /// Shared by every clone, so a server can swap the verifiers of live sessions too.
+    verifiers: LiveChain,
     reject: RejectMode,
     message_timeout: Duration,
     leeway: Duration,
@@ -153,9 +154,13 @@ impl Authenticator {
     /// Default sources, HTTP rejections, a 5 s `message` timeout and no failure limit. The
     /// expiry leeway is the verifiers' own (a JWT verifier's `leeway_secs`; 30 s when none
     /// says), so it is set in one place.
-    pub fn new(verifiers: VerifierChain) -> Self {
+    pub fn new(verifiers: impl Into<LiveChain>) -> Self {
         crate::install_crypto();
-        let leeway = verifiers.leeway().unwrap_or(crate::verify::DEFAULT_LEEWAY);
+        let verifiers = verifiers.into();
+        let leeway = verifiers
+            .current()
+            .leeway()
+            .unwrap_or(crate::verify::DEFAULT_LEEWAY);
         Self {
             sources: Sources::default(),
             verifiers,
@@ -331,8 +336,13 @@ impl Authenticator {
     pub fn sources_ref(&self) -> &Sources {
         &self.sources
     }
-    /// The verifier chain.
-    pub fn verifiers(&self) -> &VerifierChain {
+    /// The verifier chain as it is now.
+    pub fn verifiers(&self) -> Arc<VerifierChain> {
+        self.verifiers.current()
+    }
+    /// The live handle on the verifier chain: [`LiveChain::replace`] changes the verifiers of
+    /// this authenticator, of its clones and of the sessions they opened.
+    pub fn live_verifiers(&self) -> &LiveChain {
         &self.verifiers
     }
     /// The configured reject mode.
@@ -418,7 +428,8 @@ impl Authenticator {
         ctx: &VerifyContext,
     ) -> Result<(Verified, &'static str), AuthError> {
         let started = std::time::Instant::now();
-        let (verified, by) = self.verifiers.verify(cred, ctx).await?;
+        let chain = self.verifiers.current();
+        let (verified, by) = chain.verify(cred, ctx).await?;
         crate::metrics::verified(by, started.elapsed());
         if self
             .revocations

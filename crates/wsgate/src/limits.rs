@@ -107,6 +107,11 @@ struct Table {
 }
 
 impl FailureLimiter {
+    /// The failures an address may have per minute.
+    pub fn per_min(&self) -> u32 {
+        u32::try_from(self.per_min).unwrap_or(u32::MAX)
+    }
+
     /// `per_min` failures per address per sliding minute (at least 1).
     pub fn new(per_min: u32) -> Self {
         Self {

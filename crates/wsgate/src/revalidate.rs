@@ -32,7 +32,7 @@ use crate::identity::{Identity, Kept, Verified};
 use crate::protocol::CloseReason;
 use crate::registry::{Cause, CloseOrder, Registry, Target};
 use crate::reject::AuthError;
-use crate::verify::{VerifierChain, VerifyContext};
+use crate::verify::{LiveChain, VerifyContext};
 
 /// What to do with sessions whose issuer could not be asked (no answer, a 5xx).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -47,7 +47,7 @@ pub enum OnError {
 
 /// Re-checks the credentials of live sessions, one call per distinct credential per period.
 pub struct Revalidator {
-    chain: VerifierChain,
+    chain: LiveChain,
     registry: Arc<Registry>,
     on_error: OnError,
     shutdown: CancellationToken,
@@ -112,9 +112,9 @@ impl Revalidator {
 
     /// Re-checks with `chain` (the verifiers that accepted the credentials) and closes
     /// through `registry` (the one the sessions register with).
-    pub fn new(chain: VerifierChain, registry: Arc<Registry>) -> Self {
+    pub fn new(chain: impl Into<LiveChain>, registry: Arc<Registry>) -> Self {
         Self {
-            chain,
+            chain: chain.into(),
             registry,
             on_error: OnError::default(),
             shutdown: CancellationToken::new(),
@@ -253,7 +253,8 @@ impl Revalidator {
             };
             (t.kept.clone(), ctx)
         };
-        let answer = self.chain.verify(&kept.credential, &ctx).await;
+        let chain = self.chain.current();
+        let answer = chain.verify(&kept.credential, &ctx).await;
         drop(kept);
         match answer {
             Ok((verified, _)) => {

@@ -22,6 +22,7 @@ pub mod discovery;
 pub mod introspection;
 pub mod jwks;
 pub mod jwt;
+pub mod live;
 pub mod providers;
 #[cfg(feature = "remote")]
 pub mod proxy;
@@ -36,6 +37,7 @@ pub const DEFAULT_LEEWAY: std::time::Duration = std::time::Duration::from_secs(3
 pub use claims::{ClaimMap, ClaimPath, Requirements};
 pub use jwks::{JwksCache, JwksError, JwksSource};
 pub use jwt::{JwtConfig, JwtSetupError, JwtVerifier};
+pub use live::LiveChain;
 pub use providers::{Provider, ProviderKeys, Providers, ProvidersError};
 #[cfg(feature = "remote")]
 pub use proxy::ProxyVerifier;
