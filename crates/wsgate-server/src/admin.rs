@@ -24,6 +24,7 @@ use wsgate::{Authenticator, Cause, Registry, Revocations, Target, TicketStore};
 use crate::broker::{Broker, BrokerError};
 use crate::cluster::Cluster;
 use crate::cluster::control::Announced;
+use crate::events::Events;
 use crate::revoke::{
     MAX_GRACE_SECS, carry_out, keep_revocations, revocations_for, revoke_api_keys,
 };
@@ -56,6 +57,8 @@ pub struct Admin {
     pub leeway_secs: u64,
     /// Set by `serve`: `POST /api/reload` asks it to read the config again.
     pub reload: Option<ReloadRequests>,
+    /// Connection events: a revoking disconnect is a `revoked` event.
+    pub events: Option<Arc<Events>>,
 }
 
 pub fn router(admin: Admin) -> Router {
@@ -330,6 +333,11 @@ async fn disconnect(State(admin): State<Admin>, req: Request) -> Result<Response
     let now = wsgate::verify::now_unix();
     let grace = req.grace_secs()?.map(|secs| (now + secs, now));
     let closed = carry_out(&admin.registry, &target, req.revoke, grace, Cause::Admin);
+    if let Some(events) = &admin.events
+        && (req.revoke || grace.is_some())
+    {
+        events.revoked(Cause::Admin, &target, closed.len());
+    }
     let mut revoked = Vec::new();
     if req.revoke {
         revoked = revocations_for(&target, &closed, admin.leeway_secs);

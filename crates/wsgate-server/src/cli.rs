@@ -26,6 +26,7 @@ use crate::store::Store;
     after_help = "Endpoint kinds: `echo` (authenticated echo), `pubsub` (channels) and `proxy` (forward to an upstream ws:// or wss:// server, which gets X-Wsgate-Sub/-Session/-Claims/-Provider and never a credential).\n\
                   Several nodes: set [cluster] redis_url (one Redis) or redis_cluster (a Redis Cluster's seed nodes), and key_prefix; every node then shares channels, disconnects, revocations, tickets and per-user limits through Redis.\n\
                   Identity providers: [[auth.providers]] (several issuers routed by `iss`, OpenID discovery, claim mapping, RFC 7662 introspection of opaque tokens) beside [auth.jwt]; an endpoint's `require` holds tokens to claims (403 insufficient_scope).\n\
+                  Connection events: [events] sends connected/refreshed/closed/revoked to a signed webhook (Standard Webhooks) or a Redis Stream.\n\
                   Reload: SIGHUP (or `wsgate reload`) reads the config again without dropping a socket; a refused file changes nothing and the log says why.\n\
                   Every config key, its default and an example: docs/config.md.\n\
                   Logs go to stderr; set WSGATE_LOG (e.g. `debug`, `wsgate=debug`) to change the level, and WSGATE_LOG_FORMAT=json for one JSON object per line."
@@ -172,6 +173,19 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 println!("endpoint: {} ({})", ep.path, ep.kind.as_str());
             }
             println!("store: {}", cfg.storage.path.display());
+            if let Some(events) = &cfg.events {
+                let to: Vec<String> = [
+                    events.webhook_url.as_ref().map(|u| format!("webhook {u}")),
+                    events
+                        .redis_stream
+                        .as_ref()
+                        .map(|s| format!("redis stream {s}")),
+                ]
+                .into_iter()
+                .flatten()
+                .collect();
+                println!("events: {}", to.join(", "));
+            }
             if let Some((backend, c)) = cfg.cluster_mode() {
                 println!(
                     "cluster: {} (key prefix {:?})",

@@ -64,7 +64,64 @@ pub struct Config {
     pub shutdown: ShutdownConfig,
     /// `[ssf]`: revocations pushed (or polled) from an OpenID Shared Signals transmitter.
     pub ssf: Option<SsfConfig>,
+    /// `[events]`: connection events to a webhook and/or a Redis Stream.
+    pub events: Option<EventsConfig>,
     pub endpoints: Vec<EndpointConfig>,
+}
+
+/// `[events]`: what happens to connections, sent to a webhook (Standard Webhooks) and/or, in
+/// cluster mode, added to a Redis Stream.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventsConfig {
+    #[serde(default)]
+    pub webhook_url: Option<String>,
+    /// The variable holding the signing secret: `whsec_` + base64.
+    #[serde(default)]
+    pub webhook_secret_env: Option<String>,
+    /// Cluster mode: events are also added to the stream `{key_prefix}{redis_stream}`.
+    #[serde(default)]
+    pub redis_stream: Option<String>,
+    #[serde(default = "default_event_types")]
+    pub types: Vec<EventType>,
+    #[serde(default = "default_batch_max")]
+    pub batch_max: usize,
+    #[serde(default = "default_batch_ms")]
+    pub batch_ms: u64,
+    #[serde(default = "default_buffer_max")]
+    pub buffer_max: usize,
+}
+
+/// The kinds of connection event a consumer may ask for (`node_started`, `node_stopped` and
+/// `gap` are always sent).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventType {
+    Connected,
+    Refreshed,
+    Closed,
+    Revoked,
+}
+
+fn default_event_types() -> Vec<EventType> {
+    vec![
+        EventType::Connected,
+        EventType::Refreshed,
+        EventType::Closed,
+        EventType::Revoked,
+    ]
+}
+
+fn default_batch_max() -> usize {
+    100
+}
+
+fn default_batch_ms() -> u64 {
+    1000
+}
+
+fn default_buffer_max() -> usize {
+    100_000
 }
 
 /// `[ssf]`: an OpenID Shared Signals transmitter whose CAEP/RISC events close sessions and
@@ -149,6 +206,7 @@ impl Default for Config {
             cluster: None,
             shutdown: ShutdownConfig::default(),
             ssf: None,
+            events: None,
             endpoints: vec![
                 EndpointConfig::new("/ws", EndpointKind::Pubsub),
                 EndpointConfig::new("/echo", EndpointKind::Echo),
@@ -926,6 +984,9 @@ impl Config {
             Some(ssf) => Some(check_ssf(ssf, origin)?),
             None => None,
         };
+        if let Some(events) = &self.events {
+            check_events(events, self.cluster_mode().is_some(), origin)?;
+        }
         Ok(Checked {
             trusted_proxies,
             endpoints,
@@ -1043,6 +1104,96 @@ fn check_ssf(ssf: &SsfConfig, origin: &Origin) -> Result<CheckedSsf, ConfigError
         ));
     }
     Ok(CheckedSsf { verifier })
+}
+
+/// `[events]`: somewhere to send them, a signed webhook under the https-or-loopback rule, a
+/// stream only with a cluster, and bounds a consumer cannot be hurt by.
+fn check_events(events: &EventsConfig, cluster: bool, origin: &Origin) -> Result<(), ConfigError> {
+    let err =
+        |key: &str, problem: String| ConfigError::new(origin, format!("events.{key}"), problem);
+    if events.webhook_url.is_none() && events.redis_stream.is_none() {
+        return Err(err(
+            "webhook_url",
+            "set `webhook_url` or `redis_stream` (or both): events need somewhere to go".into(),
+        ));
+    }
+    if let Some(url) = &events.webhook_url {
+        wsgate::verify::JwksSource::url(url)
+            .map_err(|e| err("webhook_url", e.to_string().replace("JWKS", "URL")))?;
+        if events.webhook_secret_env.is_none() {
+            return Err(err(
+                "webhook_secret_env",
+                "webhooks are signed: name the variable holding the `whsec_…` secret".into(),
+            ));
+        }
+    } else if events.webhook_secret_env.is_some() {
+        return Err(err(
+            "webhook_secret_env",
+            "signs `webhook_url`: set it too".into(),
+        ));
+    }
+    if let Some(stream) = &events.redis_stream {
+        if !cluster {
+            return Err(err(
+                "redis_stream",
+                "needs [cluster] (redis_url or redis_cluster)".into(),
+            ));
+        }
+        if stream.is_empty()
+            || stream.len() > 64
+            || !stream
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_:.".contains(&b))
+        {
+            return Err(err(
+                "redis_stream",
+                "1–64 characters of letters, digits, `-`, `_`, `:` and `.`".into(),
+            ));
+        }
+    }
+    if events.types.is_empty() {
+        return Err(err("types", "list at least one event type".into()));
+    }
+    if !(1..=10_000).contains(&events.batch_max) {
+        return Err(err("batch_max", "must be between 1 and 10000".into()));
+    }
+    if !(1..=60_000).contains(&events.batch_ms) {
+        return Err(err("batch_ms", "must be between 1 and 60000".into()));
+    }
+    if !(events.batch_max..=10_000_000).contains(&events.buffer_max) {
+        return Err(err(
+            "buffer_max",
+            "must be between batch_max and 10000000".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Fewest bytes of webhook signing key taken (the Standard Webhooks spec asks for 24–64).
+const MIN_WEBHOOK_KEY_LEN: usize = 24;
+
+impl EventsConfig {
+    /// The webhook signing key from `webhook_secret_env` (`whsec_` + base64, the prefix
+    /// optional), read at start and by `check-config`; `None` without a webhook.
+    pub fn webhook_key(&self, origin: &Origin) -> Result<Option<Vec<u8>>, ConfigError> {
+        use base64::Engine;
+        let Some(var) = &self.webhook_secret_env else {
+            return Ok(None);
+        };
+        let err = |problem: String| ConfigError::new(origin, "events.webhook_secret_env", problem);
+        let secret = std::env::var(var).map_err(|_| err(format!("${var} is not set")))?;
+        let encoded = secret.strip_prefix("whsec_").unwrap_or(&secret);
+        let key = base64::engine::general_purpose::STANDARD
+            .decode(encoded)
+            .map_err(|_| err(format!("${var} must be `whsec_` followed by base64")))?;
+        if key.len() < MIN_WEBHOOK_KEY_LEN {
+            return Err(err(format!(
+                "${var} holds a {}-byte key; use {MIN_WEBHOOK_KEY_LEN}–64 random bytes (e.g. `whsec_$(openssl rand -base64 32)`)",
+                key.len()
+            )));
+        }
+        Ok(Some(key))
+    }
 }
 
 /// The checks `[auth.jwt]` and every provider's key settings share.

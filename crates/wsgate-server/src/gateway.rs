@@ -31,6 +31,7 @@ use crate::cluster::tickets::RedisTickets;
 use crate::config::{Checked, CheckedEndpoint, Config, Origin};
 use crate::demo;
 use crate::endpoints::{self, Endpoint};
+use crate::events::Events;
 use crate::keys::ApiKeyVerifier;
 use crate::ssf::Ssf;
 use crate::store::Store;
@@ -79,6 +80,8 @@ pub struct Services {
     pub providers: LiveChain,
     /// Reload requests from `POST /api/reload`, answered by the reload task (`reload.rs`).
     pub reload: Option<admin::ReloadRequests>,
+    /// `[events]`: connection events, their delivery tasks running.
+    pub events: Option<Arc<Events>>,
 }
 
 pub struct ClusterParts {
@@ -138,8 +141,17 @@ impl Services {
             Some(c) => Some(c.tokens(&Origin::Defaults)?),
             None => None,
         };
+        let events = match &cfg.events {
+            Some(c) => Some(Events::start(
+                c,
+                node_name(cluster_parts.as_ref().map(|(c, _)| c.as_ref())),
+                c.webhook_key(&Origin::Defaults)?,
+                cluster_parts.as_ref().map(|(c, _)| c.clone()),
+            )?),
+            None => None,
+        };
         let ssf = ssf.zip(ssf_tokens).map(|(checked, tokens)| {
-            let ssf = Ssf::new(
+            let mut ssf = Ssf::new(
                 checked.verifier,
                 tokens.push,
                 registry.clone(),
@@ -148,6 +160,7 @@ impl Services {
                 cluster_parts.as_ref().map(|(c, _)| c.clone()),
                 provider_issuers(cfg),
             );
+            ssf.events = events.clone();
             (Arc::new(ssf), tokens.poll)
         });
         let api_keys = Arc::new(ApiKeyVerifier::new(store.clone())?);
@@ -160,6 +173,7 @@ impl Services {
             verifiers: LiveChain::new(every_verifier(&built, &api_keys, &tickets)),
             providers,
             reload: None,
+            events,
             built,
             store: store.clone(),
             registry,
@@ -180,9 +194,9 @@ impl Services {
     }
 
     /// The services after a reload: `cfg`'s verifiers, endpoints, trusted proxies and failure
-    /// limit, put in the live handles so sessions already open use them too; everything that
-    /// lives across a reload (sockets, registry, revocations, tickets, store, cluster, the
-    /// Shared Signals receiver, shutdown) shared with `self`.
+    /// limit; everything that lives across a reload (sockets, registry, revocations, tickets,
+    /// store, cluster, the Shared Signals receiver, shutdown, the live verifier handles) shared
+    /// with `self`. Nothing changes for anyone until [`Services::put_verifiers_live`].
     pub fn reloaded(&self, cfg: &Config, checked: Checked, built: BuiltAuth) -> Self {
         let Checked {
             trusted_proxies,
@@ -194,9 +208,6 @@ impl Services {
             _ => (cfg.limits.auth_failures_per_min > 0)
                 .then(|| Arc::new(FailureLimiter::new(cfg.limits.auth_failures_per_min))),
         };
-        self.verifiers
-            .replace(every_verifier(&built, &self.api_keys, &self.tickets));
-        self.providers.replace(built.chain.clone());
         Self {
             built,
             store: self.store.clone(),
@@ -221,7 +232,16 @@ impl Services {
             verifiers: self.verifiers.clone(),
             providers: self.providers.clone(),
             reload: self.reload.clone(),
+            events: self.events.clone(),
         }
+    }
+
+    /// Puts these services' verifiers in the live handles every authenticator and open session
+    /// share: from now on handshakes, `refresh` frames and re-checks use them.
+    pub fn put_verifiers_live(&self) {
+        self.verifiers
+            .replace(every_verifier(&self.built, &self.api_keys, &self.tickets));
+        self.providers.replace(self.built.chain.clone());
     }
 }
 
@@ -236,6 +256,23 @@ fn every_verifier(
     chain.prepend(api_keys.clone());
     chain.push(Arc::new(TicketVerifier(tickets.clone())));
     chain
+}
+
+/// What this node is called in its events' ids: the cluster's name for it, else the host's
+/// name (without `:`, which separates the id's parts).
+fn node_name(cluster: Option<&Cluster>) -> String {
+    let name = match cluster {
+        Some(c) => c.node().to_owned(),
+        None => std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_owned())
+            .unwrap_or_default(),
+    };
+    let name = name.replace(':', "-");
+    if name.is_empty() {
+        "wsgate".into()
+    } else {
+        name
+    }
 }
 
 /// `(provider name, issuer)` of every identity provider with an issuer: a Shared Signals
@@ -292,6 +329,9 @@ pub fn startup_checks(cfg: &Config, origin: &Origin) -> anyhow::Result<()> {
     Store::check(&cfg.storage.path)?;
     if let Some(ssf) = &cfg.ssf {
         ssf.tokens(origin)?;
+    }
+    if let Some(events) = &cfg.events {
+        events.webhook_key(origin)?;
     }
     Ok(())
 }
@@ -373,6 +413,7 @@ pub fn router(cfg: &Config, s: &Services) -> Router {
         broker: s.broker.clone(),
         cluster: s.cluster.clone(),
         reload: s.reload.clone(),
+        events: s.events.clone(),
         ticket_auth: Arc::new(
             base.clone()
                 .sources(base.sources_ref().with_order(ticket_sources)),
@@ -431,6 +472,10 @@ pub fn router(cfg: &Config, s: &Services) -> Router {
             None => base.clone(),
         };
         let auth = auth.require(checked.requirements.clone());
+        let auth = match &s.events {
+            Some(events) => auth.observe(events.observer(&ep.path)),
+            None => auth,
+        };
         // Demo tokens (minted for anyone, any name) are taken by the demo page's endpoint
         // only, and by none once demo mode is off (one minted before a restart still
         // carries its claim until it expires).

@@ -10,7 +10,7 @@
 //! - the routes are rebuilt (endpoints added or removed, `require`, sources, limits) and
 //!   answer every request from then on; open sockets keep their identity and deadline;
 //! - what only a restart can change (the listen address, the store, the cluster, the Shared
-//!   Signals receiver, the admin key's variable, the ticket lifetime, the per-user cap, the
+//!   Signals receiver, the connection events' destinations, the admin key's variable, the ticket lifetime, the per-user cap, the
 //!   handshake deadline, what a failed re-check does, the demo page) keeps its running value,
 //!   and the log names each such key.
 //!
@@ -28,6 +28,7 @@ use crate::auth::{self, SecretStore};
 use crate::config::{Config, Origin};
 use crate::gateway::{self, Services};
 use crate::listener::LiveRouter;
+use crate::notify;
 
 /// What the command line set over the file (`serve --listen`, `--demo`): kept across reloads.
 #[derive(Debug, Clone, Default)]
@@ -87,31 +88,49 @@ impl Reloader {
     /// generation, or why it was refused (the running config then stays).
     pub async fn reload(&self) -> Result<u64, String> {
         let mut live = self.live.lock().await;
-        let outcome = self.build(&live).await;
-        let (cfg, services, kept) = match outcome {
-            Ok(built) => built,
+        notify::reloading();
+        let outcome = match self.build(&live).await {
+            Ok(next) => Ok(self.put_live(&mut live, next)),
             Err(why) => {
                 metrics::counter!("wsgate_config_reloads_total", "result" => "refused")
                     .increment(1);
                 tracing::error!(target: "wsgate::reload", config = %self.origin, "reload refused, the running config stays: {why}");
-                return Err(why);
+                Err(why)
             }
         };
+        let generation = self.generation.load(Ordering::SeqCst);
+        notify::ready(&match &outcome {
+            Ok(_) => format!("config generation {generation} live"),
+            Err(_) => format!("config generation {generation} live; the last reload was refused"),
+        });
+        outcome
+    }
+
+    /// Swaps a checked and built config in: the verifiers every authenticator and open session
+    /// share, then the routes. Nothing here can fail.
+    fn put_live(&self, live: &mut Live, next: Next) -> u64 {
+        let Next {
+            cfg,
+            services,
+            routes,
+            kept,
+        } = next;
         if !kept.is_empty() {
             tracing::warn!(target: "wsgate::reload", keys = %kept.join(", "), "these keys changed but need a restart; their running values stay");
         }
-        self.router
-            .replace(gateway::app(&cfg, &services).map_err(|e| format!("{e:#}"))?);
+        services.put_verifiers_live();
+        self.router.replace(routes);
         *live = Live { cfg, services };
         let generation = self.generation.fetch_add(1, Ordering::SeqCst) + 1;
         metrics::gauge!("wsgate_config_generation").set(generation as f64);
         metrics::counter!("wsgate_config_reloads_total", "result" => "ok").increment(1);
         tracing::info!(target: "wsgate::reload", config = %self.origin, generation, verifiers = ?live.services.built.summary, endpoints = live.cfg.endpoints.len(), "config reloaded");
-        Ok(generation)
+        generation
     }
 
-    /// The new config and services, and the restart-only keys that kept their old value.
-    async fn build(&self, live: &Live) -> Result<(Config, Services, Vec<&'static str>), String> {
+    /// The new config, its services and routes, built beside the running ones (nothing live
+    /// is touched), and the restart-only keys that kept their old value.
+    async fn build(&self, live: &Live) -> Result<Next, String> {
         let origin = &self.origin;
         let mut cfg = match origin {
             Origin::File(path) => Config::load(Some(path)).map_err(|e| e.to_string())?.0,
@@ -124,14 +143,23 @@ impl Reloader {
         let built = auth::build(&cfg, origin, SecretStore::Open(&live.services.store))
             .await
             .map_err(|e| format!("{e:#}"))?;
-        if cfg.demo && built.minting.is_none() {
-            return Err(format!(
-                "{origin}: demo: no HMAC secret to mint demo tokens with"
-            ));
-        }
         let services = live.services.reloaded(&cfg, checked, built);
-        Ok((cfg, services, kept))
+        let routes = gateway::app(&cfg, &services).map_err(|e| format!("{origin}: {e:#}"))?;
+        Ok(Next {
+            cfg,
+            services,
+            routes,
+            kept,
+        })
     }
+}
+
+/// A config checked and built, ready to be put live.
+struct Next {
+    cfg: Config,
+    services: Services,
+    routes: axum::Router,
+    kept: Vec<&'static str>,
 }
 
 /// Puts the running value back into every key only a restart can change, and names those
@@ -152,6 +180,7 @@ fn keep_restart_only(running: &Config, new: &mut Config) -> Vec<&'static str> {
         "storage" => storage,
         "cluster" => cluster,
         "ssf" => ssf,
+        "events" => events,
         "admin" => admin,
         "tickets" => tickets,
         "limits.max_connections_per_user" => limits.max_connections_per_user,

@@ -18,6 +18,7 @@ use crate::config::{Checked, Config, Origin};
 use crate::gateway::{Services, app, startup_checks};
 use crate::keys;
 use crate::listener::{HandshakeDeadline, LiveRouter, PerConnection};
+use crate::notify;
 use crate::reload;
 use crate::shutdown;
 use crate::store::Store;
@@ -180,6 +181,7 @@ pub async fn serve(
         }
     }
     let (registry, shutdown) = (services.registry.clone(), services.shutdown.clone());
+    let events = services.events.clone();
     let reloader = Arc::new(reload::Reloader::new(
         origin,
         overrides,
@@ -193,10 +195,12 @@ pub async fn serve(
         reloads,
         stopping.clone(),
     ));
+    notify::ready(&format!("listening on {local}"));
     axum::serve(listener, PerConnection::new(app))
         .with_graceful_shutdown(stopping.cancelled_owned())
         .await
         .context("server error")?;
+    notify::stopping();
 
     // No new connections now; the open sockets are closed in batches, the rest at the end.
     shutdown::drain(&registry, &reloader.config().await.shutdown).await;
@@ -207,6 +211,11 @@ pub async fn serve(
             open = tracker.len(),
             "sockets still open after {DRAIN:?}; exiting anyway"
         );
+    }
+    // The sockets' `closed` events are queued now: `node_stopped` after them, then a bounded
+    // wait for the sinks to send what they hold.
+    if let Some(events) = events {
+        events.stop().await;
     }
     tracing::info!("stopped");
     Ok(())

@@ -37,6 +37,7 @@ use wsgate::{Cause, Registry, Revocations, Revoked, Target};
 use crate::admin::bearer_matches;
 use crate::cluster::Cluster;
 use crate::cluster::control::{Announced, announce_disconnect};
+use crate::events::Events;
 use crate::revoke::{FOR_GOOD, carry_out, keep_revocations};
 use crate::store::Store;
 
@@ -59,6 +60,8 @@ pub struct Ssf {
     pub cluster: Option<Arc<Cluster>>,
     /// `(provider name, issuer)` of every provider with an issuer.
     pub issuers: Vec<(String, String)>,
+    /// Connection events: each event acted on is a `revoked` event (set after `new`).
+    pub events: Option<Arc<Events>>,
     seen: Mutex<Seen>,
 }
 
@@ -133,6 +136,7 @@ impl Ssf {
             store,
             cluster,
             issuers,
+            events: None,
             seen: Mutex::default(),
         }
     }
@@ -229,6 +233,9 @@ impl Ssf {
             let all = vec![revoked];
             let persisted = keep_revocations(&self.revocations, &self.store, &all);
             let closed = carry_out(&self.registry, &target, true, None, Cause::Ssf);
+            if let Some(events) = &self.events {
+                events.revoked(Cause::Ssf, &target, closed.len());
+            }
             let announce = async {
                 let Some(cluster) = &self.cluster else { return };
                 let order = Announced {

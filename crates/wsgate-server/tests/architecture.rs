@@ -118,6 +118,7 @@ const LIBRARY_LAYERS: &[&[&str]] = &[
     &["identity"],
     &["verify"],
     &["registry", "revocation", "tickets"],
+    &["observe"],
     &["revalidate"],
     &["authenticator"],
     &["relay"],
@@ -125,10 +126,11 @@ const LIBRARY_LAYERS: &[&[&str]] = &[
     &["extract"],
 ];
 const SERVER_LAYERS: &[&[&str]] = &[
-    &["config", "wire", "broker"],
+    &["config", "wire", "broker", "notify"],
     &["store"],
     &["auth", "keys", "revoke", "listener", "shutdown"],
     &["cluster"],
+    &["events"],
     &["endpoints", "demo", "browser_client", "handshake_status"],
     &["admin", "ssf"],
     &["gateway"],

@@ -1056,3 +1056,46 @@ async fn a_redis_cluster_master_failover_is_survived_like_an_outage() {
     }
     assert_eq!(next_message(&mut sub).await["data"], json!("back"));
 }
+
+#[tokio::test]
+async fn every_nodes_events_land_in_one_redis_stream_read_back_with_xrange() {
+    let redis = Redis::start();
+    let events = "[events]\nredis_stream = \"events\"\nbatch_ms = 20\n";
+    let (a, b) = (node(&redis, events).await, node(&redis, events).await);
+    let mut on_a = join(&a, &tok("ann")).await;
+    let mut on_b = join(&b, &tok("ben")).await;
+    on_a.close(None).await.expect("close");
+    on_b.close(None).await.expect("close");
+    a.terminate().await;
+    b.terminate().await;
+
+    let mut conn = redis.connection().expect("redis");
+    let entries: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
+        .arg("t:events")
+        .arg("-")
+        .arg("+")
+        .query(&mut conn)
+        .expect("XRANGE");
+    let events: Vec<Value> = entries
+        .iter()
+        .map(|(_, fields)| {
+            assert_eq!(fields[0].0, "event");
+            serde_json::from_str(&fields[0].1).expect("JSON")
+        })
+        .collect();
+    let count = |kind: &str| events.iter().filter(|e| e["type"] == kind).count();
+    assert_eq!(count("node_started"), 2, "{events:?}");
+    assert_eq!(count("node_stopped"), 2, "{events:?}");
+    assert_eq!(count("closed"), 2, "{events:?}");
+    let connected: Vec<&Value> = events.iter().filter(|e| e["type"] == "connected").collect();
+    assert_eq!(connected.len(), 2);
+    assert_ne!(
+        connected[0]["node"], connected[1]["node"],
+        "one stream, both nodes"
+    );
+    let subs: Vec<&str> = connected
+        .iter()
+        .map(|e| e["sub"].as_str().unwrap())
+        .collect();
+    assert!(subs.contains(&"ann") && subs.contains(&"ben"));
+}

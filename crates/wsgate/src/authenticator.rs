@@ -20,6 +20,7 @@ use crate::attempts::{Attempts, Refusal};
 use crate::forwarded::TrustedProxies;
 use crate::identity::{Identity, Kept, Verified};
 use crate::limits::FailureLimiter;
+use crate::observe::SessionObserver;
 use crate::protocol::{ClientFrame, close_socket};
 use crate::registry::Registry;
 use crate::reject::{AuthError, RejectMode};
@@ -148,6 +149,18 @@ pub struct Authenticator {
     shutdown: CancellationToken,
     /// What [`WsAuth::on_session`](crate::WsAuth::on_session) gives each session.
     session: SessionOptions,
+    /// Told of every session this endpoint opens, refreshes and closes.
+    observer: Option<Observer>,
+}
+
+/// A [`SessionObserver`], shared by every clone of an authenticator.
+#[derive(Clone)]
+pub(crate) struct Observer(pub(crate) Arc<dyn SessionObserver>);
+
+impl std::fmt::Debug for Observer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SessionObserver")
+    }
 }
 
 impl Authenticator {
@@ -178,7 +191,20 @@ impl Authenticator {
             trusted_proxies: Arc::default(),
             shutdown: CancellationToken::new(),
             session: SessionOptions::default(),
+            observer: None,
         }
+    }
+
+    /// Tells `observer` of every session this endpoint opens, refreshes and closes (a
+    /// server's connection events). It is called on the session's task: it must not wait.
+    pub fn observe(mut self, observer: Arc<dyn SessionObserver>) -> Self {
+        self.observer = Some(Observer(observer));
+        self
+    }
+
+    /// The observer, if one was given.
+    pub(crate) fn observer(&self) -> Option<&Arc<dyn SessionObserver>> {
+        self.observer.as_ref().map(|o| &o.0)
     }
 
     /// Ends sessions (`CloseReason::Shutdown`) when `token` is cancelled (the server's own shutdown

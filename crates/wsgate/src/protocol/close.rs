@@ -122,8 +122,10 @@ impl CloseReason {
     }
 }
 
+/// The code for a connection that ended without a close frame (never sent on the wire).
+pub(crate) const NO_CLOSE_FRAME: u16 = 1006;
+
 /// The code a received close frame carries; `1005` ("no status") for one without a code.
-#[cfg(feature = "relay")]
 pub(crate) fn code_of(frame: Option<&CloseFrame>) -> u16 {
     frame.map_or(1005, |f| f.code)
 }

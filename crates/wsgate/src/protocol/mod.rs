@@ -14,8 +14,8 @@ mod frames;
 #[cfg(feature = "relay")]
 pub(crate) use close::close_with;
 #[cfg(feature = "relay")]
-pub(crate) use close::{CLOSE_WAIT, code_of, drain};
+pub(crate) use close::{CLOSE_WAIT, drain};
 pub use close::{CloseReason, close_socket};
-pub(crate) use close::{close_label, close_then};
+pub(crate) use close::{NO_CLOSE_FRAME, close_label, close_then, code_of};
 pub use error::{ErrorBody, ErrorCode};
 pub use frames::{ClientFrame, FrameError, ServerFrame, SessionFrame, is_refresh};

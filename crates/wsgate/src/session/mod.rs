@@ -37,8 +37,9 @@ use tokio_util::sync::WaitForCancellationFutureOwned;
 
 use crate::authenticator::{Authenticator, SessionOptions};
 use crate::identity::Identity;
+use crate::observe::Ended;
 use crate::outbox::{Outbox, Outgoing};
-use crate::protocol::{CloseReason, ServerFrame, close_then, is_refresh};
+use crate::protocol::{CloseReason, NO_CLOSE_FRAME, ServerFrame, close_then, code_of, is_refresh};
 use crate::registry::{Cause, CloseOrder, Grace, Order, Registration};
 use crate::revalidate::Watch;
 use crate::verify::now_unix;
@@ -74,6 +75,14 @@ pub struct Session {
     msgs_in: u64,
     msgs_out: u64,
     closed_with: Option<u16>,
+    /// The server's reason phrase for `closed_with`, for the observer.
+    close_phrase: &'static str,
+    /// The code of the client's close frame, when it closed first.
+    peer_close: Option<u16>,
+    /// Who revoked the session, when a revocation closed it.
+    close_cause: Option<Cause>,
+    /// When the socket was upgraded: how long it lasted, for the observer.
+    opened: Instant,
     /// Frames others send to this socket (pub/sub deliveries), forwarded inside `recv`.
     outbound: Option<Outbox>,
     refreshed: bool,
@@ -99,6 +108,23 @@ impl Drop for Session {
     fn drop(&mut self) {
         let out = self.msgs_out + self.written_directly();
         crate::metrics::ended(self.closed_with, self.msgs_in, out);
+        if let Some(observer) = self.auth.observer() {
+            let (code, reason) = match (self.closed_with, self.peer_close) {
+                (Some(code), _) => (code, self.close_phrase),
+                (None, Some(code)) => (code, "client closed"),
+                (None, None) => (NO_CLOSE_FRAME, "connection lost"),
+            };
+            let lasted = self.opened.elapsed();
+            observer.closed(
+                &self.identity,
+                Ended {
+                    code,
+                    reason,
+                    lasted,
+                    cause: self.close_cause,
+                },
+            );
+        }
     }
 }
 
@@ -154,6 +180,10 @@ impl Session {
             msgs_in: 0,
             msgs_out: 0,
             closed_with: None,
+            close_phrase: "",
+            peer_close: None,
+            close_cause: None,
+            opened: now,
             outbound: None,
             refreshed: false,
             session_cap: options
@@ -164,6 +194,9 @@ impl Session {
         };
         session.watch = session.auth.watch(&session.identity).map(Box::new);
         crate::metrics::opened();
+        if let Some(observer) = session.auth.observer() {
+            observer.connected(&session.identity);
+        }
         session.set_expiry();
         session.arm();
         session
@@ -277,7 +310,10 @@ impl Session {
                     return Some(Incoming::Frame(m));
                 }
                 // Pings are answered by tungstenite; a Close is answered when we poll again.
-                Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Close(_))) => {}
+                Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+                Some(Ok(Message::Close(frame))) => {
+                    self.peer_close = Some(code_of(frame.as_ref()));
+                }
                 // A peer that broke the protocol is told why before the connection ends.
                 Some(Err(e)) => match violation(&e) {
                     Some(reason) => return self.end(reason).await,
@@ -367,6 +403,8 @@ impl Session {
     async fn close_in_place(&mut self, order: impl Into<CloseOrder>) {
         let CloseOrder { reason, learned } = order.into();
         self.closed_with = Some(reason.code());
+        self.close_phrase = reason.reason();
+        self.close_cause = learned.map(|l| l.cause);
         if let Some(outbound) = &self.outbound {
             // Nothing may follow the close frame, deliveries included.
             outbound.close();

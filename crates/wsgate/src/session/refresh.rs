@@ -77,6 +77,9 @@ impl Session {
                 self.arm();
                 self.refreshed = true;
                 tracing::info!(target: "wsgate::conn", sub = self.identity.sub(), session = self.identity.session(), "credential refreshed");
+                if let Some(observer) = self.auth.observer() {
+                    observer.refreshed(&self.identity);
+                }
                 let frame = ServerFrame::Refreshed {
                     id: id.as_ref(),
                     expires_at: self.identity.expires_at(),

@@ -223,6 +223,7 @@ impl Session {
             }
             RelayEnd::ClientClosed(f) => {
                 self.closed_with = code;
+                self.close_phrase = "client closed";
                 // tungstenite answered the client's close; read until the end of it.
                 tokio::join!(
                     crate::protocol::drain(&mut self.socket),
@@ -231,6 +232,7 @@ impl Session {
             }
             RelayEnd::UpstreamClosed(f) => {
                 self.closed_with = code;
+                self.close_phrase = "upstream closed";
                 // tungstenite answered the upstream's close; read until the end of it.
                 tokio::join!(close_with(&mut self.socket, f), drain_upstream(&mut up));
             }
