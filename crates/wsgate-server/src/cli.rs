@@ -27,6 +27,7 @@ use crate::store::Store;
                   Several nodes: set [cluster] redis_url (one Redis) or redis_cluster (a Redis Cluster's seed nodes), and key_prefix; every node then shares channels, disconnects, revocations, tickets and per-user limits through Redis.\n\
                   Identity providers: [[auth.providers]] (several issuers routed by `iss`, OpenID discovery, claim mapping, RFC 7662 introspection of opaque tokens) beside [auth.jwt]; an endpoint's `require` holds tokens to claims (403 insufficient_scope).\n\
                   Connection events: [events] sends connected/refreshed/closed/revoked to a signed webhook (Standard Webhooks) or a Redis Stream.\n\
+                  Tracing: [telemetry] otlp_endpoint exports a span per handshake, refresh, re-check and upstream dial to an OpenTelemetry collector (OTLP/HTTP), joined to the client's W3C traceparent.\n\
                   Reload: SIGHUP (or `wsgate reload`) reads the config again without dropping a socket; a refused file changes nothing and the log says why.\n\
                   Every config key, its default and an example: docs/config.md.\n\
                   Logs go to stderr; set WSGATE_LOG (e.g. `debug`, `wsgate=debug`) to change the level, and WSGATE_LOG_FORMAT=json for one JSON object per line."
@@ -185,6 +186,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 .flatten()
                 .collect();
                 println!("events: {}", to.join(", "));
+            }
+            if let Some(t) = &cfg.telemetry {
+                println!("telemetry: {} as {:?}", t.traces_url(), t.service_name);
             }
             if let Some((backend, c)) = cfg.cluster_mode() {
                 println!(

@@ -66,7 +66,36 @@ pub struct Config {
     pub ssf: Option<SsfConfig>,
     /// `[events]`: connection events to a webhook and/or a Redis Stream.
     pub events: Option<EventsConfig>,
+    /// `[telemetry]`: spans exported to an OpenTelemetry collector (OTLP/HTTP).
+    pub telemetry: Option<TelemetryConfig>,
     pub endpoints: Vec<EndpointConfig>,
+}
+
+/// `[telemetry]`: where spans go and what the service is called there.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TelemetryConfig {
+    /// The collector's OTLP/HTTP address, `http://127.0.0.1:4318`: spans are posted to
+    /// `{otlp_endpoint}/v1/traces` (an address already ending in `/v1/traces` is used as is).
+    pub otlp_endpoint: String,
+    #[serde(default = "default_service_name")]
+    pub service_name: String,
+}
+
+fn default_service_name() -> String {
+    "wsgate".into()
+}
+
+impl TelemetryConfig {
+    /// Where spans are posted.
+    pub fn traces_url(&self) -> String {
+        let base = self.otlp_endpoint.trim_end_matches('/');
+        if base.ends_with("/v1/traces") {
+            base.to_owned()
+        } else {
+            format!("{base}/v1/traces")
+        }
+    }
 }
 
 /// `[events]`: what happens to connections, sent to a webhook (Standard Webhooks) and/or, in
@@ -207,6 +236,7 @@ impl Default for Config {
             shutdown: ShutdownConfig::default(),
             ssf: None,
             events: None,
+            telemetry: None,
             endpoints: vec![
                 EndpointConfig::new("/ws", EndpointKind::Pubsub),
                 EndpointConfig::new("/echo", EndpointKind::Echo),
@@ -987,6 +1017,9 @@ impl Config {
         if let Some(events) = &self.events {
             check_events(events, self.cluster_mode().is_some(), origin)?;
         }
+        if let Some(telemetry) = &self.telemetry {
+            check_telemetry(telemetry, origin)?;
+        }
         Ok(Checked {
             trusted_proxies,
             endpoints,
@@ -1165,6 +1198,36 @@ fn check_events(events: &EventsConfig, cluster: bool, origin: &Origin) -> Result
             "buffer_max",
             "must be between batch_max and 10000000".into(),
         ));
+    }
+    Ok(())
+}
+
+/// `[telemetry]`: an http(s) address with a host and nothing secret in it (spans carry no
+/// credential, so a plain-http collector on the local network is allowed), and a name.
+fn check_telemetry(telemetry: &TelemetryConfig, origin: &Origin) -> Result<(), ConfigError> {
+    let err =
+        |key: &str, problem: &str| ConfigError::new(origin, format!("telemetry.{key}"), problem);
+    let url = reqwest::Url::parse(&telemetry.otlp_endpoint).map_err(|_| {
+        err(
+            "otlp_endpoint",
+            "must be the collector's OTLP/HTTP address, like `http://127.0.0.1:4318`",
+        )
+    })?;
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none_or(str::is_empty) {
+        return Err(err(
+            "otlp_endpoint",
+            "must be an http:// or https:// address with a host (OTLP/HTTP; gRPC is not spoken)",
+        ));
+    }
+    if !url.username().is_empty() || url.password().is_some() || url.query().is_some() {
+        return Err(err(
+            "otlp_endpoint",
+            "takes no user, password or query (they would be logged with the address)",
+        ));
+    }
+    let name = &telemetry.service_name;
+    if name.trim().is_empty() || name.len() > 255 || name.chars().any(char::is_control) {
+        return Err(err("service_name", "1–255 printable characters"));
     }
     Ok(())
 }

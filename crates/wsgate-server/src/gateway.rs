@@ -35,6 +35,7 @@ use crate::events::Events;
 use crate::keys::ApiKeyVerifier;
 use crate::ssf::Ssf;
 use crate::store::Store;
+use crate::telemetry::Telemetry;
 use wsgate::attempts::Attempts;
 use wsgate::verify::{LiveChain, VerifierChain};
 
@@ -82,6 +83,8 @@ pub struct Services {
     pub reload: Option<admin::ReloadRequests>,
     /// `[events]`: connection events, their delivery tasks running.
     pub events: Option<Arc<Events>>,
+    /// `[telemetry]`: the span exporter, its task running.
+    pub telemetry: Option<Arc<Telemetry>>,
 }
 
 pub struct ClusterParts {
@@ -150,6 +153,13 @@ impl Services {
             )?),
             None => None,
         };
+        let telemetry = match &cfg.telemetry {
+            Some(c) => Some(Telemetry::start(
+                c,
+                &node_name(cluster_parts.as_ref().map(|(c, _)| c.as_ref())),
+            )?),
+            None => None,
+        };
         let ssf = ssf.zip(ssf_tokens).map(|(checked, tokens)| {
             let mut ssf = Ssf::new(
                 checked.verifier,
@@ -174,6 +184,7 @@ impl Services {
             providers,
             reload: None,
             events,
+            telemetry,
             built,
             store: store.clone(),
             registry,
@@ -233,6 +244,7 @@ impl Services {
             providers: self.providers.clone(),
             reload: self.reload.clone(),
             events: self.events.clone(),
+            telemetry: self.telemetry.clone(),
         }
     }
 
@@ -474,6 +486,10 @@ pub fn router(cfg: &Config, s: &Services) -> Router {
         let auth = auth.require(checked.requirements.clone());
         let auth = match &s.events {
             Some(events) => auth.observe(events.observer(&ep.path)),
+            None => auth,
+        };
+        let auth = match &s.telemetry {
+            Some(telemetry) => auth.trace(telemetry.tracer(&ep.path)),
             None => auth,
         };
         // Demo tokens (minted for anyone, any name) are taken by the demo page's endpoint

@@ -27,4 +27,5 @@ pub mod serve;
 pub mod shutdown;
 pub mod ssf;
 pub mod store;
+pub mod telemetry;
 pub mod wire;

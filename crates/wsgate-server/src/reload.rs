@@ -181,6 +181,7 @@ fn keep_restart_only(running: &Config, new: &mut Config) -> Vec<&'static str> {
         "cluster" => cluster,
         "ssf" => ssf,
         "events" => events,
+        "telemetry" => telemetry,
         "admin" => admin,
         "tickets" => tickets,
         "limits.max_connections_per_user" => limits.max_connections_per_user,

@@ -182,6 +182,7 @@ pub async fn serve(
     }
     let (registry, shutdown) = (services.registry.clone(), services.shutdown.clone());
     let events = services.events.clone();
+    let telemetry = services.telemetry.clone();
     let reloader = Arc::new(reload::Reloader::new(
         origin,
         overrides,
@@ -216,6 +217,9 @@ pub async fn serve(
     // wait for the sinks to send what they hold.
     if let Some(events) = events {
         events.stop().await;
+    }
+    if let Some(telemetry) = telemetry {
+        telemetry.stop().await;
     }
     tracing::info!("stopped");
     Ok(())

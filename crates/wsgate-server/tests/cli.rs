@@ -9,11 +9,15 @@ fn check_config_summarises_a_good_file() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
         dir.path().join("wsgate.toml"),
-        "[auth.static]\ntokens = { \"valid-token\" = \"demo-user\" }\n[[endpoints]]\npath = \"/echo\"\nkind = \"echo\"\n",
+        "[auth.static]\ntokens = { \"valid-token\" = \"demo-user\" }\n[telemetry]\notlp_endpoint = \"http://127.0.0.1:4318/\"\n[[endpoints]]\npath = \"/echo\"\nkind = \"echo\"\n",
     )
     .unwrap();
     let (code, out, err) = run_cli(dir.path(), &["check-config"], &[]);
     assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("telemetry: http://127.0.0.1:4318/v1/traces as \"wsgate\""),
+        "{out}"
+    );
     assert!(out.contains("wsgate.toml: ok"), "{out}");
     assert!(out.contains("static tokens: 1"), "{out}");
     assert!(out.contains("/echo (echo)"), "{out}");
@@ -86,6 +90,23 @@ fn check_config_names_file_key_and_problem() {
             "[[auth.providers]]\nname = \"p\"\nissuer = \"https://i\"\nsecret = \"0123456789abcdef0123456789abcdef\"\nrevalidate_secs = 60\n",
             "revalidate_secs",
         ),
+        (
+            "[telemetry]\notlp_endpoint = \"127.0.0.1:4317\"\n",
+            "telemetry.otlp_endpoint",
+        ),
+        (
+            "[telemetry]\notlp_endpoint = \"grpc://collector:4317\"\n",
+            "telemetry.otlp_endpoint",
+        ),
+        (
+            "[telemetry]\notlp_endpoint = \"https://user:pw@collector\"\n",
+            "telemetry.otlp_endpoint",
+        ),
+        (
+            "[telemetry]\notlp_endpoint = \"http://collector:4318\"\nservice_name = \"\"\n",
+            "telemetry.service_name",
+        ),
+        ("[telemetry]\nservice_name = \"x\"\n", "otlp_endpoint"),
     ];
     for (text, needle) in cases {
         let path = dir.path().join("bad.toml");

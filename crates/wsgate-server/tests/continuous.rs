@@ -163,6 +163,30 @@ async fn a_backend_session_ended_elsewhere_closes_its_sockets_within_a_period() 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lone_credential_is_checked_again_every_period_not_once() {
+    // One socket, one credential: nothing else ever wakes the re-checking task, so each
+    // answer must schedule the next check itself.
+    let backend = Backend::default();
+    let addr = backend.start().await;
+    backend.answer("solo", 200, json!({"sub": "sol"}));
+    let s = Server::start(&backend_config(addr, "keep")).await;
+    let mut ws = bearer(&s.url("/ws"), "solo").await;
+    next_json(&mut ws).await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(8);
+    while backend.rechecks("solo").len() < 3 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "re-checked {} times in 8 s at a 1 s period",
+            backend.rechecks("solo").len()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    // And the third answer still acts: the backend ends the session, the socket closes.
+    backend.answer("solo", 401, json!({}));
+    assert_eq!(expect_close(&mut ws).await, (4003, "revoked".into()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backend_that_cannot_answer_keeps_or_closes_as_configured() {
     let backend = Backend::default();
     let addr = backend.start().await;

@@ -27,6 +27,7 @@ use crate::reject::{AuthError, RejectMode};
 use crate::revalidate::{Revalidator, Watch};
 use crate::revocation::Revocations;
 use crate::source::{Credential, SUBPROTOCOL, SourceKind, Sources};
+use crate::trace::{Traced, Tracer, Value};
 use crate::verify::{LiveChain, Requirements, VerifierChain, VerifyContext};
 
 /// Buffer and size limits for accepted sockets.
@@ -151,6 +152,18 @@ pub struct Authenticator {
     session: SessionOptions,
     /// Told of every session this endpoint opens, refreshes and closes.
     observer: Option<Observer>,
+    /// Handed the spans of every handshake and of its session (see [`Authenticator::trace`]).
+    tracer: Option<TracerRef>,
+}
+
+/// A [`Tracer`], shared by every clone of an authenticator.
+#[derive(Clone)]
+struct TracerRef(Arc<dyn Tracer>);
+
+impl std::fmt::Debug for TracerRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Tracer")
+    }
 }
 
 /// A [`SessionObserver`], shared by every clone of an authenticator.
@@ -192,7 +205,16 @@ impl Authenticator {
             shutdown: CancellationToken::new(),
             session: SessionOptions::default(),
             observer: None,
+            tracer: None,
         }
+    }
+
+    /// Hands `tracer` a span for every handshake (`wsgate.handshake`, a child of the request's
+    /// W3C `traceparent` when it has one) and, as its children, for the session's refreshes,
+    /// re-checks and a proxy's upstream dial. Called on the deciding task: it must not wait.
+    pub fn trace(mut self, tracer: Arc<dyn Tracer>) -> Self {
+        self.tracer = Some(TracerRef(tracer));
+        self
     }
 
     /// Tells `observer` of every session this endpoint opens, refreshes and closes (a
@@ -390,7 +412,7 @@ impl Authenticator {
         let path = parts.uri.path();
         match self.decide(parts, &ctx).await {
             Ok(Handshake::Authenticated(id)) => {
-                log_accepted(path, &ctx, &id);
+                accepted(path, &ctx, &id);
                 Ok(Handshake::Authenticated(id))
             }
             Ok(Handshake::AwaitMessage(ctx)) => {
@@ -432,7 +454,11 @@ impl Authenticator {
     /// Authenticates an ordinary HTTP request (e.g. `POST /api/tickets`) with the same sources
     /// and verifiers, without taking a connection slot. Refusals are logged and counted.
     pub async fn authenticate_request(&self, parts: &Parts) -> Result<Identity, AuthError> {
-        let ctx = self.context(parts);
+        // Not a handshake: no handshake span.
+        let ctx = VerifyContext {
+            trace: None,
+            ..self.context(parts)
+        };
         let result = async {
             self.check_failures(&ctx)?;
             self.sources.check_origin(&parts.headers)?;
@@ -488,14 +514,10 @@ impl Authenticator {
         };
         let remote = ctx.remote_addr.map(|a| a.ip());
         let kept = self.keep(cred, ctx.origin.as_deref(), &verified);
-        Ok(Identity::with_slot(
-            verified,
-            cred.source(),
-            by,
-            slot,
-            remote,
-            kept,
-        ))
+        Ok(
+            Identity::with_slot(verified, cred.source(), by, slot, remote, kept)
+                .traced(ctx.trace.clone()),
+        )
     }
 
     /// `Err(RateLimited)` (429) while the caller's address has used up its failures.
@@ -541,6 +563,18 @@ impl Authenticator {
             detail = %e,
             "connection refused"
         );
+        if let Some(trace) = &ctx.trace {
+            let mut attributes = handshake_attributes(path, ctx, "refused");
+            if let Some(source) = source {
+                attributes.push(("wsgate.source", source.as_str().into()));
+            }
+            attributes.push(("wsgate.error", e.code().as_str().into()));
+            attributes.push((
+                "http.response.status_code",
+                i64::from(e.status().as_u16()).into(),
+            ));
+            trace.handshake(attributes, Some(e.code().as_str()));
+        }
     }
 
     /// After an upgrade with no handshake credential: the first frame must be
@@ -564,7 +598,7 @@ impl Authenticator {
             };
         match outcome {
             Ok(id) => {
-                log_accepted(path, &ctx, &id);
+                accepted(path, &ctx, &id);
                 Some((socket, id))
             }
             Err(e) => {
@@ -587,6 +621,10 @@ impl Authenticator {
                 .map(|c| self.trusted_proxies.client(c.0, &parts.headers)),
             origin: origin(parts),
             recheck: None,
+            trace: self
+                .tracer
+                .as_ref()
+                .map(|t| Traced::begin(t.0.clone(), &parts.headers)),
         }
     }
 }
@@ -622,7 +660,30 @@ fn remote(ctx: &VerifyContext) -> String {
         .unwrap_or_else(|| "-".into())
 }
 
-fn log_accepted(path: &str, ctx: &VerifyContext, id: &Identity) {
+/// The handshake's attributes every outcome has. Never a credential, never the subject.
+fn handshake_attributes(
+    path: &str,
+    ctx: &VerifyContext,
+    outcome: &'static str,
+) -> Vec<(&'static str, Value)> {
+    let mut attributes = Vec::with_capacity(8);
+    attributes.push(("wsgate.outcome", outcome.into()));
+    attributes.push(("url.path", path.into()));
+    if let Some(addr) = ctx.remote_addr {
+        attributes.push(("client.address", addr.ip().to_string().as_str().into()));
+    }
+    attributes
+}
+
+/// Logs, counts and traces an accepted handshake.
+fn accepted(path: &str, ctx: &VerifyContext, id: &Identity) {
+    if let Some(trace) = &ctx.trace {
+        let mut attributes = handshake_attributes(path, ctx, "accepted");
+        attributes.push(("wsgate.source", id.source().as_str().into()));
+        attributes.push(("wsgate.provider", id.provider().into()));
+        attributes.push(("wsgate.session", id.session().into()));
+        trace.handshake(attributes, None);
+    }
     crate::metrics::accepted(id.source(), id.provider());
     tracing::info!(
         target: "wsgate::conn",

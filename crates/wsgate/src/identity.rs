@@ -12,6 +12,7 @@ use serde_json::Value;
 
 use crate::slots::Slot;
 use crate::source::{Credential, SourceKind};
+use crate::trace::Traced;
 
 /// What a verifier learned from a credential: plain data, no behaviour. Serializable so a
 /// ticket can carry it through a shared store (the cluster's Redis).
@@ -158,6 +159,8 @@ struct IdentityInner {
     /// The credential itself, kept only when it must be checked again
     /// ([`Verified::recheck_every`]).
     kept: Option<Arc<Kept>>,
+    /// The handshake's trace, when its endpoint traces: the session's later spans join it.
+    trace: Option<Arc<Traced>>,
 }
 
 /// A credential kept in a live session's memory so it can be checked again with whoever
@@ -195,6 +198,19 @@ impl Identity {
         Self::with_slot(verified, source, verifier, None, None, None)
     }
 
+    /// The same identity, its session's spans joined to `trace` (the handshake's).
+    pub(crate) fn traced(mut self, trace: Option<Arc<Traced>>) -> Self {
+        if let Some(inner) = Arc::get_mut(&mut self.inner) {
+            inner.trace = trace;
+        }
+        self
+    }
+
+    /// The handshake's trace, when the endpoint traces.
+    pub fn trace(&self) -> Option<&Arc<Traced>> {
+        self.inner.trace.as_ref()
+    }
+
     pub(crate) fn with_slot(
         verified: Verified,
         source: SourceKind,
@@ -212,6 +228,7 @@ impl Identity {
                 slot: slot.map(Arc::new),
                 remote,
                 kept,
+                trace: None,
             }),
         }
     }
@@ -309,6 +326,7 @@ impl Identity {
                 slot: self.inner.slot.clone(),
                 remote: self.inner.remote,
                 kept,
+                trace: self.inner.trace.clone(),
             }),
         }
     }

@@ -39,6 +39,7 @@ pub mod session;
 pub mod slots;
 pub mod source;
 pub mod tickets;
+pub mod trace;
 pub mod verify;
 
 pub use authenticator::{Authenticator, Handshake, SessionOptions, SocketSettings};
@@ -56,6 +57,7 @@ pub use session::{Incoming, Session};
 pub use slots::{SharedCounts, Slot, Slots};
 pub use source::{Credential, SourceKind, Sources};
 pub use tickets::{TicketStore, TicketVerifier, Tickets};
+pub use trace::{Span, SpanKind, TraceContext, Tracer};
 
 /// Re-exported so users name algorithms without depending on jsonwebtoken themselves.
 pub use jsonwebtoken::Algorithm;

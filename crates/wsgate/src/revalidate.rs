@@ -22,7 +22,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use tokio::sync::{Notify, Semaphore};
 use tokio::time::Instant;
@@ -32,6 +32,7 @@ use crate::identity::{Identity, Kept, Verified};
 use crate::protocol::CloseReason;
 use crate::registry::{Cause, CloseOrder, Registry, Target};
 use crate::reject::AuthError;
+use crate::trace::Traced;
 use crate::verify::{LiveChain, VerifyContext};
 
 /// What to do with sessions whose issuer could not be asked (no answer, a 5xx).
@@ -71,6 +72,8 @@ struct Tracked {
     /// A session holding it (named to a backend's re-check) and its client's address.
     session: String,
     remote: Option<IpAddr>,
+    /// That session's trace: each check is a span in it (`wsgate.revalidate`).
+    trace: Option<Arc<Traced>>,
     every: Duration,
     /// Sessions holding it now.
     watchers: usize,
@@ -160,6 +163,7 @@ impl Revalidator {
                         kept: kept.clone(),
                         session: identity.session().to_owned(),
                         remote: identity.remote_ip(),
+                        trace: identity.trace().cloned(),
                         every,
                         watchers: 1,
                         last: identity.verified().clone(),
@@ -241,7 +245,7 @@ impl Revalidator {
 
     /// Asks again for one credential and acts on the answer.
     async fn check(&self, digest: [u8; 32]) {
-        let (kept, ctx) = {
+        let (kept, ctx, trace) = {
             let table = self.lock();
             let Some(t) = table.tokens.get(&digest) else {
                 return;
@@ -250,12 +254,26 @@ impl Revalidator {
                 remote_addr: t.remote.map(|ip| SocketAddr::new(ip, 0)),
                 origin: t.kept.origin.clone(),
                 recheck: Some(t.session.clone()),
+                trace: None,
             };
-            (t.kept.clone(), ctx)
+            (t.kept.clone(), ctx, t.trace.clone())
         };
+        let started = trace.as_ref().map(|_| SystemTime::now());
         let chain = self.chain.current();
         let answer = chain.verify(&kept.credential, &ctx).await;
         drop(kept);
+        if let (Some(trace), Some(started)) = (trace, started) {
+            let (outcome, error) = match &answer {
+                Ok(_) => ("valid", None),
+                Err(AuthError::Unavailable(_)) => ("unavailable", Some("unavailable")),
+                Err(e) => ("refused", Some(e.code().as_str())),
+            };
+            let mut attributes = vec![("wsgate.outcome", outcome.into())];
+            if let Some(session) = &ctx.recheck {
+                attributes.push(("wsgate.session", session.as_str().into()));
+            }
+            trace.span("wsgate.revalidate", started, attributes, error);
+        }
         match answer {
             Ok((verified, _)) => {
                 crate::metrics::revalidated("valid");
@@ -310,6 +328,10 @@ impl Revalidator {
         if let Some(t) = table.tokens.get(&digest) {
             let at = Instant::now() + jittered(t.every);
             table.due.insert((at, digest));
+            drop(table);
+            // The task may be asleep with nothing due (this check was in flight): it must
+            // learn of the new due time, or a lone credential would be checked only once.
+            self.wake.notify_one();
         }
     }
 }

@@ -29,7 +29,7 @@ mod tls;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use axum::extract::ConnectInfo;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, header, request::Parts};
@@ -45,6 +45,7 @@ use crate::reject::GatewayError;
 use crate::source::{
     SESSION_SUBPROTOCOL, SUBPROTOCOL, SUBPROTOCOL_TOKEN_PREFIX, Sources, TICKET_PARAM,
 };
+use crate::trace::{SpanKind, TRACEPARENT, TRACESTATE, TraceContext};
 
 /// The upstream side of a proxied connection.
 pub type UpstreamSocket = WebSocketStream<MaybeTlsStream<TcpStream>>;
@@ -67,6 +68,16 @@ const PASSED: [HeaderName; 3] = [header::ORIGIN, header::USER_AGENT, header::ACC
 /// a larger one closes both sides ([`CloseReason::TooBig`](crate::CloseReason::TooBig)).
 /// The client side's write bound must take one ([`Upstream::client_socket_settings`]).
 pub const MAX_UPSTREAM_MESSAGE: usize = 16 * 1024 * 1024;
+
+/// What an upstream request is made from: the client's request, who it is, where its
+/// credential travelled (never passed on), and the dial's trace context when traced.
+#[derive(Clone, Copy)]
+struct Caller<'a> {
+    parts: &'a Parts,
+    identity: &'a Identity,
+    sources: &'a Sources,
+    trace: Option<&'a TraceContext>,
+}
 
 /// A configured upstream: where, how long to wait, which roots to trust for `wss://`.
 #[derive(Clone)]
@@ -192,13 +203,50 @@ impl Upstream {
         sources: &Sources,
     ) -> Result<Connected, GatewayError> {
         let started = Instant::now();
-        let result =
-            match tokio::time::timeout(self.timeout, self.open(parts, identity, sources)).await {
-                Err(_) => Err(GatewayError::Timeout),
-                Ok(Err(e)) => Err(e),
-                Ok(Ok((socket, protocol))) => Ok(Connected { socket, protocol }),
-            };
+        // Traced: the dial is a span of the handshake's, and the upstream's parent.
+        let span = identity
+            .trace()
+            .map(|t| (t, t.context().child(), SystemTime::now()));
+        let own = span.as_ref().map(|(_, own, _)| own);
+        let result = match tokio::time::timeout(
+            self.timeout,
+            self.open(&Caller {
+                parts,
+                identity,
+                sources,
+                trace: own,
+            }),
+        )
+        .await
+        {
+            Err(_) => Err(GatewayError::Timeout),
+            Ok(Err(e)) => Err(e),
+            Ok(Ok((socket, protocol))) => Ok(Connected { socket, protocol }),
+        };
         crate::metrics::upstream_connect(started.elapsed(), result.as_ref().err());
+        if let Some((trace, own, at)) = span {
+            let error = result.as_ref().err().map(|e| e.code().as_str());
+            let outcome = if error.is_none() {
+                "connected"
+            } else {
+                "failed"
+            };
+            let mut attributes = vec![("wsgate.outcome", outcome.into())];
+            if let Ok(uri) = self.url.parse::<axum::http::Uri>() {
+                attributes.push(("server.address", uri.host().unwrap_or_default().into()));
+                if let Some(port) = uri.port_u16() {
+                    attributes.push(("server.port", i64::from(port).into()));
+                }
+            }
+            trace.span_as(
+                "wsgate.upstream.connect",
+                SpanKind::Client,
+                own,
+                at,
+                attributes,
+                error,
+            );
+        }
         result
     }
 
@@ -207,16 +255,19 @@ impl Upstream {
     /// is read is bounded ([`MAX_HEAD`]).
     async fn open(
         &self,
-        parts: &Parts,
-        identity: &Identity,
-        sources: &Sources,
+        caller: &Caller<'_>,
     ) -> Result<(UpstreamSocket, Option<String>), GatewayError> {
+        let parts = caller.parts;
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         const UNREACHABLE: GatewayError = GatewayError::Unreachable("the upstream is unreachable");
         const REFUSED: GatewayError =
             GatewayError::Unreachable("the upstream refused the WebSocket handshake");
 
-        let url = with_client_query(&self.url, parts.uri.query(), sources.query_param_name());
+        let url = with_client_query(
+            &self.url,
+            parts.uri.query(),
+            caller.sources.query_param_name(),
+        );
         let uri: axum::http::Uri = url
             .parse()
             .map_err(|_| GatewayError::Unreachable("bad upstream URL"))?;
@@ -246,7 +297,7 @@ impl Upstream {
         };
         let key = tokio_tungstenite::tungstenite::handshake::client::generate_key();
         let protocols = upstream_protocols(&parts.headers);
-        let head = self.request_head(&uri, &key, parts, identity, sources, &protocols)?;
+        let head = self.request_head(&uri, &key, caller, &protocols)?;
         stream.write_all(&head).await.map_err(|_| UNREACHABLE)?;
 
         let mut buf = Vec::with_capacity(1024);
@@ -288,11 +339,15 @@ impl Upstream {
         &self,
         uri: &axum::http::Uri,
         key: &str,
-        parts: &Parts,
-        identity: &Identity,
-        sources: &Sources,
+        caller: &Caller<'_>,
         protocols: &[&str],
     ) -> Result<Vec<u8>, GatewayError> {
+        let Caller {
+            parts,
+            identity,
+            sources,
+            trace,
+        } = *caller;
         let mut h = HeaderMap::new();
         let claims = serde_json::to_vec(identity.claims()).unwrap_or_else(|_| b"null".to_vec());
         let identity_headers = [
@@ -315,6 +370,28 @@ impl Upstream {
             for v in parts.headers.get_all(&name) {
                 h.append(name.clone(), v.clone());
             }
+        }
+        // The trace context: the dial's own when traced, else the client's passed on as sent
+        // (a transparent hop).
+        match trace.map(|t| HeaderValue::from_str(&t.traceparent())) {
+            Some(Ok(own)) => {
+                h.insert(TRACEPARENT, own);
+            }
+            _ => {
+                if let Some(v) = parts.headers.get(TRACEPARENT) {
+                    h.insert(TRACEPARENT, v.clone());
+                }
+            }
+        }
+        // The vendors' state belongs to the client's trace: passed on only when that goes on.
+        let continued = parts
+            .headers
+            .get(TRACEPARENT)
+            .and_then(|v| v.to_str().ok())
+            .and_then(TraceContext::parse)
+            .is_some();
+        if let Some(v) = parts.headers.get(TRACESTATE).filter(|_| continued) {
+            h.insert(TRACESTATE, v.clone());
         }
         if let Some(xff) = forwarded_for(parts) {
             h.insert("x-forwarded-for", xff);

@@ -10,6 +10,8 @@
 //! a valid token of the session's own subject that lacks what the endpoint requires is
 //! answered `insufficient_scope`.
 
+use std::time::SystemTime;
+
 use axum::extract::ws::Message;
 use serde_json::Value;
 
@@ -42,6 +44,7 @@ impl Session {
             }
         };
         let cred = Credential::new(token, SourceKind::Message);
+        let started = self.identity.trace().map(|_| SystemTime::now());
         let verified = self
             .auth
             .verify_credential(&cred, &VerifyContext::default())
@@ -54,6 +57,19 @@ impl Session {
                 self.auth.admits(&new)?;
                 Ok((new, by))
             });
+        if let (Some(trace), Some(started)) = (self.identity.trace(), started) {
+            let error = verified.as_ref().err().map(|e| e.code().as_str());
+            let outcome = if error.is_none() {
+                "refreshed"
+            } else {
+                "refused"
+            };
+            let attributes = vec![
+                ("wsgate.outcome", outcome.into()),
+                ("wsgate.session", self.identity.session().into()),
+            ];
+            trace.span("wsgate.refresh", started, attributes, error);
+        }
         match verified {
             Ok((new, by)) => {
                 // A soft revocation is lifted only by a credential issued after its order.

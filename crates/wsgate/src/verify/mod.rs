@@ -14,6 +14,7 @@ use std::sync::Arc;
 use crate::identity::Verified;
 use crate::reject::AuthError;
 use crate::source::{Credential, SourceKind};
+use crate::trace::Traced;
 
 pub mod claims;
 #[cfg(feature = "remote")]
@@ -85,6 +86,10 @@ pub struct VerifyContext {
     /// Set when a live session's credential is checked again (continuous authorization): the
     /// session's id. Caches are skipped, and a backend is told (`"revalidate": true`).
     pub recheck: Option<String>,
+    /// The handshake's trace, when the endpoint traces ([`Authenticator::trace`]).
+    ///
+    /// [`Authenticator::trace`]: crate::Authenticator::trace
+    pub trace: Option<Arc<Traced>>,
 }
 
 /// A verifier's answer when it does not accept.
