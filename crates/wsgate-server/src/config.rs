@@ -1125,8 +1125,7 @@ fn check_ssf(ssf: &SsfConfig, origin: &Origin) -> Result<CheckedSsf, ConfigError
         ));
     }
     if let Some(url) = &ssf.poll_url {
-        wsgate::verify::JwksSource::url(url)
-            .map_err(|e| err("poll_url", e.to_string().replace("JWKS", "URL")))?;
+        wsgate::verify::check_remote_url(url).map_err(|e| err("poll_url", e))?;
     } else if ssf.poll_token_env.is_some() {
         return Err(err("poll_token_env", "polls `poll_url`: set it too".into()));
     }
@@ -1151,8 +1150,7 @@ fn check_events(events: &EventsConfig, cluster: bool, origin: &Origin) -> Result
         ));
     }
     if let Some(url) = &events.webhook_url {
-        wsgate::verify::JwksSource::url(url)
-            .map_err(|e| err("webhook_url", e.to_string().replace("JWKS", "URL")))?;
+        wsgate::verify::check_remote_url(url).map_err(|e| err("webhook_url", e))?;
         if events.webhook_secret_env.is_none() {
             return Err(err(
                 "webhook_secret_env",
@@ -1343,8 +1341,8 @@ impl Config {
                         "asks the IdP about each token: set no keys or discovery beside it (use another provider for the IdP's JWTs)".into(),
                     );
                 }
-                if let Err(e) = wsgate::verify::JwksSource::url(url) {
-                    return err("introspection_url", e.to_string().replace("JWKS", "URL"));
+                if let Err(e) = wsgate::verify::check_remote_url(url) {
+                    return err("introspection_url", e);
                 }
                 if p.client_id.as_deref().is_none_or(str::is_empty) {
                     return err(

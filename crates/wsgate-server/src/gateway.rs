@@ -52,6 +52,8 @@ pub struct Services {
     /// Refused handshakes (and wrong admin keys) per address; `None` when
     /// `limits.auth_failures_per_min = 0` turns the limit off.
     pub failures: Option<Arc<FailureLimiter>>,
+    /// The admin API's own failure budget (wrong admin keys), apart from the handshakes'.
+    pub admin_failures: Option<Arc<FailureLimiter>>,
     /// Load balancers whose `X-Forwarded-For` names the client.
     pub trusted_proxies: TrustedProxies,
     /// Each `[[endpoints]]` entry's upstream and `require`, as `Config::check` built them.
@@ -106,8 +108,8 @@ impl Services {
             revocations.add(r);
         }
         let admin_key = admin_key(cfg)?.map(|k| Arc::from(k.into_bytes()));
-        let failures = (cfg.limits.auth_failures_per_min > 0)
-            .then(|| Arc::new(FailureLimiter::new(cfg.limits.auth_failures_per_min)));
+        let failures = failure_limiter(None, cfg.limits.auth_failures_per_min);
+        let admin_failures = failure_limiter(None, cfg.limits.auth_failures_per_min);
         let Checked {
             trusted_proxies,
             endpoints,
@@ -193,6 +195,7 @@ impl Services {
             tickets,
             admin_key,
             failures,
+            admin_failures,
             trusted_proxies,
             endpoints,
             attempts: Arc::new(Attempts::new()),
@@ -214,11 +217,10 @@ impl Services {
             endpoints,
             ssf: _,
         } = checked;
-        let failures = match &self.failures {
-            Some(f) if f.per_min() == cfg.limits.auth_failures_per_min => Some(f.clone()),
-            _ => (cfg.limits.auth_failures_per_min > 0)
-                .then(|| Arc::new(FailureLimiter::new(cfg.limits.auth_failures_per_min))),
-        };
+        // The failures counted so far stay counted, unless the limit itself changed.
+        let per_min = cfg.limits.auth_failures_per_min;
+        let failures = failure_limiter(self.failures.as_ref(), per_min);
+        let admin_failures = failure_limiter(self.admin_failures.as_ref(), per_min);
         Self {
             built,
             store: self.store.clone(),
@@ -228,6 +230,7 @@ impl Services {
             tickets: self.tickets.clone(),
             admin_key: self.admin_key.clone(),
             failures,
+            admin_failures,
             trusted_proxies,
             endpoints,
             attempts: self.attempts.clone(),
@@ -268,6 +271,18 @@ fn every_verifier(
     chain.prepend(api_keys.clone());
     chain.push(Arc::new(TicketVerifier(tickets.clone())));
     chain
+}
+
+/// A failure limiter at `per_min` (none when 0): `running` itself when it already counts at
+/// that rate, so a reload keeps what it has counted.
+fn failure_limiter(
+    running: Option<&Arc<FailureLimiter>>,
+    per_min: u32,
+) -> Option<Arc<FailureLimiter>> {
+    match running {
+        Some(f) if f.per_min() == per_min => Some(f.clone()),
+        _ => (per_min > 0).then(|| Arc::new(FailureLimiter::new(per_min))),
+    }
 }
 
 /// What this node is called in its events' ids: the cluster's name for it, else the host's
@@ -431,8 +446,7 @@ pub fn router(cfg: &Config, s: &Services) -> Router {
                 .sources(base.sources_ref().with_order(ticket_sources)),
         ),
         leeway_secs: s.built.leeway.as_secs(),
-        failures: (cfg.limits.auth_failures_per_min > 0)
-            .then(|| Arc::new(FailureLimiter::new(cfg.limits.auth_failures_per_min))),
+        failures: s.admin_failures.clone(),
     };
     let shutting_down = s.stopping.clone();
     let cluster = s.cluster.clone();

@@ -39,15 +39,6 @@ fn rewrite(s: &Server, body: &str) {
     std::fs::write(path, text).expect("rewrite config");
 }
 
-fn hangup(s: &Server) {
-    let status = std::process::Command::new("kill")
-        .arg("-HUP")
-        .arg(s.pid().to_string())
-        .status()
-        .expect("kill -HUP");
-    assert!(status.success());
-}
-
 fn other_token(sub: &str) -> String {
     jwt(
         jsonwebtoken::Algorithm::HS256,
@@ -87,7 +78,7 @@ async fn sighup_rotates_the_hmac_secret_and_adds_an_endpoint_without_dropping_a_
             "[[endpoints]]\npath = \"/echo2\"\nkind = \"echo\"",
         ),
     );
-    hangup(&s);
+    s.signal("HUP");
     s.logs_once("config reloaded", 1).await;
     assert_eq!(generation(&s.metrics().await).as_deref(), Some("2"));
 
@@ -205,7 +196,7 @@ async fn a_refused_reload_keeps_the_running_config_and_says_why_once() {
             hs256_from("WSGATE_TEST_SECRET", "")
         ),
     );
-    hangup(&s);
+    s.signal("HUP");
     let logs = s.logs_once("reload refused", 1).await;
     assert!(
         logs.contains("max_mesage_bytes"),
@@ -274,10 +265,10 @@ async fn a_thousand_open_sockets_survive_two_reloads() {
             "[[endpoints]]\npath = \"/more\"\nkind = \"echo\"",
         ),
     );
-    hangup(&s);
+    s.signal("HUP");
     s.logs_once("config reloaded", 1).await;
     rewrite(&s, &hs256_from("WSGATE_TEST_SECRET", ""));
-    hangup(&s);
+    s.signal("HUP");
     s.logs_once("config reloaded", 2).await;
     assert_eq!(generation(&s.metrics().await).as_deref(), Some("3"));
     let echoed = join_all(sockets.iter_mut().enumerate().map(|(i, ws)| async move {
@@ -292,4 +283,32 @@ async fn a_thousand_open_sockets_survive_two_reloads() {
         .unwrap_or_default()
         .to_owned();
     assert!(open.ends_with(" 1000"), "{open}");
+}
+
+#[tokio::test]
+async fn a_reload_keeps_the_admin_apis_count_of_wrong_keys() {
+    let body = format!(
+        "{}\n[limits]\nauth_failures_per_min = 3\n",
+        hs256_from("WSGATE_TEST_SECRET", "")
+    );
+    let s = Server::start_with(&body, &[("WSGATE_ADMIN_KEY", ADMIN_KEY)]).await;
+    let url = s.http("/api/disconnect");
+    let wrong = Some("not-the-admin-key-0123456789");
+    let body_json = json!({"sub": "nobody"});
+    for _ in 0..3 {
+        assert_eq!(post(&url, wrong, Some(&body_json)).await.0, 403);
+    }
+    assert_eq!(post(&url, wrong, Some(&body_json)).await.0, 429);
+
+    // The same file read again: a reload must not hand a guesser a fresh budget.
+    rewrite(&s, &body);
+    s.signal("HUP");
+    s.logs_once("config reloaded", 1).await;
+    assert_eq!(
+        post(&url, wrong, Some(&body_json)).await.0,
+        429,
+        "still over the limit after the reload"
+    );
+    // The right key is always let through.
+    assert_eq!(post(&url, Some(ADMIN_KEY), Some(&body_json)).await.0, 200);
 }

@@ -16,15 +16,6 @@ async fn next_state(socket: &UnixDatagram) -> String {
     String::from_utf8_lossy(&buf[..n]).into_owned()
 }
 
-fn signal(s: &Server, name: &str) {
-    let status = std::process::Command::new("kill")
-        .arg(format!("-{name}"))
-        .arg(s.pid().to_string())
-        .status()
-        .expect("kill");
-    assert!(status.success());
-}
-
 #[tokio::test]
 async fn the_server_tells_systemd_when_it_is_ready_reloading_and_stopping() {
     let dir = tempfile::tempdir().unwrap();
@@ -42,7 +33,7 @@ async fn the_server_tells_systemd_when_it_is_ready_reloading_and_stopping() {
     let mut ws = bearer(&s.url("/echo"), &hs256(&claims("unit"))).await;
     assert_eq!(next_json(&mut ws).await["type"], "welcome");
 
-    signal(&s, "HUP");
+    s.signal("HUP");
     assert!(next_state(&socket).await.starts_with("RELOADING=1\n"));
     let reloaded = next_state(&socket).await;
     assert!(
@@ -50,7 +41,7 @@ async fn the_server_tells_systemd_when_it_is_ready_reloading_and_stopping() {
         "{reloaded}"
     );
 
-    signal(&s, "TERM");
+    s.signal("TERM");
     assert!(next_state(&socket).await.starts_with("STOPPING=1\n"));
     assert_eq!(expect_close(&mut ws).await.0, 1001);
 }

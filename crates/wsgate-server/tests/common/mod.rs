@@ -160,13 +160,19 @@ impl Server {
         let _ = tokio::time::timeout(WAIT, self.child.wait()).await;
     }
 
+    /// Sends the signal `name` (`HUP`, `TERM`, …) to the server process.
+    pub fn signal(&self, name: &str) {
+        let status = std::process::Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.pid().to_string())
+            .status()
+            .expect("kill");
+        assert!(status.success(), "kill -{name}");
+    }
+
     /// Sends SIGTERM and returns the exit status (bounded wait).
     pub async fn terminate(mut self) -> std::process::ExitStatus {
-        let pid = self.child.id().expect("pid");
-        let _ = std::process::Command::new("kill")
-            .arg("-TERM")
-            .arg(pid.to_string())
-            .status();
+        self.signal("TERM");
         tokio::time::timeout(WAIT, self.child.wait())
             .await
             .expect("server did not exit after SIGTERM")

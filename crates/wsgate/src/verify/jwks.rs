@@ -31,24 +31,32 @@ impl JwksSource {
     /// The URL is read by a real URL parser (WHATWG rules, as reqwest reads it), so the host
     /// checked here is the host fetched.
     pub fn url(url: &str) -> Result<Self, JwksError> {
-        let parsed = url::Url::parse(url)
-            .map_err(|e| JwksError::BadUrl(format!("`{url}` is not an absolute URL: {e}")))?;
-        let loopback = match parsed.host() {
-            Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
-            Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
-            Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
-            None => false,
-        };
-        match parsed.scheme() {
-            "https" if parsed.host().is_some() => Ok(Self::Url(url.to_owned())),
-            "http" if loopback => Ok(Self::Url(url.to_owned())),
-            "http" => Err(JwksError::BadUrl(format!(
-                "`{url}` must use https:// (plain http is only allowed to a loopback host)"
-            ))),
-            _ => Err(JwksError::BadUrl(format!(
-                "`{url}` must be an https:// URL"
-            ))),
-        }
+        check_remote_url(url).map_err(JwksError::BadUrl)?;
+        Ok(Self::Url(url.to_owned()))
+    }
+}
+
+/// The rule for every address wsgate sends a secret to or takes keys from (a JWKS, an
+/// introspection endpoint, a Shared Signals poll, a signed webhook): https, or plain http to
+/// a loopback host only, since anything in clear text could be read or swapped on the way.
+/// The URL is read by a real URL parser (WHATWG rules, as reqwest reads it), so the host
+/// checked here is the host contacted. `Err` is a sentence naming the URL.
+pub fn check_remote_url(url: &str) -> Result<(), String> {
+    let parsed =
+        url::Url::parse(url).map_err(|e| format!("`{url}` is not an absolute URL: {e}"))?;
+    let loopback = match parsed.host() {
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    };
+    match parsed.scheme() {
+        "https" if parsed.host().is_some() => Ok(()),
+        "http" if loopback => Ok(()),
+        "http" => Err(format!(
+            "`{url}` must use https:// (plain http is only allowed to a loopback host)"
+        )),
+        _ => Err(format!("`{url}` must be an https:// URL")),
     }
 }
 

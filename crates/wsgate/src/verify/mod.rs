@@ -36,7 +36,7 @@ pub mod static_tokens;
 pub const DEFAULT_LEEWAY: std::time::Duration = std::time::Duration::from_secs(30);
 
 pub use claims::{ClaimMap, ClaimPath, Requirements};
-pub use jwks::{JwksCache, JwksError, JwksSource};
+pub use jwks::{JwksCache, JwksError, JwksSource, check_remote_url};
 pub use jwt::{JwtConfig, JwtSetupError, JwtVerifier};
 pub use live::LiveChain;
 pub use providers::{Provider, ProviderKeys, Providers, ProvidersError};
