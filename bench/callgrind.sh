@@ -15,6 +15,8 @@
 #   PROVIDERS=5 bench/callgrind.sh target/release/wsgate          # [auth.jwt] + 4 more identity
 #                                                                 # providers (tokens routed by iss)
 #   ROWS=handshake bench/callgrind.sh …                           # only the handshake row
+#   EXTRA_TOML=$'[events]\nwebhook_url = …' bench/callgrind.sh …  # config appended (events,
+#                                                                 # telemetry on vs off)
 #
 # Needs valgrind (Debian: valgrind) and the load tool (built here when missing).
 set -euo pipefail
@@ -59,6 +61,7 @@ algorithms = ["HS256"]
 secret = "provider-$i-secret-0123456789abcdef-0123456789"
 TOML
 done
+printf '%s\n' "${EXTRA_TOML:-}" >>"$DIR/wsgate.toml"
 
 TOKEN=$("$WSLOAD" mint --secret "$SECRET" --sub alice --exp-secs 3600)
 BAD=$("$WSLOAD" mint --secret wrong-secret-0123456789abcdef-0123456789 --sub alice --exp-secs 3600)

@@ -12,6 +12,7 @@
 #
 #   bench/run-observe.sh          ~4 min; prints the table, saves results/observe-<date>.{md,jsonl}
 #   ROUNDS=1 HS_TOTAL=5000 HUGE=20000 IDLE_K=2000 bench/run-observe.sh    a quick look
+#   VARIANTS="off events" PARTS=handshake ROUNDS=15 bench/run-observe.sh   a sharper ratio
 set -euo pipefail
 cd "$(dirname "$0")"
 ROOT=$(cd .. && pwd)
@@ -21,6 +22,9 @@ HS_TOTAL=${HS_TOTAL:-20000}
 IDLE_K=${IDLE_K:-5000}
 HUGE=${HUGE:-100000}
 BUFFER=${BUFFER:-20000}
+VARIANTS=${VARIANTS:-"off events telemetry down"}
+PARTS=${PARTS:-"handshake idle huge"}
+has() { case " $PARTS " in *" $1 "*) return 0 ;; esac; return 1; }
 PORT=${PORT:-18330}
 SINK=${SINK_PORT:-18331}
 DEAD=${DEAD_PORT:-18339}
@@ -86,7 +90,8 @@ record() { printf '{"variant":"%s","metric":"%s","result":%s}\n' "$1" "$2" "${3:
 url="ws://127.0.0.1:$PORT/ws"
 
 for round in $(seq "$ROUNDS"); do
-  for v in off events telemetry down; do
+  has handshake || break
+  for v in $VARIANTS; do
     echo "== round $round: $v" >&2
     start "$v"
     $W handshake --url "$url" --token "$T" --concurrency 50 --total 500 >/dev/null 2>&1 || true
@@ -95,21 +100,28 @@ for round in $(seq "$ROUNDS"); do
   done
 done
 for v in off events; do
+  has idle || break
   echo "== idle: $v" >&2
   start "$v"
   $W handshake --url "$url" --token "$T" --concurrency 50 --total 200 >/dev/null 2>&1 || true
   record "$v" idle "$(taskset -c 1 $W idle --url "$url" --token "$T" --connections "$IDLE_K" --pid "$PID" --hold-secs 2 --json || true)"
   stop
 done
-echo "== $HUGE connects, twice, while the webhook is down" >&2
-start down
-before=$(rss_kib "$PID")
-for pass in 1 2; do
-  taskset -c 1 $W handshake --url "$url" --token "$T" --concurrency 50 --total "$HUGE" --pid "$PID" --json > "$work/huge-$pass.json" || true
-  dropped=$(curl -s "http://127.0.0.1:$PORT/metrics" | awk '/^wsgate_events_dropped_total/ {n += $2} END {print n + 0}')
-  record down "huge$pass" "{\"rss_before_kib\":$before,\"rss_after_kib\":$(rss_kib "$PID"),\"dropped\":$dropped,\"load\":$(cat "$work/huge-$pass.json")}"
+# HUGE connects with events off, then twice with the webhook down: the same latency, and
+# memory that stops growing once the queue holds buffer_max events.
+for v in off down; do
+  has huge || break
+  echo "== $HUGE connects: $v" >&2
+  start "$v"
+  before=$(rss_kib "$PID")
+  passes="1 2"; [ "$v" = off ] && passes=1
+  for pass in $passes; do
+    taskset -c 1 $W handshake --url "$url" --token "$T" --concurrency 50 --total "$HUGE" --pid "$PID" --json > "$work/huge.json" || true
+    dropped=$(curl -s "http://127.0.0.1:$PORT/metrics" | awk '/^wsgate_events_dropped_total/ {n += $2} END {print n + 0}')
+    record "$v" "huge$pass" "{\"rss_before_kib\":$before,\"rss_after_kib\":$(rss_kib "$PID"),\"dropped\":$dropped,\"load\":$(cat "$work/huge.json")}"
+  done
+  stop
 done
-stop
 
 python3 - "$out.jsonl" "$out.md" "$IDLE_K" "$HUGE" "$BUFFER" <<'PY'
 import json, statistics, sys
@@ -126,20 +138,22 @@ for r in rows:
             hs.setdefault(r["variant"], []).append(v)
 med = {k: statistics.median(v) for k, v in hs.items()}
 idle = {r["variant"]: (r["result"] or {}).get("kib_per_conn") for r in rows if r["metric"] == "idle"}
-lines = ["| variant | CPU µs / handshake (median of rounds) | vs off | all rounds | KiB / idle socket |",
-         "|---|---|---|---|---|"]
+lines = ["| variant | CPU µs / handshake (median of rounds) | vs off | all rounds | p99 ms (median) | KiB / idle socket |",
+         "|---|---|---|---|---|---|"]
 for v in ["off", "events", "telemetry", "down"]:
     if v not in med: continue
     ratio = f"{med[v] / med['off']:.2f}×" if "off" in med else "–"
     i = idle.get(v)
-    lines.append(f"| {v} | {med[v]:.1f} | {ratio} | {', '.join(f'{x:.1f}' for x in hs[v])} | {'–' if i is None else f'{i:.2f}'} |")
+    p99 = statistics.median(r["result"]["p99_ms"] for r in rows if r["variant"] == v and r["metric"] == "handshake" and r["result"])
+    lines.append(f"| {v} | {med[v]:.1f} | {ratio} | {', '.join(f'{x:.1f}' for x in hs[v])} | {p99:.1f} | {'–' if i is None else f'{i:.2f}'} |")
 lines.append("")
 for r in rows:
     if r["metric"].startswith("huge"):
         d = r["result"]; load = d["load"]
-        lines.append(f"- webhook down, connects {r['metric'][4:]}×{huge}: RSS {d['rss_before_kib'] / 1024:.1f} → {d['rss_after_kib'] / 1024:.1f} MiB, "
-                     f"events dropped {d['dropped']:.0f} (buffer_max {buffer}), handshakes ok {load.get('ok')}, "
-                     f"CPU µs / handshake {per_op(load) or 0:.1f}")
+        what = "events off" if r["variant"] == "off" else f"webhook down (buffer_max {buffer})"
+        lines.append(f"- {what}, {int(r['metric'][4:]) * huge} connects: RSS {d['rss_before_kib'] / 1024:.1f} → {d['rss_after_kib'] / 1024:.1f} MiB, "
+                     f"events dropped {d['dropped']:.0f}, handshakes ok {load.get('ok')}, "
+                     f"CPU µs / handshake {per_op(load) or 0:.1f}, latency p50 {load.get('p50_ms')} / p99 {load.get('p99_ms')} ms")
 lines.append("")
 lines.append(f"wsgate pinned to core 0; wsload and the receivers on core 1. Idle over {idle_k} sockets.")
 open(md, "w").write("\n".join(lines) + "\n")

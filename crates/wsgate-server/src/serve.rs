@@ -97,8 +97,10 @@ pub async fn serve(
     let store = Arc::new(Store::open(&cfg.storage.path)?);
     let built = auth::build(&cfg, &origin, SecretStore::Open(&store)).await?;
     let addr = listen_addr(&cfg.listen).await?;
+    // The recorder first: what Services builds may take its counters' handles once.
+    let prometheus = install_metrics()?;
     let mut services = Services::new(&cfg, checked, built, store)?;
-    services.prometheus = Some(install_metrics()?);
+    services.prometheus = Some(prometheus);
     let (reload_requests, reloads) = tokio::sync::mpsc::channel(4);
     services.reload = Some(reload_requests);
     if services.admin_key.is_none() {

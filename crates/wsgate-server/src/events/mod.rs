@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use wsgate::{Cause, Ended, Identity, SessionObserver, Target};
@@ -85,13 +85,13 @@ impl Events {
                 .tasks
                 .spawn(sink::deliver(sink, target, events.clone(), batch));
         }
-        events.emit("node_started", Map::new());
+        events.emit("node_started", &[]);
         Ok(events)
     }
 
     /// `node_stopped`, then waits (at most [`FLUSH`]) for every sink to send what it holds.
     pub async fn stop(&self) {
-        self.emit("node_stopped", Map::new());
+        self.emit("node_stopped", &[]);
         self.stopping.cancel();
         self.tasks.close();
         if tokio::time::timeout(FLUSH, self.tasks.wait())
@@ -112,23 +112,28 @@ impl Events {
         if !self.wants(EventType::Revoked) {
             return;
         }
-        let mut fields = Map::new();
-        fields.insert("by".into(), by.as_str().into());
         // What the order named; never a credential (a token is named by a hash we keep to
         // ourselves, an API key by its id).
-        match target {
-            Target::Sub(sub) | Target::SubOf { sub, .. } => {
-                fields.insert("sub".into(), sub.as_str().into())
-            }
-            Target::Session(s) => fields.insert("session".into(), s.as_str().into()),
-            Target::Credential(id) => fields.insert("key_id".into(), id.as_str().into()),
+        let claim;
+        let named = match target {
+            Target::Sub(sub) | Target::SubOf { sub, .. } => ("sub", Field::Str(sub)),
+            Target::Session(s) => ("session", Field::Str(s)),
+            Target::Credential(id) => ("key_id", Field::Str(id)),
             Target::Claim { name, value } => {
-                fields.insert("claim".into(), json!({ name.as_str(): value }))
+                claim = json!({ name.as_str(): value });
+                ("claim", Field::Json(&claim))
             }
-            Target::Token(_) => fields.insert("token".into(), true.into()),
+            Target::Token(_) => ("token", Field::Bool(true)),
         };
-        fields.insert("closed".into(), closed.into());
-        self.emit("revoked", fields);
+        let closed = u64::try_from(closed).unwrap_or(u64::MAX);
+        self.emit(
+            "revoked",
+            &[
+                ("by", Field::Str(by.as_str())),
+                named,
+                ("closed", Field::Num(closed)),
+            ],
+        );
     }
 
     /// The observer for one endpoint's sessions.
@@ -140,7 +145,7 @@ impl Events {
     }
 
     /// Numbers, stamps and serializes an event once, and queues it in every sink.
-    fn emit(&self, kind: &'static str, fields: Map<String, Value>) {
+    fn emit(&self, kind: &'static str, fields: &[(&'static str, Field<'_>)]) {
         let event = self.build(kind, fields);
         for sink in &self.sinks {
             sink.push(event.clone());
@@ -153,24 +158,70 @@ impl Events {
     }
 
     /// An event with the next `seq`, serialized.
-    fn build(&self, kind: &'static str, fields: Map<String, Value>) -> Entry {
+    fn build(&self, kind: &'static str, fields: &[(&'static str, Field<'_>)]) -> Entry {
         let seq = self.seq.fetch_add(1, Ordering::Relaxed) + 1;
         self.build_as(seq, kind, fields)
     }
 
-    /// An event numbered `seq`, serialized.
-    fn build_as(&self, seq: u64, kind: &'static str, fields: Map<String, Value>) -> Entry {
-        let mut event = Map::with_capacity(fields.len() + 6);
-        event.insert("type".into(), kind.into());
-        event.insert("id".into(), self.id(seq).into());
-        event.insert("node".into(), self.node.as_str().into());
-        event.insert("epoch".into(), self.epoch.into());
-        event.insert("seq".into(), seq.into());
-        event.insert("at".into(), now_ms().into());
-        event.extend(fields);
+    /// An event numbered `seq`, serialized: written straight into its text (an event is
+    /// built on the handshake's and the close's path, so no map is built to be thrown away).
+    fn build_as(
+        &self,
+        seq: u64,
+        kind: &'static str,
+        fields: &[(&'static str, Field<'_>)],
+    ) -> Entry {
+        let mut json = Vec::with_capacity(256);
+        json.extend_from_slice(b"{\"type\":");
+        Field::Str(kind).write(&mut json);
+        json.extend_from_slice(b",\"id\":");
+        Field::Str(&self.id(seq)).write(&mut json);
+        json.extend_from_slice(b",\"node\":");
+        Field::Str(&self.node).write(&mut json);
+        for (key, value) in [
+            ("epoch", Field::Num(self.epoch)),
+            ("seq", Field::Num(seq)),
+            ("at", Field::Num(now_ms())),
+        ]
+        .iter()
+        .chain(fields)
+        {
+            json.push(b',');
+            Field::Str(key).write(&mut json);
+            json.push(b':');
+            value.write(&mut json);
+        }
+        json.push(b'}');
         Entry {
             seq,
-            text: Value::Object(event).to_string().into(),
+            text: String::from_utf8_lossy(&json).into(),
+        }
+    }
+}
+
+/// One value of an event's own fields.
+#[derive(Clone, Copy)]
+pub(crate) enum Field<'a> {
+    Str(&'a str),
+    Num(u64),
+    Bool(bool),
+    Null,
+    Json(&'a Value),
+}
+
+impl Field<'_> {
+    /// Appends the value as JSON (strings escaped by serde_json).
+    fn write(&self, out: &mut Vec<u8>) {
+        let written = match self {
+            Self::Str(s) => serde_json::to_writer(&mut *out, s),
+            Self::Num(n) => serde_json::to_writer(&mut *out, n),
+            Self::Bool(b) => serde_json::to_writer(&mut *out, b),
+            Self::Null => serde_json::to_writer(&mut *out, &()),
+            Self::Json(v) => serde_json::to_writer(&mut *out, v),
+        };
+        // Writing into memory cannot fail; a value that could not be written is `null`.
+        if written.is_err() {
+            out.extend_from_slice(b"null");
         }
     }
 }
@@ -188,59 +239,68 @@ struct EndpointEvents {
     endpoint: Box<str>,
 }
 
-fn who(identity: &Identity) -> Map<String, Value> {
-    let mut fields = Map::new();
-    fields.insert("session".into(), identity.session().into());
-    fields.insert("sub".into(), identity.sub().into());
-    fields
-}
-
 impl SessionObserver for EndpointEvents {
     fn connected(&self, identity: &Identity) {
         if !self.events.wants(EventType::Connected) {
             return;
         }
-        let mut fields = who(identity);
-        fields.insert("provider".into(), identity.provider().into());
-        fields.insert("endpoint".into(), (*self.endpoint).into());
-        fields.insert("source".into(), identity.source().as_str().into());
-        fields.insert(
-            "remote_addr".into(),
-            identity
-                .remote_ip()
-                .map_or(Value::Null, |ip| ip.to_string().into()),
+        let remote = identity.remote_ip().map(|ip| ip.to_string());
+        self.events.emit(
+            "connected",
+            &[
+                ("session", Field::Str(identity.session())),
+                ("sub", Field::Str(identity.sub())),
+                ("provider", Field::Str(identity.provider())),
+                ("endpoint", Field::Str(&self.endpoint)),
+                ("source", Field::Str(identity.source().as_str())),
+                (
+                    "remote_addr",
+                    remote.as_deref().map_or(Field::Null, Field::Str),
+                ),
+            ],
         );
-        self.events.emit("connected", fields);
     }
 
     fn refreshed(&self, identity: &Identity) {
         if !self.events.wants(EventType::Refreshed) {
             return;
         }
-        let mut fields = who(identity);
-        fields.insert("expires_at".into(), identity.expires_at().into());
-        self.events.emit("refreshed", fields);
+        let expires_at = identity.expires_at().map_or(Field::Null, Field::Num);
+        self.events.emit(
+            "refreshed",
+            &[
+                ("session", Field::Str(identity.session())),
+                ("sub", Field::Str(identity.sub())),
+                ("expires_at", expires_at),
+            ],
+        );
     }
 
     fn closed(&self, identity: &Identity, ended: Ended) {
         // The issuer's own verdict reaches no admin or receiver: it is reported here.
         if ended.cause == Some(Cause::Revalidate) && self.events.wants(EventType::Revoked) {
-            let mut fields = who(identity);
-            fields.insert("by".into(), Cause::Revalidate.as_str().into());
-            self.events.emit("revoked", fields);
+            self.events.emit(
+                "revoked",
+                &[
+                    ("by", Field::Str(Cause::Revalidate.as_str())),
+                    ("session", Field::Str(identity.session())),
+                    ("sub", Field::Str(identity.sub())),
+                ],
+            );
         }
         if !self.events.wants(EventType::Closed) {
             return;
         }
-        let mut fields = who(identity);
-        fields.insert("code".into(), ended.code.into());
-        fields.insert("reason".into(), ended.reason.into());
-        fields.insert(
-            "duration_ms".into(),
-            u64::try_from(ended.lasted.as_millis())
-                .unwrap_or(u64::MAX)
-                .into(),
+        let lasted = u64::try_from(ended.lasted.as_millis()).unwrap_or(u64::MAX);
+        self.events.emit(
+            "closed",
+            &[
+                ("session", Field::Str(identity.session())),
+                ("sub", Field::Str(identity.sub())),
+                ("code", Field::Num(u64::from(ended.code))),
+                ("reason", Field::Str(ended.reason)),
+                ("duration_ms", Field::Num(lasted)),
+            ],
         );
-        self.events.emit("closed", fields);
     }
 }

@@ -7,13 +7,12 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use serde_json::Map;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use super::Events;
 use super::stream::Stream;
 use super::webhook::Webhook;
+use super::{Events, Field};
 use crate::config::EventsConfig;
 
 const FIRST_RETRY: Duration = Duration::from_secs(1);
@@ -54,6 +53,8 @@ pub struct Sink {
     wake: Notify,
     batch_max: usize,
     buffer_max: usize,
+    /// `wsgate_events_dropped_total{sink}`, looked up once: a full buffer drops on every push.
+    dropped: metrics::Counter,
 }
 
 #[derive(Default)]
@@ -73,6 +74,7 @@ impl Sink {
             wake: Notify::new(),
             batch_max: cfg.batch_max,
             buffer_max: cfg.buffer_max,
+            dropped: metrics::counter!("wsgate_events_dropped_total", "sink" => name),
         }
     }
 
@@ -96,7 +98,7 @@ impl Sink {
                 Some((from, _)) => (from, seq),
                 None => (seq, seq),
             });
-            metrics::counter!("wsgate_events_dropped_total", "sink" => self.name).increment(1);
+            self.dropped.increment(1);
         }
         q.events.push_back(event);
         q.since.get_or_insert_with(Instant::now);
@@ -143,12 +145,10 @@ impl Sink {
         let mut q = self.lock();
         let mut batch = Vec::with_capacity(self.batch_max.min(q.events.len() + 1));
         if let Some((from, to)) = q.gap.take() {
-            let mut fields = Map::new();
-            fields.insert("from_seq".into(), from.into());
-            fields.insert("to_seq".into(), to.into());
             // Numbered as the last event it stands for (never delivered, so its id is free):
             // the sequence a consumer sees still only goes up.
-            batch.push(events.build_as(to, "gap", fields));
+            let fields = [("from_seq", Field::Num(from)), ("to_seq", Field::Num(to))];
+            batch.push(events.build_as(to, "gap", &fields));
         }
         let n = self.batch_max.min(q.events.len());
         batch.extend(q.events.drain(..n));

@@ -39,6 +39,8 @@ pub struct Telemetry {
     url: String,
     header: otlp::Header,
     client: reqwest::Client,
+    /// `wsgate_telemetry_spans_dropped_total`, looked up once.
+    dropped: metrics::Counter,
 }
 
 impl Telemetry {
@@ -55,6 +57,7 @@ impl Telemetry {
                 .timeout(TIMEOUT)
                 .redirect(reqwest::redirect::Policy::none())
                 .build()?,
+            dropped: metrics::counter!("wsgate_telemetry_spans_dropped_total"),
         });
         tokio::spawn(telemetry.clone().export());
         Ok(telemetry)
@@ -78,7 +81,7 @@ impl Telemetry {
         let mut q = self.lock();
         if q.len() >= BUFFER_MAX {
             q.pop_front();
-            metrics::counter!("wsgate_telemetry_spans_dropped_total").increment(1);
+            self.dropped.increment(1);
         }
         q.push_back(span);
         let (first, full) = (q.len() == 1, q.len() >= BATCH_MAX);
@@ -140,7 +143,7 @@ impl Telemetry {
                     }
                 }
                 Err(why) => {
-                    metrics::counter!("wsgate_telemetry_spans_dropped_total").increment(sent);
+                    self.dropped.increment(sent);
                     // Once per outage, not once per batch.
                     if !failing {
                         tracing::warn!(target: "wsgate::telemetry", spans = sent, "spans not exported (dropped until the collector answers): {why}");
