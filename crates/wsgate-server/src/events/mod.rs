@@ -34,6 +34,10 @@ const FLUSH: Duration = Duration::from_secs(5);
 /// Numbers events and hands them to every sink.
 pub struct Events {
     node: String,
+    /// `node` as a JSON string, escaped once.
+    node_json: String,
+    /// The opening of every event id as JSON, up to its `seq`: `"<node>:<epoch>:`.
+    id_json_prefix: String,
     epoch: u64,
     seq: AtomicU64,
     types: Vec<EventType>,
@@ -70,9 +74,16 @@ impl Events {
             ));
             sinks.push(sink);
         }
+        let mut node_json = String::new();
+        push_escaped(&mut node_json, &node);
+        let epoch = now_ms();
+        let open = node_json.strip_suffix('"').unwrap_or(&node_json);
+        let id_json_prefix = format!("{open}:{epoch}:");
         let events = Arc::new(Self {
+            node_json,
+            id_json_prefix,
             node,
-            epoch: now_ms(),
+            epoch,
             seq: AtomicU64::new(0),
             types: cfg.types.clone(),
             sinks,
@@ -171,30 +182,25 @@ impl Events {
         kind: &'static str,
         fields: &[(&'static str, Field<'_>)],
     ) -> Entry {
-        let mut json = Vec::with_capacity(256);
-        json.extend_from_slice(b"{\"type\":");
-        Field::Str(kind).write(&mut json);
-        json.extend_from_slice(b",\"id\":");
-        Field::Str(&self.id(seq)).write(&mut json);
-        json.extend_from_slice(b",\"node\":");
-        Field::Str(&self.node).write(&mut json);
-        for (key, value) in [
-            ("epoch", Field::Num(self.epoch)),
-            ("seq", Field::Num(seq)),
-            ("at", Field::Num(now_ms())),
-        ]
-        .iter()
-        .chain(fields)
-        {
-            json.push(b',');
-            Field::Str(key).write(&mut json);
-            json.push(b':');
+        use std::fmt::Write;
+        let mut json = String::with_capacity(320);
+        // Keys and kinds are ours (plain ASCII): written as they are; values are escaped.
+        let _ = write!(
+            json,
+            "{{\"type\":\"{kind}\",\"id\":{}{seq}\",\"node\":{},\"epoch\":{},\"seq\":{seq},\"at\":{}",
+            self.id_json_prefix,
+            self.node_json,
+            self.epoch,
+            now_ms()
+        );
+        for (key, value) in fields {
+            let _ = write!(json, ",\"{key}\":");
             value.write(&mut json);
         }
-        json.push(b'}');
+        json.push('}');
         Entry {
             seq,
-            text: String::from_utf8_lossy(&json).into(),
+            text: json.into(),
         }
     }
 }
@@ -210,20 +216,47 @@ pub(crate) enum Field<'a> {
 }
 
 impl Field<'_> {
-    /// Appends the value as JSON (strings escaped by serde_json).
-    fn write(&self, out: &mut Vec<u8>) {
-        let written = match self {
-            Self::Str(s) => serde_json::to_writer(&mut *out, s),
-            Self::Num(n) => serde_json::to_writer(&mut *out, n),
-            Self::Bool(b) => serde_json::to_writer(&mut *out, b),
-            Self::Null => serde_json::to_writer(&mut *out, &()),
-            Self::Json(v) => serde_json::to_writer(&mut *out, v),
+    /// Appends the value as JSON.
+    fn write(&self, out: &mut String) {
+        use std::fmt::Write;
+        let _ = match self {
+            Self::Str(s) => {
+                push_escaped(out, s);
+                Ok(())
+            }
+            Self::Num(n) => write!(out, "{n}"),
+            Self::Bool(b) => write!(out, "{b}"),
+            Self::Null => write!(out, "null"),
+            Self::Json(v) => write!(out, "{v}"),
         };
-        // Writing into memory cannot fail; a value that could not be written is `null`.
-        if written.is_err() {
-            out.extend_from_slice(b"null");
-        }
     }
+}
+
+/// `s` as a JSON string (RFC 8259: quote, backslash and control characters escaped).
+fn push_escaped(out: &mut String, s: &str) {
+    use std::fmt::Write;
+    out.push('"');
+    let mut plain = 0;
+    for (i, c) in s.char_indices() {
+        let escape = match c {
+            '"' => "\\\"",
+            '\\' => "\\\\",
+            '\n' => "\\n",
+            '\r' => "\\r",
+            '\t' => "\\t",
+            c if c < ' ' => "",
+            _ => continue,
+        };
+        out.push_str(&s[plain..i]);
+        if escape.is_empty() {
+            let _ = write!(out, "\\u{:04x}", u32::from(c));
+        } else {
+            out.push_str(escape);
+        }
+        plain = i + c.len_utf8();
+    }
+    out.push_str(&s[plain..]);
+    out.push('"');
 }
 
 /// Unix time in milliseconds.
@@ -302,5 +335,41 @@ impl SessionObserver for EndpointEvents {
                 ("duration_ms", Field::Num(lasted)),
             ],
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn events_are_json_whatever_the_strings_hold() {
+        let cfg: EventsConfig =
+            toml::from_str("webhook_url = \"http://127.0.0.1:9/e\"\nwebhook_secret_env = \"X\"\n")
+                .expect("config");
+        let node = "host \"q\" \\ \u{1}";
+        let events = Events::start(&cfg, node.into(), Some(vec![1; 32]), None).expect("start");
+        let tricky = "a\"b\\c\nd\re\tf\u{0}\u{1f}g\u{7f}é🦀/</script>";
+        let claim = json!({"k": tricky});
+        let entry = events.build(
+            "revoked",
+            &[
+                ("sub", Field::Str(tricky)),
+                ("closed", Field::Num(u64::MAX)),
+                ("token", Field::Bool(true)),
+                ("remote_addr", Field::Null),
+                ("claim", Field::Json(&claim)),
+            ],
+        );
+        let v: Value = serde_json::from_str(&entry.text).expect("valid JSON");
+        assert_eq!(v["type"], "revoked");
+        assert_eq!(v["node"], node);
+        assert_eq!(v["id"], events.id(entry.seq));
+        assert_eq!(v["seq"], entry.seq);
+        assert_eq!(v["sub"], tricky);
+        assert_eq!(v["closed"], u64::MAX);
+        assert_eq!(v["token"], true);
+        assert_eq!(v["remote_addr"], Value::Null);
+        assert_eq!(v["claim"], claim);
     }
 }
