@@ -4,12 +4,8 @@
 
 mod common;
 
-use std::process::Stdio;
-
 use common::*;
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, BufReader, Lines};
-use tokio::process::{Child, ChildStdout, Command};
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
@@ -17,51 +13,29 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 const WEBHOOK_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSwYWJjZGVmZ2hpams=";
 const ADMIN_KEY: &str = "admin-key-for-events-tests-0123456789";
 
-struct Receiver {
-    _child: Child,
-    lines: Lines<BufReader<ChildStdout>>,
-    port: u16,
-}
+/// The webhook receiver (`tests/events/receiver.py`): one JSON line per request.
+struct Receiver(PythonService);
 
 impl Receiver {
     async fn start(fail_first: u32) -> Self {
-        let script = concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../../tests/events/receiver.py"
-        );
-        let mut child = Command::new("python3")
-            .arg(script)
-            .arg(WEBHOOK_SECRET)
-            .arg(fail_first.to_string())
-            .stdout(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("python3 receiver.py (scripts/test installs tests/events/requirements.txt)");
-        let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
-        let first = tokio::time::timeout(WAIT, lines.next_line())
-            .await
-            .expect("receiver started")
-            .expect("read")
-            .expect("a line");
-        let port = first
-            .strip_prefix("port ")
-            .and_then(|p| p.parse().ok())
-            .unwrap_or_else(|| panic!("receiver said {first:?}"));
-        Self {
-            _child: child,
-            lines,
-            port,
-        }
+        let fail_first = fail_first.to_string();
+        Self(
+            PythonService::start(
+                "events/receiver.py",
+                &[WEBHOOK_SECRET, &fail_first],
+                "tests/events/requirements.txt",
+            )
+            .await,
+        )
+    }
+
+    fn port(&self) -> u16 {
+        self.0.port
     }
 
     /// The next request the receiver saw.
     async fn next(&mut self) -> Value {
-        let line = tokio::time::timeout(WAIT, self.lines.next_line())
-            .await
-            .expect("a delivery in time")
-            .expect("read")
-            .expect("a line");
-        serde_json::from_str(&line).expect("JSON")
+        self.0.next_json().await
     }
 
     /// Events delivered (2xx) until one of type `last` arrives; every request must verify.
@@ -108,7 +82,7 @@ fn of_type<'a>(events: &'a [Value], kind: &str) -> Vec<&'a Value> {
 async fn a_sessions_life_reaches_the_webhook_signed_numbered_and_without_credentials() {
     let mut receiver = Receiver::start(0).await;
     let s = Server::start_with(
-        &config(receiver.port),
+        &config(receiver.port()),
         &[
             ("WEBHOOK_SECRET", WEBHOOK_SECRET),
             ("WSGATE_ADMIN_KEY", ADMIN_KEY),
@@ -203,7 +177,7 @@ async fn a_sessions_life_reaches_the_webhook_signed_numbered_and_without_credent
 async fn a_failing_receiver_gets_the_same_batch_again_under_the_same_id() {
     let mut receiver = Receiver::start(2).await;
     let s = Server::start_with(
-        &config(receiver.port),
+        &config(receiver.port()),
         &[("WEBHOOK_SECRET", WEBHOOK_SECRET)],
     )
     .await;
@@ -238,7 +212,7 @@ async fn a_failing_receiver_gets_the_same_batch_again_under_the_same_id() {
 #[tokio::test]
 async fn past_buffer_max_the_oldest_are_dropped_and_a_gap_event_says_which() {
     let mut receiver = Receiver::start(1).await;
-    let cfg = config(receiver.port).replace(
+    let cfg = config(receiver.port()).replace(
         "batch_ms = 50",
         "batch_ms = 50\nbatch_max = 1\nbuffer_max = 1",
     );

@@ -6,14 +6,11 @@
 
 mod common;
 
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use common::upstream::Upstream;
 use common::*;
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, BufReader, Lines};
-use tokio::process::{Child, ChildStdout, Command};
 
 /// The W3C specification's own example: the caller's trace and span.
 const CALLER_TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
@@ -23,51 +20,28 @@ fn traceparent(trace: &str, span: &str, flags: &str) -> String {
     format!("00-{trace}-{span}-{flags}")
 }
 
-struct Collector {
-    _child: Child,
-    lines: Lines<BufReader<ChildStdout>>,
-    port: u16,
-}
+/// The OTLP collector (`tests/telemetry/collector.py`): one JSON line per decoded span.
+struct Collector(PythonService);
 
 impl Collector {
     async fn start() -> Self {
-        let script = concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../../tests/telemetry/collector.py"
-        );
-        let mut child = Command::new("python3")
-            .arg(script)
-            .stdout(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .expect(
-                "python3 collector.py (scripts/test installs tests/telemetry/requirements.txt)",
-            );
-        let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
-        let first = tokio::time::timeout(WAIT, lines.next_line())
-            .await
-            .expect("collector started")
-            .expect("read")
-            .expect("a line");
-        let port = first
-            .strip_prefix("port ")
-            .and_then(|p| p.parse().ok())
-            .unwrap_or_else(|| panic!("collector said {first:?}"));
-        Self {
-            _child: child,
-            lines,
-            port,
-        }
+        Self(
+            PythonService::start(
+                "telemetry/collector.py",
+                &[],
+                "tests/telemetry/requirements.txt",
+            )
+            .await,
+        )
+    }
+
+    fn port(&self) -> u16 {
+        self.0.port
     }
 
     /// The next span the collector decoded.
     async fn next(&mut self) -> Value {
-        let line = tokio::time::timeout(WAIT, self.lines.next_line())
-            .await
-            .expect("a span in time")
-            .expect("read")
-            .expect("a line");
-        let span: Value = serde_json::from_str(&line).expect("JSON");
+        let span = self.0.next_json().await;
         assert!(span.get("error").is_none(), "the export decodes: {span}");
         assert_eq!(span["path"], "/v1/traces");
         assert_eq!(span["content_type"], "application/x-protobuf");
@@ -121,7 +95,7 @@ fn assert_clean(span: &Value, token: &str) {
 #[tokio::test]
 async fn the_handshake_joins_the_callers_trace_and_the_refresh_is_its_child() {
     let mut collector = Collector::start().await;
-    let s = Server::start(&config(collector.port, ECHO)).await;
+    let s = Server::start(&config(collector.port(), ECHO)).await;
     let token = hs256(&claims("alice-the-subject"));
     let parent = traceparent(CALLER_TRACE, CALLER_SPAN, "01");
     let mut ws = connect_ok(
@@ -195,7 +169,7 @@ async fn the_handshake_joins_the_callers_trace_and_the_refresh_is_its_child() {
 #[tokio::test]
 async fn a_refused_handshake_is_an_error_span_and_an_unsampled_caller_is_not_recorded() {
     let mut collector = Collector::start().await;
-    let s = Server::start(&config(collector.port, ECHO)).await;
+    let s = Server::start(&config(collector.port(), ECHO)).await;
 
     // An unsampled caller's handshake first: its trace must never reach the collector.
     let unsampled = "0af7651916cd43dd8448eb211c80319c";
@@ -255,7 +229,7 @@ upstream = "{}"
 "#,
         up.url("/ws")
     );
-    let s = Server::start(&config(collector.port, &proxy)).await;
+    let s = Server::start(&config(collector.port(), &proxy)).await;
     let token = hs256(&claims("alice-the-subject"));
     let _ws = connect_ok(
         &s.url("/app"),
@@ -378,7 +352,7 @@ otlp_endpoint = "http://127.0.0.1:{}/v1/traces"
 
 {ECHO}
 "#,
-        collector.port
+        collector.port()
     );
     let s = Server::start(&config).await;
     let mut ws = connect_ok(

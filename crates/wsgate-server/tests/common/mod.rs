@@ -449,3 +449,51 @@ pub async fn sign_sets(sets: &[Value]) -> (Value, Vec<String>) {
         .collect();
     (v["jwks"].clone(), sets)
 }
+
+/// A Python helper from the repository's `tests/` (the webhook receiver, the OTLP collector):
+/// it prints `port N` once listening, then one JSON line per thing it saw.
+pub struct PythonService {
+    _child: Child,
+    lines: tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,
+    pub port: u16,
+}
+
+impl PythonService {
+    /// Starts `tests/<script>` with `args`; `packages` names its requirements file, for the
+    /// message when python3 or a package is missing.
+    pub async fn start(script: &str, args: &[&str], packages: &str) -> Self {
+        let path = format!("{}/../../tests/{script}", env!("CARGO_MANIFEST_DIR"));
+        let mut child = Command::new("python3")
+            .arg(&path)
+            .args(args)
+            .stdout(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap_or_else(|e| panic!("python3 {script} (scripts/test installs {packages}): {e}"));
+        let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+        let first = tokio::time::timeout(WAIT, lines.next_line())
+            .await
+            .unwrap_or_else(|_| panic!("{script} started (scripts/test installs {packages})"))
+            .expect("read")
+            .unwrap_or_else(|| panic!("{script} exited (scripts/test installs {packages})"));
+        let port = first
+            .strip_prefix("port ")
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("{script} said {first:?}"));
+        Self {
+            _child: child,
+            lines,
+            port,
+        }
+    }
+
+    /// The next JSON line (bounded wait).
+    pub async fn next_json(&mut self) -> Value {
+        let line = tokio::time::timeout(WAIT, self.lines.next_line())
+            .await
+            .expect("a line in time")
+            .expect("read")
+            .expect("a line");
+        serde_json::from_str(&line).expect("JSON")
+    }
+}
