@@ -198,7 +198,8 @@ impl Identity {
         Self::with_slot(verified, source, verifier, None, None, None)
     }
 
-    /// The same identity, its session's spans joined to `trace` (the handshake's).
+    /// The same identity, its session's spans joined to `trace` (the handshake's). Called on
+    /// an identity just made, before anything holds a clone of it.
     pub(crate) fn traced(mut self, trace: Option<Arc<Traced>>) -> Self {
         if let Some(inner) = Arc::get_mut(&mut self.inner) {
             inner.trace = trace;

@@ -45,7 +45,7 @@ use crate::reject::GatewayError;
 use crate::source::{
     SESSION_SUBPROTOCOL, SUBPROTOCOL, SUBPROTOCOL_TOKEN_PREFIX, Sources, TICKET_PARAM,
 };
-use crate::trace::{SpanKind, TRACEPARENT, TRACESTATE, TraceContext};
+use crate::trace::{SpanKind, TRACEPARENT, TRACESTATE, TraceContext, Traced};
 
 /// The upstream side of a proxied connection.
 pub type UpstreamSocket = WebSocketStream<MaybeTlsStream<TcpStream>>;
@@ -225,29 +225,35 @@ impl Upstream {
         };
         crate::metrics::upstream_connect(started.elapsed(), result.as_ref().err());
         if let Some((trace, own, at)) = span {
-            let error = result.as_ref().err().map(|e| e.code().as_str());
-            let outcome = if error.is_none() {
-                "connected"
-            } else {
-                "failed"
-            };
-            let mut attributes = vec![("wsgate.outcome", outcome.into())];
-            if let Ok(uri) = self.url.parse::<axum::http::Uri>() {
-                attributes.push(("server.address", uri.host().unwrap_or_default().into()));
-                if let Some(port) = uri.port_u16() {
-                    attributes.push(("server.port", i64::from(port).into()));
-                }
-            }
-            trace.span_as(
-                "wsgate.upstream.connect",
-                SpanKind::Client,
-                own,
-                at,
-                attributes,
-                error,
-            );
+            self.dial_span(trace, own, at, result.as_ref().err());
         }
         result
+    }
+
+    /// `wsgate.upstream.connect`: the dial as a child of the handshake, `own` being the
+    /// context the upstream was handed as its parent.
+    fn dial_span(
+        &self,
+        trace: &Traced,
+        own: TraceContext,
+        started: SystemTime,
+        failed: Option<&GatewayError>,
+    ) {
+        let error = failed.map(|e| e.code().as_str());
+        let outcome = if error.is_none() {
+            "connected"
+        } else {
+            "failed"
+        };
+        let mut attributes = vec![("wsgate.outcome", outcome.into())];
+        if let Ok(uri) = self.url.parse::<axum::http::Uri>() {
+            attributes.push(("server.address", uri.host().unwrap_or_default().into()));
+            if let Some(port) = uri.port_u16() {
+                attributes.push(("server.port", i64::from(port).into()));
+            }
+        }
+        let name = "wsgate.upstream.connect";
+        trace.span_as(name, SpanKind::Client, own, started, attributes, error);
     }
 
     /// The handshake, done here rather than by tungstenite's client: an upstream may select
@@ -257,11 +263,11 @@ impl Upstream {
         &self,
         caller: &Caller<'_>,
     ) -> Result<(UpstreamSocket, Option<String>), GatewayError> {
-        let parts = caller.parts;
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         const UNREACHABLE: GatewayError = GatewayError::Unreachable("the upstream is unreachable");
         const REFUSED: GatewayError =
             GatewayError::Unreachable("the upstream refused the WebSocket handshake");
+        let parts = caller.parts;
 
         let url = with_client_query(
             &self.url,
