@@ -251,10 +251,16 @@ fn holds_close(mut bytes: &[u8]) -> bool {
     !bytes.is_empty()
 }
 
-/// An owned socket (`TcpStream`, `TcpListener`: types that own their descriptor) in tokio's
-/// reactor.
+/// The sockets [`register`] takes: types that own their descriptor. Not `AsRawFd` at large,
+/// which a bare descriptor number (`i32`) also is: with it a safe call could register a
+/// descriptor that something else closes.
+pub(crate) trait OwnsItsSocket: AsRawFd {}
+impl OwnsItsSocket for TcpStream {}
+impl OwnsItsSocket for std::net::TcpListener {}
+
+/// An owned socket in tokio's reactor.
 #[allow(unsafe_code)] // the one unsafe block: see the SAFETY argument below
-pub(crate) fn register<S: AsRawFd>(socket: S) -> io::Result<AsyncFd<S>> {
+pub(crate) fn register<S: OwnsItsSocket>(socket: S) -> io::Result<AsyncFd<S>> {
     // SAFETY: `register` needs the descriptor to stay open, and the same, for as long as it
     // is registered. The `AsyncFd` owns the socket that owns the descriptor and gives out only
     // `&S`, with which a `TcpStream` or `TcpListener` cannot be closed or replaced; dropping
