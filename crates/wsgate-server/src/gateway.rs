@@ -146,20 +146,19 @@ impl Services {
             Some(c) => Some(c.tokens(&Origin::Defaults)?),
             None => None,
         };
+        // One name for this node in its events' ids and its spans' resource.
+        let node = node_name(cluster_parts.as_ref().map(|(c, _)| c.as_ref()));
         let events = match &cfg.events {
             Some(c) => Some(Events::start(
                 c,
-                node_name(cluster_parts.as_ref().map(|(c, _)| c.as_ref())),
+                node.clone(),
                 c.webhook_key(&Origin::Defaults)?,
                 cluster_parts.as_ref().map(|(c, _)| c.clone()),
             )?),
             None => None,
         };
         let telemetry = match &cfg.telemetry {
-            Some(c) => Some(Telemetry::start(
-                c,
-                &node_name(cluster_parts.as_ref().map(|(c, _)| c.as_ref())),
-            )?),
+            Some(c) => Some(Telemetry::start(c, &node)?),
             None => None,
         };
         let ssf = ssf.zip(ssf_tokens).map(|(checked, tokens)| {
