@@ -8,6 +8,7 @@ Usage: python3 run.py URL [--exclude CASE ...] [--parallelism N]"""
 
 import argparse
 import asyncio
+import os
 import sys
 
 from kosoku import FailureError, run_fuzzingclient
@@ -36,4 +37,10 @@ async def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(asyncio.run(main()))
+    code = asyncio.run(main())
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # Exit without the interpreter's finalization: kosoku's native runtime sometimes aborts
+    # (SIGABRT) while the interpreter tears down, after every result was printed, which would
+    # turn a clean run into a failed one.
+    os._exit(code)

@@ -39,9 +39,10 @@ async fn run_cases(url: &str) -> (bool, String) {
         .expect("the Autobahn cases finish")
         .expect("python3 with kosoku (pip install -r tests/autobahn/requirements.txt)");
     let report = format!(
-        "{}{}",
+        "{}{}run.py: {}",
         String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+        String::from_utf8_lossy(&out.stderr),
+        out.status
     );
     (out.status.success(), report)
 }
