@@ -6,6 +6,8 @@
 #
 #   ./run-proxy.sh                 ~3 min; prints a table, saves results/proxy-<date>.{md,jsonl}
 #   PROXIES="nginx wsgate" IDLE_K=2000 ./run-proxy.sh
+#   BEFORE_BIN=/tmp/wsgate-old ./run-proxy.sh   also runs that build, as `wsgate-before`, in
+#                                               the same rounds (a before/after in one run)
 #
 # The proxy runs pinned to core 0 (nginx and haproxy with one worker thread, wsgate's runtime
 # on that one core); the upstream and wsload share core 1. Figures are the proxy process's
@@ -16,7 +18,8 @@ set -euo pipefail
 cd "$(dirname "$0")"
 ROOT=$(cd .. && pwd)
 WSGATE_BIN=${WSGATE_BIN:-$ROOT/target/release/wsgate}
-PROXIES=${PROXIES:-"nginx haproxy wsgate"}
+BEFORE_BIN=${BEFORE_BIN:-}
+PROXIES=${PROXIES:-"nginx haproxy ${BEFORE_BIN:+wsgate-before }wsgate"}
 IDLE_K=${IDLE_K:-5000}
 HS_TOTAL=${HS_TOTAL:-20000}
 ECHO_MSGS=${ECHO_MSGS:-2000}
@@ -105,6 +108,7 @@ start() { # proxy -> sets PID (the process doing the work)
     nginx) taskset -c 0 nginx -c "$work/nginx.conf" -p "$work" 2>>"$work/nginx.err" & ;;
     haproxy) taskset -c 0 haproxy -db -f "$work/haproxy.cfg" >/dev/null 2>&1 & ;;
     wsgate) WSGATE_LOG=${WSGATE_LOG:-info} taskset -c 0 "$WSGATE_BIN" serve --config "$work/wsgate.toml" 2>"$work/wsgate.log" & ;;
+    wsgate-before) WSGATE_LOG=${WSGATE_LOG:-info} taskset -c 0 "$BEFORE_BIN" serve --config "$work/wsgate.toml" 2>"$work/wsgate.log" & ;;
   esac
   LAUNCHED=$!
   for _ in $(seq 200); do (exec 3<>/dev/tcp/127.0.0.1/$PORT) 2>/dev/null && break; sleep 0.05; done

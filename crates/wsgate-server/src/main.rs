@@ -3,7 +3,7 @@
 
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
-use wsgate_server::cli;
+use wsgate_server::{cli, log_writer};
 
 fn main() -> std::process::ExitCode {
     let cli = cli::Cli::parse();
@@ -16,11 +16,15 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    // Log lines are handed to a writer thread: the event loop never blocks on stderr, and
-    // under load many lines share one write. The guard flushes what is left at exit.
-    let (writer, _flush_on_exit) = tracing_appender::non_blocking(
-        std::io::BufWriter::with_capacity(64 * 1024, std::io::stderr()),
-    );
+    // Log lines are written to stderr by a thread of their own, in batches: the event loop
+    // never blocks on stderr nor wakes a thread per line. The guard writes the rest at exit.
+    let (writer, _flush_on_exit) = match log_writer::LogWriter::start(std::io::stderr()) {
+        Ok(started) => started,
+        Err(e) => {
+            eprintln!("error: cannot start the log writer thread: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
     let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(writer)
@@ -48,10 +52,17 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(cli::run(cli)) {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
+    // The command runs as a task, not on this thread: the accept loop then shares a worker
+    // with the connections it spawns (no cross-thread wake-up per accepted socket).
+    let done = runtime.block_on(async { tokio::spawn(cli::run(cli)).await });
+    match done {
+        Ok(Ok(())) => std::process::ExitCode::SUCCESS,
+        Ok(Err(e)) => {
             eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
             std::process::ExitCode::FAILURE
         }
     }

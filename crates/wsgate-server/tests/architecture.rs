@@ -127,7 +127,7 @@ const LIBRARY_LAYERS: &[&[&str]] = &[
     &["extract"],
 ];
 const SERVER_LAYERS: &[&[&str]] = &[
-    &["config", "wire", "broker", "notify"],
+    &["config", "wire", "broker", "notify", "log_writer"],
     &["store"],
     &["auth", "keys", "revoke", "listener", "shutdown"],
     &["cluster"],

@@ -293,7 +293,7 @@ async fn refused_refreshes_count_against_the_address_and_close_the_socket() {
     )
     .await;
     assert_eq!(r.status, 429);
-    let logs = s.logs();
+    let logs = s.logs_once("refresh refused", 5).await;
     assert_eq!(logs.matches("refresh refused").count(), 5, "{logs}");
     assert!(!logs.contains("guess-"), "a guessed token was logged");
     // A refresh with no token guesses nothing: answered, not counted.

@@ -23,13 +23,18 @@ async fn upgrade(State(ep): State<Endpoint>, auth: WsAuth, ws: WebSocketUpgrade)
         })
 }
 
-async fn run(mut session: Session) {
-    if !session.welcome().await {
-        return;
-    }
-    while let Some(msg) = session.recv().await {
-        if !session.send(msg).await {
-            break;
+/// Not an `async fn`, which would hold the session twice for the socket's life (argument
+/// and local); the block uses the one it captured.
+#[allow(clippy::manual_async_fn)] // on purpose: see why above
+fn run(mut session: Session) -> impl Future<Output = ()> + Send {
+    async move {
+        if !session.welcome().await {
+            return;
+        }
+        while let Some(msg) = session.recv().await {
+            if !session.send(msg).await {
+                break;
+            }
         }
     }
 }

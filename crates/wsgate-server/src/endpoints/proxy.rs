@@ -77,9 +77,7 @@ async fn upgrade(
             let protocol = conn.client_protocol(&parts.headers, p.refresh_frames);
             drop(identity); // the extractor's own clone carries the session on
             auth.subprotocol(protocol)
-                .on_upgrade(ws, move |socket, identity| async move {
-                    run(&p, socket, identity, conn).await;
-                })
+                .on_upgrade(ws, move |socket, identity| run(&p, socket, identity, conn))
         }
         Err(e) => {
             log_failure(&parts, &identity, &e);
@@ -94,12 +92,14 @@ async fn upgrade(
     }
 }
 
-async fn run(
+/// The relay, tracked for the drain. Not `async`: the session is built here and moved into
+/// the relay's future once, so the connection's task holds no second copy of it.
+fn run(
     p: &Proxy,
     socket: axum::extract::ws::WebSocket,
     identity: Identity,
     conn: wsgate::relay::Connected,
-) {
+) -> impl Future<Output = ()> + Send + use<> {
     // A proxy sends no frames of its own: no welcome, no idle pings (the upstream's pass
     // through); `expiring`/`refreshed` only with refresh_frames.
     let options = SessionOptions {
@@ -111,7 +111,6 @@ async fn run(
     let session = Session::new(socket, identity, p.ep.auth.clone(), &options);
     p.ep.tracker
         .track_future(session.relay(conn, p.refresh_frames))
-        .await;
 }
 
 fn log_failure(parts: &Parts, identity: &Identity, e: &wsgate::GatewayError) {

@@ -71,24 +71,30 @@ struct Conn {
     subscribed: Vec<String>,
 }
 
-async fn run(mut conn: Conn) {
-    if !conn.session.welcome().await {
-        return;
-    }
-    // The handlers are boxed: inline, their state would sit in every idle subscriber's task.
-    while let Some(event) = conn.session.recv_event().await {
-        match event {
-            Incoming::Frame(Message::Text(text)) => Box::pin(conn.handle(&text)).await,
-            Incoming::Frame(_) => {
-                let why = "pubsub speaks JSON text frames";
-                let e = FrameError::new(ErrorCode::UnsupportedFrame, why);
-                Box::pin(conn.error(None, e)).await
-            }
-            Incoming::Refreshed => Box::pin(conn.recheck()).await,
+/// Not an `async fn`, which would hold the connection twice for the socket's life
+/// (argument and local); the block uses the one it captured.
+#[allow(clippy::manual_async_fn)] // on purpose: see why above
+fn run(mut conn: Conn) -> impl Future<Output = ()> + Send {
+    async move {
+        if !conn.session.welcome().await {
+            return;
         }
-    }
-    for channel in &conn.subscribed {
-        conn.broker.unsubscribe(channel, conn.me.conn);
+        // The handlers are boxed: inline, their state would sit in every idle subscriber's
+        // task.
+        while let Some(event) = conn.session.recv_event().await {
+            match event {
+                Incoming::Frame(Message::Text(text)) => Box::pin(conn.handle(&text)).await,
+                Incoming::Frame(_) => {
+                    let why = "pubsub speaks JSON text frames";
+                    let e = FrameError::new(ErrorCode::UnsupportedFrame, why);
+                    Box::pin(conn.error(None, e)).await
+                }
+                Incoming::Refreshed => Box::pin(conn.recheck()).await,
+            }
+        }
+        for channel in &conn.subscribed {
+            conn.broker.unsubscribe(channel, conn.me.conn);
+        }
     }
 }
 

@@ -99,7 +99,10 @@ pub enum UpstreamSetupError {
 
 /// A connected upstream, and the subprotocol it selected.
 pub struct Connected {
-    pub(crate) socket: UpstreamSocket,
+    /// Boxed: the socket (with room for a TLS session) is over a kilobyte, and a `Connected`
+    /// is moved through several futures on its way to the relay, each of which would
+    /// otherwise keep a slot of that size for the connection's whole life.
+    pub(crate) socket: Box<UpstreamSocket>,
     protocol: Option<String>,
 }
 
@@ -207,7 +210,10 @@ impl Upstream {
         {
             Err(_) => Err(GatewayError::Timeout),
             Ok(Err(e)) => Err(e),
-            Ok(Ok((socket, protocol))) => Ok(Connected { socket, protocol }),
+            Ok(Ok((socket, protocol))) => Ok(Connected {
+                socket: Box::new(socket),
+                protocol,
+            }),
         };
         crate::metrics::upstream_connect(started.elapsed(), result.as_ref().err());
         if let Some((trace, own, at)) = span {

@@ -87,13 +87,31 @@ impl Session {
     /// the reading of the other (memory stays bounded by the socket buffers), and a blocked
     /// write still yields to the session's endings — the idle period (or 60 s) passing
     /// without the write completing among them.
-    pub async fn relay(mut self, upstream: crate::relay::Connected, refresh_frames: bool) {
+    #[allow(clippy::manual_async_fn)] // on purpose: see the comment in the body
+    pub fn relay(
+        mut self,
+        upstream: crate::relay::Connected,
+        refresh_frames: bool,
+    ) -> impl Future<Output = ()> + Send {
+        // Not an `async fn`: one keeps each argument twice for the socket's whole life (its
+        // slot, and the local it is moved into); an `async move` block uses what it captured
+        // in place. The session is the largest part of an idle connection's task.
+        async move {
+            let mut up = upstream.socket;
+            self.relay_in_place(&mut up, refresh_frames).await;
+        }
+    }
+
+    async fn relay_in_place(
+        &mut self,
+        up: &mut crate::relay::UpstreamSocket,
+        refresh_frames: bool,
+    ) {
         use crate::protocol::code_of;
         use crate::relay::convert;
         use futures_util::{SinkExt, StreamExt};
         use tokio_tungstenite::tungstenite::Message as UpMessage;
 
-        let mut up = upstream.socket;
         let (mut to_upstream, mut to_client) = (0u64, 0u64);
         // Pings each side was sent on the other's behalf (see `Forwarded`).
         let (mut pinged_upstream, mut pinged_client) = (Forwarded::default(), Forwarded::default());
@@ -218,7 +236,7 @@ impl Session {
             RelayEnd::Both(order) => {
                 tokio::join!(
                     self.close_in_place(order),
-                    close_upstream(&mut up, Some(convert::to_upstream_reason(order.reason)))
+                    close_upstream(up, Some(convert::to_upstream_reason(order.reason)))
                 );
             }
             RelayEnd::ClientClosed(f) => {
@@ -227,18 +245,18 @@ impl Session {
                 // tungstenite answered the client's close; read until the end of it.
                 tokio::join!(
                     crate::protocol::drain(&mut self.socket),
-                    close_upstream(&mut up, convert::to_upstream_close(f))
+                    close_upstream(up, convert::to_upstream_close(f))
                 );
             }
             RelayEnd::UpstreamClosed(f) => {
                 self.closed_with = code;
                 self.close_phrase = "upstream closed";
                 // tungstenite answered the upstream's close; read until the end of it.
-                tokio::join!(close_with(&mut self.socket, f), drain_upstream(&mut up));
+                tokio::join!(close_with(&mut self.socket, f), drain_upstream(up));
             }
             RelayEnd::ClientLost => {
                 let frame = convert::to_upstream_reason(CloseReason::ClientGone);
-                close_upstream(&mut up, Some(frame)).await;
+                close_upstream(up, Some(frame)).await;
             }
             RelayEnd::UpstreamLost => self.close_in_place(CloseReason::UpstreamGone).await,
         }
