@@ -22,7 +22,12 @@ use std::pin::Pin;
 use std::sync::{Arc, RwLock};
 
 use axum::extract::ws::Utf8Bytes;
-use wsgate::outbox::{Delivery, OutboxSender, SendError};
+use wsgate::outbox::{Delivered, Delivery, OutboxSender, SendError};
+
+/// Deliveries to subscribers on this node, by `path`: `direct` (written to the socket by the
+/// publisher: no task woken) or `queued` (for the socket's own task: it was busy, or had
+/// frames waiting). Mostly `queued` means subscribers that do not keep up.
+pub const DELIVERIES: &str = "wsgate_deliveries_total";
 
 /// Frames a subscriber may have queued before it counts as a slow consumer.
 pub const QUEUE: usize = 256;
@@ -86,10 +91,11 @@ impl MemoryBroker {
             return 0;
         };
         let frame = Delivery::new(frame.clone());
-        let mut delivered = 0;
+        let (mut written, mut queued) = (0, 0);
         for s in subs.iter() {
             match s.tx.try_deliver(&frame) {
-                Ok(()) => delivered += 1,
+                Ok(Delivered::Written) => written += 1,
+                Ok(Delivered::Queued) => queued += 1,
                 // Reported once per socket; its own guard closes it (`CloseReason::SlowConsumer`).
                 Err(SendError::Full) => {
                     metrics::counter!("wsgate_slow_consumers_total").increment(1);
@@ -99,7 +105,10 @@ impl MemoryBroker {
                 Err(SendError::Closed) => {}
             }
         }
-        delivered
+        // Counted per publish, not per subscriber: two look-ups for 10,000 deliveries.
+        metrics::counter!(DELIVERIES, "path" => "direct").increment(written);
+        metrics::counter!(DELIVERIES, "path" => "queued").increment(queued);
+        (written + queued) as usize
     }
 
     /// The channel's subscribers as a snapshot, taken without holding a lock past this call.

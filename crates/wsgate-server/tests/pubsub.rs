@@ -199,6 +199,23 @@ async fn fan_out_reaches_every_subscriber_once_and_backend_publish_counts_them()
     assert_eq!(status, 401, "admin key required");
 }
 
+/// A subscriber waiting for frames gets each publication written to its socket by the
+/// publisher itself, no task woken: the path fan-out at the machine's floor stands on,
+/// checked through the count of each path.
+#[tokio::test]
+async fn deliveries_to_a_waiting_subscriber_are_written_by_the_publisher() {
+    let s = start().await;
+    let mut ws = subscriber(&s, "reader", "news").await;
+    for n in 0..20 {
+        let (status, body) = admin_publish(&s, json!({"channel":"news","data":n})).await;
+        assert_eq!((status, body["delivered"].as_u64()), (200, Some(1)));
+        assert_eq!(next_json(&mut ws).await["data"], n);
+    }
+    let url = s.http("/metrics");
+    metrics_show(&url, "wsgate_deliveries_total{path=\"direct\"} 20").await;
+    metrics_show(&url, "wsgate_deliveries_total{path=\"queued\"} 0").await;
+}
+
 /// Subscribes a fresh connection of `sub` to `channel`.
 async fn subscriber(s: &Server, sub: &str, channel: &str) -> Ws {
     let mut ws = join(s, &tok(sub, &[channel], &[])).await;

@@ -113,6 +113,15 @@ pub struct OutboxSender(Arc<Shared>);
 #[derive(Debug)]
 pub struct Outbox(Arc<Shared>);
 
+/// How a delivery went out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivered {
+    /// Written to the socket by the publisher itself: the fast path, no task woken.
+    Written,
+    /// Queued for the socket's own task: it was busy, or other frames had to go first.
+    Queued,
+}
+
 /// What the socket's task must do for its outbox.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Outgoing {
@@ -164,7 +173,7 @@ impl OutboxSender {
 
     /// Delivers a frame without waiting: written here and now when the outbox has a
     /// [`DirectWrite`] and nothing must come first, queued for the socket's task otherwise.
-    pub fn try_deliver(&self, frame: &Delivery) -> Result<(), SendError> {
+    pub fn try_deliver(&self, frame: &Delivery) -> Result<Delivered, SendError> {
         let mut q = self.0.lock();
         if let Some(direct) = &self.0.direct
             && !(q.closed || q.overflowed || q.held || q.flush)
@@ -174,19 +183,20 @@ impl OutboxSender {
             match direct.try_write_frame(&frame.encoded) {
                 Written::All => {
                     q.written += 1;
-                    return Ok(());
+                    return Ok(Delivered::Written);
                 }
                 Written::Part => {
                     q.written += 1;
                     q.flush = true;
                     drop(q);
                     self.0.waker.wake();
-                    return Ok(());
+                    return Ok(Delivered::Written);
                 }
                 Written::Nothing => {}
             }
         }
         self.queue(&mut q, frame.text.clone())
+            .map(|()| Delivered::Queued)
     }
 
     fn queue(&self, q: &mut MutexGuard<'_, Inner>, frame: Utf8Bytes) -> Result<(), SendError> {
@@ -365,7 +375,7 @@ mod tests {
         let (tx, mut rx) = outbox_writing_to(4, wire.clone());
         let d = |s: &'static str| Delivery::new(s.into());
 
-        tx.try_deliver(&d("first")).unwrap();
+        assert_eq!(tx.try_deliver(&d("first")), Ok(Delivered::Queued));
         assert!(
             wire.taken.lock().unwrap().is_empty(),
             "held until the task waits"
@@ -383,12 +393,12 @@ mod tests {
         assert_eq!(frame(rx.recv().await).as_deref(), Some("queued"));
         rx.release();
 
-        tx.try_deliver(&d("hi")).unwrap();
+        assert_eq!(tx.try_deliver(&d("hi")), Ok(Delivered::Written));
         assert_eq!(*wire.taken.lock().unwrap(), vec![b"\x81\x02hi".to_vec()]);
         assert_eq!(rx.take_written(), 1);
 
         wire.mode.store(1, Ordering::Relaxed);
-        tx.try_deliver(&d("part")).unwrap();
+        assert_eq!(tx.try_deliver(&d("part")), Ok(Delivered::Written));
         assert_eq!(rx.recv().await, Outgoing::Flush);
         wire.mode.store(0, Ordering::Relaxed);
         tx.try_deliver(&d("after the flush")).unwrap();
@@ -400,7 +410,7 @@ mod tests {
         rx.release();
 
         wire.mode.store(2, Ordering::Relaxed);
-        tx.try_deliver(&d("busy")).unwrap();
+        assert_eq!(tx.try_deliver(&d("busy")), Ok(Delivered::Queued));
         assert_eq!(frame(rx.recv().await).as_deref(), Some("busy"));
         rx.release();
 
