@@ -17,6 +17,9 @@
 #   ROWS=handshake bench/callgrind.sh …                           # only the handshake row
 #   EXTRA_TOML=$'[events]\nwebhook_url = …' bench/callgrind.sh …  # config appended (events,
 #                                                                 # telemetry on vs off)
+#   PROXY=1 bench/callgrind.sh …                                  # through a `proxy` endpoint
+#                                                                 # in front of peers/bare_axum
+#                                                                 # (its own instructions apart)
 #
 # Needs valgrind (Debian: valgrind) and the load tool (built here when missing).
 set -euo pipefail
@@ -29,7 +32,12 @@ PORT=${PORT:-18640}
 SECRET=callgrind-secret-0123456789abcdef-0123456789abcdef
 DIR=$(mktemp -d)
 SPID=
-cleanup() { [ -z "$SPID" ] || kill "$SPID" 2>/dev/null || true; rm -rf "$DIR"; }
+UPID=
+cleanup() {
+  [ -z "$SPID" ] || kill "$SPID" 2>/dev/null || true
+  [ -z "$UPID" ] || kill "$UPID" 2>/dev/null || true
+  rm -rf "$DIR"
+}
 trap cleanup EXIT INT TERM
 
 cat >"$DIR/wsgate.toml" <<TOML
@@ -62,10 +70,19 @@ secret = "provider-$i-secret-0123456789abcdef-0123456789"
 TOML
 done
 printf '%s\n' "${EXTRA_TOML:-}" >>"$DIR/wsgate.toml"
+URL=ws://127.0.0.1:$PORT/echo
+if [ -n "${PROXY:-}" ]; then
+  # The upstream runs outside valgrind: only wsgate's instructions are counted.
+  (cd bench && cargo build --release -q -p bare_axum)
+  bench/target/release/bare_axum --port $((PORT + 1)) >/dev/null 2>&1 &
+  UPID=$!
+  printf '[[endpoints]]\npath = "/proxy"\nkind = "proxy"\nupstream = "ws://127.0.0.1:%s/ws"\n' \
+    $((PORT + 1)) >>"$DIR/wsgate.toml"
+  URL=ws://127.0.0.1:$PORT/proxy
+fi
 
 TOKEN=$("$WSLOAD" mint --secret "$SECRET" --sub alice --exp-secs 3600)
 BAD=$("$WSLOAD" mint --secret wrong-secret-0123456789abcdef-0123456789 --sub alice --exp-secs 3600)
-URL=ws://127.0.0.1:$PORT/echo
 
 # The server's total instructions for one load run: callgrind <binary> <load command...>
 count() {

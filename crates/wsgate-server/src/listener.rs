@@ -14,9 +14,10 @@
 //!   upgrade waits for its verifier or its upstream, each bounded by their own timeouts) —
 //!   the request service says so once hyper has parsed it ([`Wire::answering`]), never a
 //!   guess from the bytes, so a request body that looks like a `GET` head suspends nothing —
-//!   or ended for good once the server wrote `101 Switching Protocols`: from then on the
-//!   session's own rules apply, and the timer is freed so an idle WebSocket carries no extra
-//!   state beyond an empty `Option`.
+//!   or ended for good once the server wrote `101 Switching Protocols` (the request service
+//!   saw the router's answer be one: [`Wire::switching`]; again typed, not read off the
+//!   bytes): from then on the session's own rules apply, and the timer is freed so an idle
+//!   WebSocket carries no extra state beyond an empty `Option`.
 //!
 //! When it fires, the next read or write fails and hyper drops the connection.
 //!
@@ -27,6 +28,7 @@
 //! meets a reloaded config with its next request.
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -167,15 +169,15 @@ impl DeadlineIo {
         &self.wire
     }
 
-    /// The server wrote `data` (the start of it, at least).
-    fn wrote(&mut self, data: &[u8]) {
+    /// The server wrote bytes (the start of an answer, or more of one).
+    fn wrote(&mut self) {
         let Some(timer) = &mut self.timer else { return };
-        if data.starts_with(b"HTTP/1.1 101 ") {
+        if self.wire.answered() {
+            // The `101` (the request service saw the router's answer): a WebSocket now.
             self.timer = None;
             self.wire.upgraded();
         } else {
             timer.rearm();
-            self.wire.answered();
         }
     }
 }
@@ -208,7 +210,7 @@ impl AsyncWrite for DeadlineIo {
         let this = &mut *self;
         let r = this.wire.poll_write(cx, buf);
         match &r {
-            Poll::Ready(Ok(n)) if *n > 0 => this.wrote(buf),
+            Poll::Ready(Ok(n)) if *n > 0 => this.wrote(),
             Poll::Pending => {
                 // A client that does not read our answer is held to the deadline too.
                 if let Some(timer) = &mut this.timer {
@@ -227,10 +229,7 @@ impl AsyncWrite for DeadlineIo {
         let this = &mut *self;
         let r = this.wire.poll_write_vectored(cx, bufs);
         match &r {
-            Poll::Ready(Ok(n)) if *n > 0 => {
-                let first = bufs.iter().find(|b| !b.is_empty()).map_or(&[][..], |b| b);
-                this.wrote(first);
-            }
+            Poll::Ready(Ok(n)) if *n > 0 => this.wrote(),
             Poll::Pending => {
                 if let Some(timer) = &mut this.timer {
                     timer.check(cx)?;
@@ -354,7 +353,7 @@ pub struct ConnectionService {
 impl Service<Request> for ConnectionService {
     type Response = axum::response::Response;
     type Error = Infallible;
-    type Future = <Router as Service<Request>>::Future;
+    type Future = Answer;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         <Router as Service<Request>>::poll_ready(&mut self.router, cx)
@@ -370,6 +369,31 @@ impl Service<Request> for ConnectionService {
         req.extensions_mut().insert(ConnectInfo(self.peer));
         req.extensions_mut().insert(self.wire.clone());
         self.router = self.live.current();
-        self.router.call(req)
+        Answer {
+            inner: self.router.call(req),
+            wire: self.wire.clone(),
+        }
+    }
+}
+
+/// The router's answer to one request. A `101 Switching Protocols` is noted on the
+/// connection's [`Wire`] before hyper writes it: the listener learns that the socket becomes
+/// a WebSocket from the response itself, never by reading the bytes it writes.
+pub struct Answer {
+    inner: <Router as Service<Request>>::Future,
+    wire: Arc<Wire>,
+}
+
+impl Future for Answer {
+    type Output = Result<axum::response::Response, Infallible>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let answer = ready!(Pin::new(&mut self.inner).poll(cx));
+        if let Ok(response) = &answer
+            && response.status() == axum::http::StatusCode::SWITCHING_PROTOCOLS
+        {
+            self.wire.switching();
+        }
+        Poll::Ready(answer)
     }
 }

@@ -25,7 +25,7 @@
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::os::fd::AsRawFd;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::task::{Context, Poll, ready};
 
@@ -46,10 +46,18 @@ pub struct Wire {
     fd: AsyncFd<TcpStream>,
     /// Its lock is also what makes a publisher's write wait for none of the owner's.
     out: Mutex<Out>,
-    /// A complete request is being answered (set by the request service, cleared by the
-    /// answer's first bytes): the listener's handshake deadline waits meanwhile.
-    answering: AtomicBool,
+    /// Where the HTTP exchange is ([`READING`], [`ANSWERING`], [`SWITCHING`]): set by the
+    /// request service, which sees the typed request and response, and taken by the
+    /// listener when the answer's first bytes are written.
+    phase: AtomicU8,
 }
+
+/// Reading a request (or waiting for one): the handshake deadline runs.
+const READING: u8 = 0;
+/// A complete request without a body is being answered: the deadline waits.
+const ANSWERING: u8 = 1;
+/// The answer is a `101 Switching Protocols`: once written, the socket is a WebSocket.
+const SWITCHING: u8 = 2;
 
 #[derive(Default)]
 struct Out {
@@ -67,22 +75,27 @@ impl Wire {
         Ok(Self {
             fd: register(stream)?,
             out: Mutex::default(),
-            answering: AtomicBool::new(false),
+            phase: AtomicU8::new(READING),
         })
     }
 
     /// A complete request without a body was handed to the router.
     pub fn answering(&self) {
-        self.answering.store(true, Ordering::Relaxed);
+        self.phase.store(ANSWERING, Ordering::Relaxed);
     }
 
-    /// The answer's first bytes were written.
-    pub fn answered(&self) {
-        self.answering.store(false, Ordering::Relaxed);
+    /// The router answered `101 Switching Protocols` (not yet written).
+    pub fn switching(&self) {
+        self.phase.store(SWITCHING, Ordering::Relaxed);
+    }
+
+    /// The answer's first bytes were written: `true` when that answer is the `101`.
+    pub fn answered(&self) -> bool {
+        self.phase.swap(READING, Ordering::Relaxed) == SWITCHING
     }
 
     pub fn is_answering(&self) -> bool {
-        self.answering.load(Ordering::Relaxed)
+        self.phase.load(Ordering::Relaxed) != READING
     }
 
     pub fn stream(&self) -> &TcpStream {
