@@ -1,8 +1,9 @@
 //! Where log lines go: a buffer in memory, written to stderr by one thread in batches.
 //!
 //! A connection logs a line or two (accepted, ended). Handing each line to a writer thread
-//! through a channel wakes that thread once per line: on a busy core that is two context
-//! switches and a `write` per line, measured at a tenth of a proxied handshake's CPU. Here
+//! through a channel wakes that thread once per line: a `write` and two context switches per
+//! line, and the channel's receiver spins (`sched_yield`) before it sleeps — on one core ~7
+//! `sched_yield` and ~2.6 `futex` calls per proxied handshake (BENCHMARKS.md, issue 22). Here
 //! the event loop only appends the line to a buffer (a short, nearly always uncontended
 //! lock; never a syscall), and wakes the writer only when the buffer was empty. The writer
 //! writes at once when its last write is [`BATCH`] old, and otherwise lets lines gather
@@ -37,7 +38,7 @@ struct Shared {
     /// Lines dropped since the last batch was written.
     dropped: AtomicU64,
     closing: AtomicBool,
-    /// The writer thread, to be woken; set once it runs.
+    /// The writer thread, woken by the first line of a batch.
     writer: thread::Thread,
 }
 
