@@ -198,13 +198,19 @@ pub(super) fn upstream_protocols(headers: &HeaderMap) -> Vec<&str> {
 
 /// The subprotocols a client offered, in order.
 pub(super) fn offered(headers: &HeaderMap) -> impl Iterator<Item = &str> {
+    list_items(headers, header::SEC_WEBSOCKET_PROTOCOL, ',')
+}
+
+/// The items of a header that may repeat and lists its values with `sep` (every line,
+/// split, trimmed, empty items left out; a value that is not text is skipped).
+fn list_items(headers: &HeaderMap, name: HeaderName, sep: char) -> impl Iterator<Item = &str> {
     headers
-        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+        .get_all(name)
         .iter()
         .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
+        .flat_map(move |v| v.split(sep))
         .map(str::trim)
-        .filter(|p| !p.is_empty())
+        .filter(|item| !item.is_empty())
 }
 
 /// The upstream URL followed by the client's query parameters, minus the credential ones
@@ -257,15 +263,13 @@ fn forwarded_for(parts: &Parts) -> Option<HeaderValue> {
         .extensions
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0.ip().to_string());
-    let mut list: Vec<String> = parts
-        .headers
-        .get_all("x-forwarded-for")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(|v| v.trim().to_owned())
-        .filter(|v| !v.is_empty())
-        .collect();
+    let mut list: Vec<String> = list_items(
+        &parts.headers,
+        HeaderName::from_static("x-forwarded-for"),
+        ',',
+    )
+    .map(str::to_owned)
+    .collect();
     list.extend(peer);
     if list.is_empty() {
         return None;
@@ -275,13 +279,7 @@ fn forwarded_for(parts: &Parts) -> Option<HeaderValue> {
 
 /// The client's cookies without the one that carries the credential.
 fn other_cookies(headers: &HeaderMap, auth_cookie: &str) -> Option<HeaderValue> {
-    let kept: Vec<&str> = headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .map(str::trim)
-        .filter(|pair| !pair.is_empty())
+    let kept: Vec<&str> = list_items(headers, header::COOKIE, ';')
         .filter(|pair| pair.split('=').next().map(str::trim) != Some(auth_cookie))
         .collect();
     if kept.is_empty() {
