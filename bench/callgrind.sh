@@ -20,11 +20,14 @@
 #   PROXY=1 bench/callgrind.sh …                                  # through a `proxy` endpoint
 #                                                                 # in front of peers/bare_axum
 #                                                                 # (its own instructions apart)
+#   WSGATE_LOG=info bench/callgrind.sh …                          # with the default log level
+#                                                                 # (warn otherwise: no line per
+#                                                                 # connection is counted)
 #
 # Needs valgrind (Debian: valgrind) and the load tool (built here when missing).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-[ $# -ge 1 ] || { sed -n 2,16p "$0"; exit 2; }
+[ $# -ge 1 ] || { sed -n 2,25p "$0"; exit 2; }
 command -v valgrind >/dev/null || { echo "needs valgrind (apt-get install valgrind)" >&2; exit 2; }
 (cd bench && cargo build --release -q -p wsload)
 WSLOAD=$PWD/bench/target/release/wsload
@@ -89,7 +92,7 @@ count() {
   local bin=$1
   shift
   rm -f "$DIR/cg.out"
-  TOKIO_WORKER_THREADS=1 JWT_SECRET=$SECRET RUST_LOG=warn valgrind --tool=callgrind --callgrind-out-file="$DIR/cg.out" \
+  TOKIO_WORKER_THREADS=1 JWT_SECRET=$SECRET WSGATE_LOG=${WSGATE_LOG:-warn} valgrind --tool=callgrind --callgrind-out-file="$DIR/cg.out" \
     "$bin" serve --config "$DIR/wsgate.toml" >"$DIR/server.log" 2>&1 &
   SPID=$!
   for _ in $(seq 300); do (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && break; sleep 0.1; done

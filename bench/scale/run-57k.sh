@@ -53,7 +53,7 @@ key_prefix = "scale:"
 path = "/echo"
 kind = "echo"
 TOML
-  (ulimit -n 20000; JWT_SECRET=$SECRET WSGATE_ADMIN_KEY=$ADMIN RUST_LOG=warn \
+  (ulimit -n 20000; JWT_SECRET=$SECRET WSGATE_ADMIN_KEY=$ADMIN WSGATE_LOG=warn \
     exec "$WSGATE" serve --config "$DIR/node$i.toml" >"$DIR/node$i.log" 2>&1) &
   PIDS+=($!)
   NODE_PIDS+=($!)

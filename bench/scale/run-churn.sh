@@ -48,7 +48,7 @@ echo "|---|---|---|---|---|"
 for round in $(seq "$ROUNDS"); do
   for mode in single cluster; do
     config "$mode" >"$DIR/$mode.toml"
-    JWT_SECRET=$SECRET RUST_LOG=warn taskset -c 0 "$WSGATE" serve --config "$DIR/$mode.toml" >"$DIR/$mode.log" 2>&1 &
+    JWT_SECRET=$SECRET WSGATE_LOG=warn taskset -c 0 "$WSGATE" serve --config "$DIR/$mode.toml" >"$DIR/$mode.log" 2>&1 &
     node=$!
     wait_ready "$PORT"
     taskset -c 1 "$WSLOAD" handshake --url "ws://127.0.0.1:$PORT/echo" --token "$TOKEN" --pid "$node" \

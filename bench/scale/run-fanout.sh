@@ -43,7 +43,7 @@ echo "|---|---|---|---|---|"
 for round in $(seq "$ROUNDS"); do
   for server in wsgate floor; do
     if [ "$server" = wsgate ]; then
-      JWT_SECRET=$SECRET WSGATE_ADMIN_KEY=$ADMIN RUST_LOG=warn taskset -c 0 "$WSGATE" serve --config "$DIR/wsgate.toml" >"$DIR/server.log" 2>&1 &
+      JWT_SECRET=$SECRET WSGATE_ADMIN_KEY=$ADMIN WSGATE_LOG=warn taskset -c 0 "$WSGATE" serve --config "$DIR/wsgate.toml" >"$DIR/server.log" 2>&1 &
     else
       taskset -c 0 target/release/examples/fanout_floor --port "$PORT" >"$DIR/server.log" 2>&1 &
     fi
