@@ -91,6 +91,12 @@ impl Claims {
         }
     }
 
+    /// Whether a parsed copy is kept (the tests of what keeps one).
+    #[cfg(test)]
+    pub(crate) fn is_parsed(&self) -> bool {
+        self.parsed.get().is_some()
+    }
+
     /// The claims as JSON (null when the credential carried none or they do not parse).
     pub fn get(&self) -> &Value {
         self.parsed.get_or_init(|| {
@@ -269,6 +275,11 @@ impl Identity {
     /// Every claim as received (parsed on first use; null for credentials without claims).
     pub fn claims(&self) -> &Value {
         self.inner.verified.claims.get()
+    }
+    /// `f` of the claims, without keeping a parsed copy on this identity for the rest of
+    /// the connection when none was kept yet ([`Claims::inspect`]).
+    pub(crate) fn inspect_claims<T>(&self, f: impl FnOnce(&Value) -> T) -> T {
+        self.inner.verified.claims.inspect(f)
     }
     /// The stored credential's id (API keys), if any.
     pub fn credential_id(&self) -> Option<&str> {

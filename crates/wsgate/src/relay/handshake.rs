@@ -6,7 +6,7 @@
 use std::net::SocketAddr;
 
 use axum::extract::ConnectInfo;
-use axum::http::{HeaderMap, HeaderName, HeaderValue, header, request::Parts};
+use axum::http::{HeaderMap, HeaderName, header, request::Parts};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
@@ -32,7 +32,8 @@ pub(super) struct Caller<'a> {
 const PASSED: [HeaderName; 3] = [header::ORIGIN, header::USER_AGENT, header::ACCEPT_LANGUAGE];
 
 /// The `GET … Upgrade: websocket` head the upstream receives for `caller`, asking for
-/// `protocols` with `key`.
+/// `protocols` with `key`. Written straight into the bytes sent: this runs once per proxied
+/// handshake, and a header map built only to be written out again cost a tenth of one.
 pub(super) fn request_head(
     uri: &axum::http::Uri,
     key: &str,
@@ -45,38 +46,49 @@ pub(super) fn request_head(
         sources,
         trace,
     } = *caller;
-    let mut h = HeaderMap::new();
-    let claims = serde_json::to_vec(identity.claims()).unwrap_or_else(|_| b"null".to_vec());
+    let target = uri.path_and_query().map_or("/", |p| p.as_str());
+    let authority = uri.authority().map_or("", |a| a.as_str());
+    let mut head = Head(Vec::with_capacity(1024));
+    head.line(&["GET ", target, " HTTP/1.1"]);
+    head.header("Host", authority.as_bytes());
+    head.header("Connection", b"Upgrade");
+    head.header("Upgrade", b"websocket");
+    head.header("Sec-WebSocket-Version", b"13");
+    head.header("Sec-WebSocket-Key", key.as_bytes());
+
+    // The identity: what the upstream trusts, so each value must travel exactly or not at
+    // all. The claims are sent as wsgate read them (parsed and written out again, so an
+    // upstream never sees a duplicated name wsgate read differently), without keeping the
+    // parsed copy on the connection.
+    let claims =
+        identity.inspect_claims(|c| serde_json::to_vec(c).unwrap_or_else(|_| b"null".to_vec()));
     let identity_headers = [
         (
             SUB_HEADER,
-            HeaderValue::from_str(&subject_header_value(identity.sub())),
+            subject_header_value(identity.sub()).into_bytes(),
         ),
-        (SESSION_HEADER, HeaderValue::from_str(identity.session())),
-        (
-            CLAIMS_HEADER,
-            HeaderValue::from_str(&URL_SAFE_NO_PAD.encode(claims)),
-        ),
-        (PROVIDER_HEADER, HeaderValue::from_str(identity.provider())),
+        (SESSION_HEADER, identity.session().as_bytes().to_vec()),
+        (CLAIMS_HEADER, URL_SAFE_NO_PAD.encode(claims).into_bytes()),
+        (PROVIDER_HEADER, identity.provider().as_bytes().to_vec()),
     ];
-    for (name, value) in identity_headers {
-        let value = value.map_err(|_| GatewayError::Unreachable("identity not sendable"))?;
-        h.insert(name, value);
+    for (name, value) in &identity_headers {
+        if !sendable(value) {
+            return Err(GatewayError::Unreachable("identity not sendable"));
+        }
+        head.header(name, value);
     }
     for name in PASSED {
         for v in parts.headers.get_all(&name) {
-            h.append(name.clone(), v.clone());
+            head.header(name.as_str(), v.as_bytes());
         }
     }
     // The trace context: the dial's own when traced, else the client's passed on as sent
     // (a transparent hop).
-    match trace.map(|t| HeaderValue::from_str(&t.traceparent())) {
-        Some(Ok(own)) => {
-            h.insert(TRACEPARENT, own);
-        }
-        _ => {
+    match trace {
+        Some(own) => head.header(TRACEPARENT, own.traceparent().as_bytes()),
+        None => {
             if let Some(v) = parts.headers.get(TRACEPARENT) {
-                h.insert(TRACEPARENT, v.clone());
+                head.header(TRACEPARENT, v.as_bytes());
             }
         }
     }
@@ -88,34 +100,74 @@ pub(super) fn request_head(
         .and_then(TraceContext::parse)
         .is_some();
     if let Some(v) = parts.headers.get(TRACESTATE).filter(|_| continued) {
-        h.insert(TRACESTATE, v.clone());
+        head.header(TRACESTATE, v.as_bytes());
     }
-    if let Some(xff) = forwarded_for(parts) {
-        h.insert("x-forwarded-for", xff);
+    // `X-Forwarded-For`: what the client sent, with the client's own address appended.
+    let peer = parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip().to_string());
+    let sent = list_items(
+        &parts.headers,
+        HeaderName::from_static("x-forwarded-for"),
+        ',',
+    );
+    head.list("x-forwarded-for", ", ", sent.chain(peer.as_deref()));
+    head.header("x-forwarded-proto", b"http");
+    head.list(
+        "cookie",
+        "; ",
+        other_cookies(&parts.headers, sources.cookie_name_ref()),
+    );
+    head.list("sec-websocket-protocol", ", ", protocols.iter().copied());
+    head.0.extend_from_slice(b"\r\n");
+    Ok(head.0)
+}
+
+/// A request head being written.
+struct Head(Vec<u8>);
+
+impl Head {
+    fn line(&mut self, parts: &[&str]) {
+        for part in parts {
+            self.0.extend_from_slice(part.as_bytes());
+        }
+        self.0.extend_from_slice(b"\r\n");
     }
-    h.insert("x-forwarded-proto", HeaderValue::from_static("http"));
-    if let Some(cookies) = other_cookies(&parts.headers, sources.cookie_name_ref()) {
-        h.insert(header::COOKIE, cookies);
+
+    /// `name: value`; `value` is a client's header value (hyper checked it) or one checked
+    /// with [`sendable`].
+    fn header(&mut self, name: &str, value: &[u8]) {
+        self.0.extend_from_slice(name.as_bytes());
+        self.0.extend_from_slice(b": ");
+        self.0.extend_from_slice(value);
+        self.0.extend_from_slice(b"\r\n");
     }
-    if !protocols.is_empty()
-        && let Ok(v) = HeaderValue::from_str(&protocols.join(", "))
-    {
-        h.insert(header::SEC_WEBSOCKET_PROTOCOL, v);
+
+    /// One header listing `items` joined by `sep`; none when there are no items.
+    fn list<'a>(&mut self, name: &str, sep: &str, items: impl IntoIterator<Item = &'a str>) {
+        let mut items = items.into_iter().peekable();
+        if items.peek().is_none() {
+            return;
+        }
+        self.0.extend_from_slice(name.as_bytes());
+        self.0.extend_from_slice(b": ");
+        for (i, item) in items.enumerate() {
+            if i > 0 {
+                self.0.extend_from_slice(sep.as_bytes());
+            }
+            self.0.extend_from_slice(item.as_bytes());
+        }
+        self.0.extend_from_slice(b"\r\n");
     }
-    let target = uri.path_and_query().map_or("/", |p| p.as_str());
-    let authority = uri.authority().map_or("", |a| a.as_str());
-    let mut head = format!(
-        "GET {target} HTTP/1.1\r\nHost: {authority}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: {key}\r\n"
-    )
-    .into_bytes();
-    for (name, value) in &h {
-        head.extend_from_slice(name.as_str().as_bytes());
-        head.extend_from_slice(b": ");
-        head.extend_from_slice(value.as_bytes());
-        head.extend_from_slice(b"\r\n");
-    }
-    head.extend_from_slice(b"\r\n");
-    Ok(head)
+}
+
+/// Whether `value` can be a header value as it is (what `HeaderValue::from_bytes` takes:
+/// no control character but tab, no DEL), so no value can end a line or the head early.
+fn sendable(value: &[u8]) -> bool {
+    value
+        .iter()
+        .all(|&b| (b >= 0x20 && b != 0x7f) || b == b'\t')
 }
 
 /// `X-Wsgate-Sub`'s value: the subject exactly as it is when it is made of visible ASCII
@@ -257,40 +309,19 @@ pub(super) fn with_client_query(
     format!("{upstream}{sep}{}", kept.join("&"))
 }
 
-/// `X-Forwarded-For`: what the client sent, with the client's own address appended.
-fn forwarded_for(parts: &Parts) -> Option<HeaderValue> {
-    let peer = parts
-        .extensions
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0.ip().to_string());
-    let mut list: Vec<String> = list_items(
-        &parts.headers,
-        HeaderName::from_static("x-forwarded-for"),
-        ',',
-    )
-    .map(str::to_owned)
-    .collect();
-    list.extend(peer);
-    if list.is_empty() {
-        return None;
-    }
-    HeaderValue::from_str(&list.join(", ")).ok()
-}
-
 /// The client's cookies without the one that carries the credential.
-fn other_cookies(headers: &HeaderMap, auth_cookie: &str) -> Option<HeaderValue> {
-    let kept: Vec<&str> = list_items(headers, header::COOKIE, ';')
-        .filter(|pair| pair.split('=').next().map(str::trim) != Some(auth_cookie))
-        .collect();
-    if kept.is_empty() {
-        return None;
-    }
-    HeaderValue::from_str(&kept.join("; ")).ok()
+fn other_cookies<'a>(
+    headers: &'a HeaderMap,
+    auth_cookie: &'a str,
+) -> impl Iterator<Item = &'a str> {
+    list_items(headers, header::COOKIE, ';')
+        .filter(move |pair| pair.split('=').next().map(str::trim) != Some(auth_cookie))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use axum::http::HeaderValue;
 
     #[test]
     fn credential_parameters_never_reach_the_upstream() {
@@ -318,6 +349,89 @@ mod tests {
             "ws://up/ws?tenant=acme&room=1",
             "the operator's parameters are not the client's to repeat"
         );
+    }
+
+    #[test]
+    fn the_head_carries_identity_and_passed_headers_and_no_credential() {
+        use crate::identity::{Claims, Verified};
+        use crate::source::SourceKind;
+        let raw = serde_json::value::RawValue::from_string(
+            r#"{"sub":"alice","role":"x","role":"admin"}"#.to_owned(),
+        )
+        .unwrap();
+        let identity = Identity::new(
+            Verified {
+                sub: "al ice".into(),
+                claims: Claims::raw(raw),
+                ..Default::default()
+            },
+            SourceKind::Cookie,
+            "jwt",
+        );
+        let mut req = axum::http::Request::get("/ws?room=1")
+            .header(header::ORIGIN, "https://app.example")
+            .header(header::COOKIE, "a=1; wsgate_session=s3cret")
+            .header(header::COOKIE, "b=2")
+            .header("x-forwarded-for", "10.0.0.1, 10.0.0.2")
+            .body(())
+            .unwrap();
+        req.extensions_mut()
+            .insert(ConnectInfo(SocketAddr::from(([127, 0, 0, 9], 4000))));
+        let (parts, ()) = req.into_parts();
+        let sources = Sources::default();
+        let caller = Caller {
+            parts: &parts,
+            identity: &identity,
+            sources: &sources,
+            trace: None,
+        };
+        let uri: axum::http::Uri = "ws://up:9000/ws?room=1".parse().unwrap();
+        let head = request_head(&uri, "a2V5", &caller, &["chat.v2", "chat.v1"]).unwrap();
+
+        let mut headers = [httparse::EMPTY_HEADER; 32];
+        let mut parsed = httparse::Request::new(&mut headers);
+        let len = parsed.parse(&head).unwrap();
+        assert_eq!(
+            len,
+            httparse::Status::Complete(head.len()),
+            "one complete head"
+        );
+        assert_eq!(parsed.path, Some("/ws?room=1"));
+        let get = |name: &str| -> Vec<&str> {
+            parsed
+                .headers
+                .iter()
+                .filter(|h| h.name.eq_ignore_ascii_case(name))
+                .map(|h| std::str::from_utf8(h.value).unwrap())
+                .collect()
+        };
+        assert_eq!(get("host"), ["up:9000"]);
+        assert_eq!(get("sec-websocket-key"), ["a2V5"]);
+        assert_eq!(get(SUB_HEADER), ["al%20ice"]);
+        assert_eq!(get(SESSION_HEADER), [identity.session()]);
+        assert_eq!(get("origin"), ["https://app.example"]);
+        assert_eq!(
+            get("cookie"),
+            ["a=1; b=2"],
+            "the credential cookie stays here"
+        );
+        assert_eq!(get("x-forwarded-for"), ["10.0.0.1, 10.0.0.2, 127.0.0.9"]);
+        assert_eq!(get("sec-websocket-protocol"), ["chat.v2, chat.v1"]);
+        assert!(!String::from_utf8_lossy(&head).contains("s3cret"));
+        // The claims as wsgate read them (a repeated name once, as it was read), and no
+        // parsed copy left on the connection for writing them.
+        let claims = URL_SAFE_NO_PAD.decode(get(CLAIMS_HEADER)[0]).unwrap();
+        assert_eq!(claims, br#"{"role":"admin","sub":"alice"}"#);
+        assert!(!identity.verified().claims.is_parsed());
+    }
+
+    #[test]
+    fn header_values_that_could_end_a_line_are_not_sendable() {
+        assert!(sendable(b"jwt"));
+        assert!(sendable(b"a\tb \x80"));
+        for bad in [&b"a\r\nx: y"[..], b"a\nb", b"\0", b"\x7f"] {
+            assert!(!sendable(bad), "{bad:?}");
+        }
     }
 
     #[test]
@@ -351,9 +465,12 @@ mod tests {
             header::COOKIE,
             HeaderValue::from_static("a=1; wsgate_session=s3cret; b=2"),
         );
-        assert_eq!(other_cookies(&h, "wsgate_session").unwrap(), "a=1; b=2");
+        fn kept(h: &HeaderMap) -> Vec<&str> {
+            other_cookies(h, "wsgate_session").collect()
+        }
+        assert_eq!(kept(&h), ["a=1", "b=2"]);
         h.insert(header::COOKIE, HeaderValue::from_static("wsgate_session=x"));
-        assert!(other_cookies(&h, "wsgate_session").is_none());
+        assert!(kept(&h).is_empty());
     }
 
     #[test]
