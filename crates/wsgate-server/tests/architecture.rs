@@ -127,7 +127,14 @@ const LIBRARY_LAYERS: &[&[&str]] = &[
     &["extract"],
 ];
 const SERVER_LAYERS: &[&[&str]] = &[
-    &["config", "wire", "broker", "notify", "log_writer"],
+    &[
+        "config",
+        "wire",
+        "broker",
+        "notify",
+        "log_writer",
+        "log_fields",
+    ],
     &["store"],
     &["auth", "keys", "revoke", "listener", "shutdown"],
     &["cluster"],
