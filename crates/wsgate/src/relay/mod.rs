@@ -27,18 +27,20 @@
 
 pub(crate) mod convert;
 mod handshake;
+mod stream;
 mod tls;
 
 use handshake::{Caller, offered, request_head, upstream_protocols, with_client_query};
 pub use handshake::{read_answer, subject_header_value};
+pub use stream::UpstreamIo;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use axum::http::{HeaderMap, request::Parts};
 use tokio::net::TcpStream;
+use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use crate::authenticator::SocketSettings;
 use crate::identity::Identity;
@@ -47,7 +49,7 @@ use crate::source::{SESSION_SUBPROTOCOL, SUBPROTOCOL, Sources};
 use crate::trace::{SpanKind, TraceContext, Traced};
 
 /// The upstream side of a proxied connection.
-pub type UpstreamSocket = WebSocketStream<MaybeTlsStream<TcpStream>>;
+pub type UpstreamSocket = WebSocketStream<UpstreamIo>;
 
 /// The identity headers the upstream receives (and the only `X-Wsgate-*` headers it sees).
 /// The subject is percent-encoded where a header cannot carry it exactly (see
@@ -99,9 +101,9 @@ pub enum UpstreamSetupError {
 
 /// A connected upstream, and the subprotocol it selected.
 pub struct Connected {
-    /// Boxed: the socket (with room for a TLS session) is over a kilobyte, and a `Connected`
-    /// is moved through several futures on its way to the relay, each of which would
-    /// otherwise keep a slot of that size for the connection's whole life.
+    /// Boxed: the socket is a few hundred bytes, and a `Connected` is moved through several
+    /// futures on its way to the relay, each of which would otherwise keep a slot of that
+    /// size for the connection's whole life.
     pub(crate) socket: Box<UpstreamSocket>,
     protocol: Option<String>,
 }
@@ -278,7 +280,7 @@ impl Upstream {
             .map_err(|_| UNREACHABLE)?;
         let _ = tcp.set_nodelay(true);
         let mut stream = match &self.tls {
-            None => MaybeTlsStream::Plain(tcp),
+            None => UpstreamIo::Plain(tcp),
             Some(tls) => {
                 let name = rustls_pki_types::ServerName::try_from(host.to_owned())
                     .map_err(|_| GatewayError::Unreachable("bad upstream host name"))?;
@@ -290,7 +292,7 @@ impl Upstream {
                         tracing::warn!(target: "wsgate::conn", upstream = host, error = %e, "TLS with the upstream failed");
                         GatewayError::Unreachable("TLS with the upstream failed")
                     })?;
-                MaybeTlsStream::Rustls(tls)
+                UpstreamIo::Tls(Box::new(tls))
             }
         };
         let key = tokio_tungstenite::tungstenite::handshake::client::generate_key();
