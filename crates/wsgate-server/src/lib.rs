@@ -20,7 +20,7 @@ pub mod gateway;
 pub mod handshake_status;
 pub mod keys;
 pub mod listener;
-pub mod log_fields;
+pub mod log_format;
 pub mod log_writer;
 pub mod notify;
 pub mod reload;

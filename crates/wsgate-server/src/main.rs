@@ -3,7 +3,7 @@
 
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
-use wsgate_server::{cli, log_fields, log_writer};
+use wsgate_server::{cli, log_format, log_writer};
 
 fn main() -> std::process::ExitCode {
     let cli = cli::Cli::parse();
@@ -28,6 +28,7 @@ fn main() -> std::process::ExitCode {
     let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(writer)
+        .with_timer(log_format::Timestamp)
         .with_ansi(false);
     if json {
         // One JSON object per line: timestamp, level, target, message and the same fields
@@ -38,8 +39,8 @@ fn main() -> std::process::ExitCode {
             .with_span_list(false)
             .init();
     } else {
-        // The default line format, with its fields written cheaper (`log_fields`).
-        logs.fmt_fields(log_fields::Fields).init();
+        // The default line format, written cheaper (`log_format`).
+        logs.fmt_fields(log_format::Fields).init();
     }
     wsgate::install_crypto();
 

@@ -133,7 +133,7 @@ const SERVER_LAYERS: &[&[&str]] = &[
         "broker",
         "notify",
         "log_writer",
-        "log_fields",
+        "log_format",
     ],
     &["store"],
     &["auth", "keys", "revoke", "listener", "shutdown"],
