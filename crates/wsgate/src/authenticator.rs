@@ -684,7 +684,7 @@ fn accepted(path: &str, ctx: &VerifyContext, id: &Identity) {
         attributes.push(("wsgate.session", id.session().into()));
         trace.handshake(attributes, None);
     }
-    crate::metrics::accepted(id.source(), id.provider());
+    crate::metrics::accepted(id.source(), id.provider_label());
     tracing::info!(
         target: "wsgate::conn",
         path,

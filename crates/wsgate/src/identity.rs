@@ -307,6 +307,13 @@ impl Identity {
             .as_deref()
             .unwrap_or(self.inner.verifier)
     }
+    /// [`Self::provider`] as a metric label, sharing the name rather than copying it.
+    pub(crate) fn provider_label(&self) -> metrics::SharedString {
+        match &self.inner.verified.provider {
+            Some(name) => name.clone().into(),
+            None => self.inner.verifier.into(),
+        }
+    }
     /// The client's address, when the handshake knew it.
     pub fn remote_ip(&self) -> Option<IpAddr> {
         self.inner.remote

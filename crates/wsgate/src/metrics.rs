@@ -97,10 +97,11 @@ pub fn register() {
     }
 }
 
-pub(crate) fn accepted(source: SourceKind, provider: &str) {
+/// `provider` shared, not copied: this runs on every accepted handshake.
+pub(crate) fn accepted(source: SourceKind, provider: metrics::SharedString) {
     metrics::counter!(HANDSHAKES, "outcome" => "accepted", "source" => source.as_str())
         .increment(1);
-    metrics::counter!(PROVIDER_CONNECTIONS, "provider" => provider.to_owned()).increment(1);
+    metrics::counter!(PROVIDER_CONNECTIONS, "provider" => provider).increment(1);
 }
 
 pub(crate) fn refused(source: Option<SourceKind>, e: &AuthError) {
