@@ -421,7 +421,10 @@ mod tests {
         // The claims as wsgate read them (a repeated name once, as it was read), and no
         // parsed copy left on the connection for writing them.
         let claims = URL_SAFE_NO_PAD.decode(get(CLAIMS_HEADER)[0]).unwrap();
-        assert_eq!(claims, br#"{"role":"admin","sub":"alice"}"#);
+        let text = String::from_utf8(claims).unwrap();
+        assert_eq!(text.matches("\"role\"").count(), 1, "{text}");
+        let claims: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(claims, serde_json::json!({"sub": "alice", "role": "admin"}));
         assert!(!identity.verified().claims.is_parsed());
     }
 
