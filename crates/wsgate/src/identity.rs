@@ -92,7 +92,7 @@ impl Claims {
     }
 
     /// Whether a parsed copy is kept (the tests of what keeps one).
-    #[cfg(test)]
+    #[cfg(all(test, feature = "relay"))]
     pub(crate) fn is_parsed(&self) -> bool {
         self.parsed.get().is_some()
     }
@@ -278,6 +278,7 @@ impl Identity {
     }
     /// `f` of the claims, without keeping a parsed copy on this identity for the rest of
     /// the connection when none was kept yet ([`Claims::inspect`]).
+    #[cfg(feature = "relay")]
     pub(crate) fn inspect_claims<T>(&self, f: impl FnOnce(&Value) -> T) -> T {
         self.inner.verified.claims.inspect(f)
     }

@@ -110,6 +110,14 @@ impl Upstream {
             .expect("upstream gone")
     }
 
+    /// The next thing seen within `wait`, if anything.
+    pub async fn within(&mut self, wait: std::time::Duration) -> Option<Seen> {
+        tokio::time::timeout(wait, self.seen.recv())
+            .await
+            .ok()
+            .flatten()
+    }
+
     /// The next handshake request seen (what earlier connections did before it is skipped).
     pub async fn request(&mut self) -> (String, Vec<(String, String)>) {
         loop {

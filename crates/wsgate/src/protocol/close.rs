@@ -130,6 +130,13 @@ pub(crate) fn code_of(frame: Option<&CloseFrame>) -> u16 {
     frame.map_or(1005, |f| f.code)
 }
 
+/// Whether a peer may put `code` in a close frame (RFC 6455 §7.4: the defined codes but
+/// 1004–1006 and 1015, which are never sent, and the ranges for libraries and applications).
+#[cfg(feature = "relay")]
+pub(crate) fn may_send(code: u16) -> bool {
+    matches!(code, 1000..=1003 | 1007..=1014 | 3000..=4999)
+}
+
 /// A bounded metrics label for a close code (`None`: the peer's connection just ended):
 /// the codes wsgate sends or passes through commonly, and `other`.
 pub(crate) fn close_label(code: Option<u16>) -> &'static str {

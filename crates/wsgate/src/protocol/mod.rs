@@ -14,7 +14,7 @@ mod frames;
 #[cfg(feature = "relay")]
 pub(crate) use close::close_with;
 #[cfg(feature = "relay")]
-pub(crate) use close::{CLOSE_WAIT, drain};
+pub(crate) use close::{CLOSE_WAIT, drain, may_send};
 pub use close::{CloseReason, close_socket};
 pub(crate) use close::{NO_CLOSE_FRAME, close_label, close_then, code_of};
 pub use error::{ErrorBody, ErrorCode};

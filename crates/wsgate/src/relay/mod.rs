@@ -25,13 +25,15 @@
 //! }
 //! ```
 
-pub(crate) mod convert;
 mod handshake;
+mod socket;
 mod stream;
 mod tls;
 
 use handshake::{Caller, offered, request_head, upstream_protocols, with_client_query};
 pub use handshake::{read_answer, subject_header_value};
+pub(crate) use socket::UpstreamError;
+pub use socket::UpstreamSocket;
 pub use stream::UpstreamIo;
 
 use std::sync::Arc;
@@ -39,17 +41,12 @@ use std::time::{Duration, Instant, SystemTime};
 
 use axum::http::{HeaderMap, request::Parts};
 use tokio::net::TcpStream;
-use tokio_tungstenite::WebSocketStream;
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 use crate::authenticator::SocketSettings;
 use crate::identity::Identity;
 use crate::reject::GatewayError;
 use crate::source::{SESSION_SUBPROTOCOL, SUBPROTOCOL, Sources};
 use crate::trace::{SpanKind, TraceContext, Traced};
-
-/// The upstream side of a proxied connection.
-pub type UpstreamSocket = WebSocketStream<UpstreamIo>;
 
 /// The identity headers the upstream receives (and the only `X-Wsgate-*` headers it sees).
 /// The subject is percent-encoded where a header cannot carry it exactly (see
@@ -319,19 +316,7 @@ impl Upstream {
                 "the upstream selected a subprotocol that was not offered",
             ));
         }
-        let config = WebSocketConfig::default()
-            .read_buffer_size(2 * 1024)
-            .write_buffer_size(8 * 1024)
-            .max_write_buffer_size(1024 * 1024 + MAX_UPSTREAM_MESSAGE)
-            .max_message_size(Some(MAX_UPSTREAM_MESSAGE))
-            .max_frame_size(Some(MAX_UPSTREAM_MESSAGE));
-        let socket = WebSocketStream::from_partially_read(
-            stream,
-            buf.split_off(body_start),
-            tokio_tungstenite::tungstenite::protocol::Role::Client,
-            Some(config),
-        )
-        .await;
+        let socket = UpstreamSocket::new(stream, &buf[body_start..], MAX_UPSTREAM_MESSAGE);
         Ok((socket, protocol))
     }
 }

@@ -8,6 +8,7 @@ use tokio::time::Instant;
 use super::{Session, ordered, until, violation};
 use crate::protocol::{CloseReason, SessionFrame, close_with};
 use crate::registry::{CloseOrder, Order};
+use crate::relay::{UpstreamError, UpstreamSocket};
 
 /// What woke the relay up.
 enum RelayEvent {
@@ -18,30 +19,28 @@ enum RelayEvent {
     /// The session's timer: expiry, idle check, `expiring`.
     Tick,
     /// A frame (or the end) from the upstream.
-    Upstream(
-        Option<
-            Result<tokio_tungstenite::tungstenite::Message, tokio_tungstenite::tungstenite::Error>,
-        >,
-    ),
+    Upstream(Option<Result<Message, UpstreamError>>),
     /// A frame (or the end) from the client.
     Client(Option<Result<Message, axum::Error>>),
 }
 
-/// Pings forwarded to one side whose pongs are not to be passed back: each side's own
-/// WebSocket stack (tungstenite) answers every ping it receives, so the peer that pinged has
-/// its pong already; the other side's answer to the forwarded copy would be a second one. A
-/// transparent proxy answers a ping exactly once. Unsolicited pongs (heartbeats) pass.
+/// A client's pings forwarded to the upstream, whose pongs are not to be passed back: the
+/// client's side (tungstenite, under axum) answers every ping it receives, so the client
+/// has its pong already; the upstream's answer to the forwarded copy would be a second one.
+/// A transparent proxy answers a ping exactly once. Unsolicited pongs (heartbeats) pass.
+/// (The upstream's side answers nothing itself: its pings reach the client, and the
+/// client's pongs go back.)
 #[derive(Default)]
 struct Forwarded {
     /// Payloads of the pings forwarded and not yet answered, oldest first; at most
     /// [`Forwarded::MAX`] (a peer that never answers cannot grow it).
-    pings: std::collections::VecDeque<tokio_tungstenite::tungstenite::Bytes>,
+    pings: std::collections::VecDeque<axum::body::Bytes>,
 }
 
 impl Forwarded {
     const MAX: usize = 16;
 
-    fn ping(&mut self, payload: &tokio_tungstenite::tungstenite::Bytes) {
+    fn ping(&mut self, payload: &axum::body::Bytes) {
         if self.pings.len() == Self::MAX {
             self.pings.pop_front();
         }
@@ -102,26 +101,19 @@ impl Session {
         }
     }
 
-    async fn relay_in_place(
-        &mut self,
-        up: &mut crate::relay::UpstreamSocket,
-        refresh_frames: bool,
-    ) {
+    async fn relay_in_place(&mut self, up: &mut UpstreamSocket, refresh_frames: bool) {
         use crate::protocol::code_of;
-        use crate::relay::convert;
-        use futures_util::{SinkExt, StreamExt};
-        use tokio_tungstenite::tungstenite::Message as UpMessage;
 
         let (mut to_upstream, mut to_client) = (0u64, 0u64);
-        // Pings each side was sent on the other's behalf (see `Forwarded`).
-        let (mut pinged_upstream, mut pinged_client) = (Forwarded::default(), Forwarded::default());
+        // The client's pings sent on to the upstream (see `Forwarded`).
+        let mut pinged_upstream = Forwarded::default();
         let end = loop {
             let event = tokio::select! {
                 biased;
                 _ = self.shutdown.as_mut() => RelayEvent::Stop(CloseReason::Shutdown),
                 order = ordered(&mut self.registration) => RelayEvent::Ordered(order),
                 _ = until(&mut self.timer) => RelayEvent::Tick,
-                m = up.next() => RelayEvent::Upstream(m),
+                m = up.recv() => RelayEvent::Upstream(m),
                 m = self.socket.recv() => RelayEvent::Client(m),
             };
             let msg = match event {
@@ -135,17 +127,9 @@ impl Session {
                     None => continue,
                 },
                 RelayEvent::Upstream(from_upstream) => match from_upstream {
-                    Some(Ok(UpMessage::Close(f))) => {
-                        break RelayEnd::UpstreamClosed(convert::to_client_close(f));
-                    }
-                    Some(Ok(UpMessage::Pong(p))) if pinged_upstream.answers(&p) => continue,
+                    Some(Ok(Message::Close(f))) => break RelayEnd::UpstreamClosed(f),
+                    Some(Ok(Message::Pong(p))) if pinged_upstream.answers(&p) => continue,
                     Some(Ok(m)) => {
-                        if let UpMessage::Ping(p) = &m {
-                            pinged_client.ping(p);
-                        }
-                        let Some(m) = convert::to_client(m) else {
-                            continue;
-                        };
                         to_client += 1;
                         let (socket, stops) = self.split();
                         match stops.bound(socket.send(m)).await {
@@ -155,16 +139,25 @@ impl Session {
                         }
                     }
                     // A message past what the relay takes: both sides are told why.
-                    Some(Err(tokio_tungstenite::tungstenite::Error::Capacity(_))) => {
+                    Some(Err(UpstreamError::TooBig)) => {
                         break RelayEnd::Both(CloseReason::TooBig.into());
                     }
-                    Some(Err(_)) | None => break RelayEnd::UpstreamLost,
+                    Some(Err(e)) => {
+                        tracing::info!(
+                            target: "wsgate::conn",
+                            sub = self.identity.sub(),
+                            session = self.identity.session(),
+                            error = %e,
+                            "upstream lost"
+                        );
+                        break RelayEnd::UpstreamLost;
+                    }
+                    None => break RelayEnd::UpstreamLost,
                 },
                 RelayEvent::Client(from_client) => from_client,
             };
             match msg {
                 Some(Ok(Message::Close(f))) => break RelayEnd::ClientClosed(f),
-                Some(Ok(Message::Pong(p))) if pinged_client.answers(&p) => {}
                 Some(Ok(m)) => {
                     if let Message::Ping(p) = &m {
                         pinged_upstream.ping(p);
@@ -202,7 +195,7 @@ impl Session {
                     }
                     to_upstream += 1;
                     let (_, stops) = self.split();
-                    match stops.bound(up.send(convert::to_upstream(m))).await {
+                    match stops.bound(up.send(m)).await {
                         Ok(true) => {}
                         Ok(false) => break RelayEnd::UpstreamLost,
                         Err(reason) => break RelayEnd::Both(reason),
@@ -236,52 +229,23 @@ impl Session {
             RelayEnd::Both(order) => {
                 tokio::join!(
                     self.close_in_place(order),
-                    close_upstream(up, Some(convert::to_upstream_reason(order.reason)))
+                    up.close(Some(order.reason.frame()))
                 );
             }
             RelayEnd::ClientClosed(f) => {
                 self.closed_with = code;
                 self.close_phrase = "client closed";
                 // tungstenite answered the client's close; read until the end of it.
-                tokio::join!(
-                    crate::protocol::drain(&mut self.socket),
-                    close_upstream(up, convert::to_upstream_close(f))
-                );
+                tokio::join!(crate::protocol::drain(&mut self.socket), up.close(f));
             }
             RelayEnd::UpstreamClosed(f) => {
                 self.closed_with = code;
                 self.close_phrase = "upstream closed";
-                // tungstenite answered the upstream's close; read until the end of it.
-                tokio::join!(close_with(&mut self.socket, f), drain_upstream(up));
+                // The upstream's close goes to the client, and is answered with itself.
+                tokio::join!(close_with(&mut self.socket, f.clone()), up.answer_close(f));
             }
-            RelayEnd::ClientLost => {
-                let frame = convert::to_upstream_reason(CloseReason::ClientGone);
-                close_upstream(up, Some(frame)).await;
-            }
+            RelayEnd::ClientLost => up.close(Some(CloseReason::ClientGone.frame())).await,
             RelayEnd::UpstreamLost => self.close_in_place(CloseReason::UpstreamGone).await,
         }
     }
-}
-
-use tokio_tungstenite::tungstenite::protocol::CloseFrame as UpCloseFrame;
-
-/// Sends the upstream a close frame and waits for its answer, all within the close wait.
-async fn close_upstream(up: &mut crate::relay::UpstreamSocket, frame: Option<UpCloseFrame>) {
-    use futures_util::{SinkExt, StreamExt};
-    use tokio_tungstenite::tungstenite::Message as UpMessage;
-    let _ = tokio::time::timeout(crate::protocol::CLOSE_WAIT, async {
-        if up.send(UpMessage::Close(frame)).await.is_ok() {
-            while let Some(Ok(_)) = up.next().await {}
-        }
-    })
-    .await;
-}
-
-/// The close handshake's bounded wait, for the upstream side.
-async fn drain_upstream(up: &mut crate::relay::UpstreamSocket) {
-    use futures_util::StreamExt;
-    let _ = tokio::time::timeout(crate::protocol::CLOSE_WAIT, async {
-        while let Some(Ok(_)) = up.next().await {}
-    })
-    .await;
 }
