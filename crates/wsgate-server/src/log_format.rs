@@ -153,11 +153,7 @@ fn with_micros(second: &[u8; 19], micros: u32) -> [u8; 27] {
     let mut out = [0u8; 27];
     out[..19].copy_from_slice(second);
     out[19] = b'.';
-    let mut m = micros;
-    for i in (20..26).rev() {
-        out[i] = b'0' + (m % 10) as u8;
-        m /= 10;
-    }
+    put_digits(&mut out[20..26], u64::from(micros));
     out[26] = b'Z';
     out
 }
@@ -184,19 +180,21 @@ fn date_and_time(secs: u64) -> [u8; 19] {
     let year = year_of_era + era * 400 + u64::from(month <= 2);
 
     let mut out = *b"0000-00-00T00:00:00";
-    let mut put = |at: usize, width: usize, mut n: u64| {
-        for i in (at..at + width).rev() {
-            out[i] = b'0' + (n % 10) as u8;
-            n /= 10;
-        }
-    };
-    put(0, 4, year);
-    put(5, 2, month);
-    put(8, 2, day);
-    put(11, 2, of_day / 3_600);
-    put(14, 2, of_day / 60 % 60);
-    put(17, 2, of_day % 60);
+    put_digits(&mut out[0..4], year);
+    put_digits(&mut out[5..7], month);
+    put_digits(&mut out[8..10], day);
+    put_digits(&mut out[11..13], of_day / 3_600);
+    put_digits(&mut out[14..16], of_day / 60 % 60);
+    put_digits(&mut out[17..19], of_day % 60);
     out
+}
+
+/// `n`'s last `out.len()` decimal digits, zero-padded, into `out`.
+fn put_digits(out: &mut [u8], mut n: u64) {
+    for digit in out.iter_mut().rev() {
+        *digit = b'0' + (n % 10) as u8;
+        n /= 10;
+    }
 }
 
 #[cfg(test)]
