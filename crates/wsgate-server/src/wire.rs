@@ -17,10 +17,11 @@
 //!
 //! So every write call's bytes reach the socket contiguously, and frames never interleave.
 //! `pending` holds at most the end of one write (a frame, or tungstenite's batch of frames);
-//! it owns no memory while empty. And nothing follows a close frame: once the connection is
-//! a WebSocket ([`Wire::upgraded`]), the owner's writes are looked at frame by frame, and the
-//! one that carries a Close (ours, or tungstenite's answer to the client's) ends the
-//! publishers' writes in the same critical section.
+//! it owns no memory while empty. Publishers write only once the connection is a WebSocket
+//! ([`Wire::upgraded`], told by the listener when the `101` is written). That nothing follows
+//! a close frame is the outbox's to keep, not this file's: the session closes its outbox
+//! before any close frame can be written (its own, or tungstenite's answer to the client's),
+//! and a closed outbox hands publishers nothing to write.
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpStream};
@@ -65,8 +66,6 @@ struct Out {
     pending: Vec<u8>,
     /// The 101 is written: the owner's writes are whole WebSocket frames.
     websocket: bool,
-    /// The owner wrote a close frame: publishers write nothing more.
-    closed: bool,
 }
 
 impl Wire {
@@ -138,9 +137,6 @@ impl Wire {
     pub fn poll_write(&self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         let mut out = self.lock();
         ready!(self.poll_drain(&mut out.pending, cx))?;
-        if out.websocket && holds_close(buf) {
-            out.closed = true;
-        }
         let n = ready!(self.poll_io(cx, buf.len(), |mut s| s.write(buf)))?;
         if n > 0 && n < buf.len() {
             out.pending.extend_from_slice(&buf[n..]);
@@ -156,11 +152,6 @@ impl Wire {
     ) -> Poll<io::Result<usize>> {
         let mut out = self.lock();
         ready!(self.poll_drain(&mut out.pending, cx))?;
-        if out.websocket {
-            // Frames may span buffers; tungstenite writes one buffer at a time, so this is
-            // never taken: when in doubt, no more direct writes.
-            out.closed = true;
-        }
         let total: usize = bufs.iter().map(|b| b.len()).sum();
         let n = ready!(self.poll_io(cx, total, |mut s| s.write_vectored(bufs)))?;
         if n == 0 {
@@ -232,38 +223,6 @@ impl Wire {
     }
 }
 
-/// Whether `bytes`, whole server frames (unmasked), hold a Close frame; `true` too when
-/// they cannot be read as frames (then publishers stop writing directly: the safe side).
-fn holds_close(mut bytes: &[u8]) -> bool {
-    const CLOSE: u8 = 0x8;
-    while let [first, second, rest @ ..] = bytes {
-        if first & 0x0F == CLOSE {
-            return true;
-        }
-        let (extra, len) = match second & 0x7F {
-            126 => match rest {
-                [a, b, ..] => (2, u64::from(u16::from_be_bytes([*a, *b]))),
-                _ => return true,
-            },
-            127 => match rest.get(..8).and_then(|l| <[u8; 8]>::try_from(l).ok()) {
-                Some(l) => (8, u64::from_be_bytes(l)),
-                None => return true,
-            },
-            n => (0, u64::from(n)),
-        };
-        let masked = if second & 0x80 != 0 { 4 } else { 0 };
-        let Some(next) = usize::try_from(len)
-            .ok()
-            .and_then(|len| len.checked_add(extra + masked))
-            .and_then(|skip| rest.get(skip..))
-        else {
-            return true;
-        };
-        bytes = next;
-    }
-    !bytes.is_empty()
-}
-
 /// The sockets [`register`] takes: types that own their descriptor. Not `AsRawFd` at large,
 /// which a bare descriptor number (`i32`) also is: with it a safe call could register a
 /// descriptor that something else closes.
@@ -287,7 +246,7 @@ impl DirectWrite for Wire {
         let Ok(mut out) = self.out.try_lock() else {
             return Written::Nothing;
         };
-        if out.closed || !out.websocket || !out.pending.is_empty() {
+        if !out.websocket || !out.pending.is_empty() {
             return Written::Nothing;
         }
         // Straight to the kernel: tokio's readiness may stay stale on a `WouldBlock` here,
@@ -377,57 +336,5 @@ mod tests {
         assert_eq!(got.len(), accepted + b"DIRECT".len());
         assert!(got[..accepted].chunks(chunk.len()).all(|c| c == chunk));
         assert_eq!(&got[accepted..], b"DIRECT");
-    }
-
-    #[test]
-    fn close_frames_are_found_among_whole_frames() {
-        let text = |len: usize| {
-            let mut f = vec![0x81];
-            match len {
-                0..=125 => f.push(len as u8),
-                126..=65535 => {
-                    f.push(126);
-                    f.extend_from_slice(&(len as u16).to_be_bytes());
-                }
-                _ => {
-                    f.push(127);
-                    f.extend_from_slice(&(len as u64).to_be_bytes());
-                }
-            }
-            f.resize(f.len() + len, b'x');
-            f
-        };
-        let close = [0x88, 0x02, 0x03, 0xe8];
-        assert!(!holds_close(&text(5)));
-        assert!(!holds_close(
-            &[text(200), text(70_000), vec![0x89, 0x00]].concat()
-        ));
-        assert!(holds_close(&close));
-        assert!(holds_close(&[text(5), text(300), close.to_vec()].concat()));
-        assert!(holds_close(&[text(70_000), close.to_vec()].concat()));
-        // Not whole frames: assume the worst.
-        assert!(holds_close(&text(300)[..100]));
-        assert!(holds_close(&[0x81]));
-        assert!(!holds_close(&[]));
-    }
-
-    #[tokio::test]
-    async fn nothing_is_written_directly_after_a_close_frame() {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let _client = TcpStream::connect(listener.local_addr().unwrap())
-            .await
-            .unwrap();
-        let (server, _) = listener.accept().await.unwrap();
-        let wire = Wire::new(server.into_std().unwrap()).unwrap();
-        wire.upgraded();
-        drop(wire.fd.writable().await.unwrap());
-        assert_eq!(wire.try_write_frame(b"\x81\x02hi"), Written::All);
-        let mut cx = Context::from_waker(noop_waker_ref());
-        let close = [0x81, 0x01, b'x', 0x88, 0x02, 0x03, 0xe8];
-        assert!(matches!(
-            wire.poll_write(&mut cx, &close),
-            Poll::Ready(Ok(7))
-        ));
-        assert_eq!(wire.try_write_frame(b"\x81\x02hi"), Written::Nothing);
     }
 }

@@ -352,3 +352,144 @@ async fn a_frames_answer_comes_before_the_deliveries_it_causes() {
         );
     }
 }
+
+/// A client that closes while deliveries pour in gets wsgate's answer to its Close as the
+/// last frame on the wire: the publishers' direct writes stop before that answer is written,
+/// with no frame-sniffing to catch a Close on its way out.
+#[tokio::test]
+async fn nothing_follows_the_answer_to_a_clients_close() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    const ROUNDS: usize = 40;
+
+    let s = start().await;
+    let flood = tok("flood", &["busy"], &["busy"]);
+    let done = std::sync::atomic::AtomicBool::new(false);
+    // Two publishers, each about 50,000 a second (under the rate limit) until every round is
+    // over: the rounds' Close frames land among deliveries a few microseconds apart.
+    let publisher = || async {
+        let mut ws = join(&s, &flood).await;
+        let frame = json!({"type":"publish","channel":"busy","data":"x"}).to_string();
+        while !done.load(std::sync::atomic::Ordering::Relaxed) {
+            for _ in 0..50 {
+                ws.feed(Message::text(frame.clone())).await.unwrap();
+            }
+            ws.flush().await.unwrap();
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
+        ws
+    };
+    let closing = async {
+        for round in 0..ROUNDS {
+            let (mut tcp, mut seen) =
+                raw_subscriber(&s, &tok("reader", &["busy"], &[]), "busy").await;
+            // Deliveries are flowing: close (masked, code 1000) in their midst.
+            let before = frames(&seen).0;
+            while frames(&seen).0 < before + 3 {
+                read_some(&mut tcp, &mut seen).await;
+            }
+            tcp.write_all(&[0x88, 0x82, 1, 2, 3, 4, 0x03 ^ 1, 0xe8 ^ 2])
+                .await
+                .unwrap();
+            // Everything until the server ends the connection.
+            let rest = tokio::time::timeout(WAIT, async {
+                let mut rest = Vec::new();
+                tcp.read_to_end(&mut rest).await.map(|_| rest)
+            })
+            .await
+            .expect("the connection ends after the close handshake")
+            .unwrap();
+            seen.extend_from_slice(&rest);
+            let (count, close_at, left) = frames(&seen);
+            assert_eq!(
+                (close_at, left),
+                (Some(count - 1), 0),
+                "round {round}: the server's Close is its last frame ({count} frames), whole"
+            );
+        }
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+    };
+    let (a, b, ()) = tokio::join!(publisher(), publisher(), closing);
+    drop((a, b));
+}
+
+/// A pub/sub connection of `token`'s subject, subscribed to `channel`, as raw TCP, and the
+/// frames read so far (its `welcome` and `subscribed`, and maybe more).
+async fn raw_subscriber(
+    s: &Server,
+    token: &str,
+    channel: &str,
+) -> (tokio::net::TcpStream, Vec<u8>) {
+    use tokio::io::AsyncWriteExt;
+
+    let mut tcp = tokio::net::TcpStream::connect(s.addr).await.unwrap();
+    let request = format!(
+        "GET /ws HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\
+         Authorization: Bearer {token}\r\n\r\n",
+        s.addr
+    );
+    tcp.write_all(request.as_bytes()).await.unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut byte = [0];
+        tokio::time::timeout(
+            WAIT,
+            tokio::io::AsyncReadExt::read_exact(&mut tcp, &mut byte),
+        )
+        .await
+        .expect("the 101 in time")
+        .unwrap();
+        head.push(byte[0]);
+    }
+    assert!(head.starts_with(b"HTTP/1.1 101"), "{head:?}");
+    let subscribe = json!({"type":"subscribe","channel":channel}).to_string();
+    let mut frame = vec![
+        0x81,
+        0x80 | u8::try_from(subscribe.len()).unwrap(),
+        0,
+        0,
+        0,
+        0,
+    ];
+    frame.extend_from_slice(subscribe.as_bytes());
+    tcp.write_all(&frame).await.unwrap();
+    // The welcome, then the answer to the subscribe.
+    let mut seen = Vec::new();
+    while frames(&seen).0 < 2 {
+        read_some(&mut tcp, &mut seen).await;
+    }
+    assert!(String::from_utf8_lossy(&seen).contains("\"subscribed\""));
+    (tcp, seen)
+}
+
+async fn read_some(tcp: &mut tokio::net::TcpStream, into: &mut Vec<u8>) {
+    let mut buf = [0; 4096];
+    let n = tokio::time::timeout(WAIT, tokio::io::AsyncReadExt::read(tcp, &mut buf))
+        .await
+        .expect("frames in time")
+        .unwrap();
+    assert!(n > 0, "the connection ended early");
+    into.extend_from_slice(&buf[..n]);
+}
+
+/// How many whole server frames (unmasked, short) `bytes` holds, where the first Close is
+/// among them, and how many bytes are left after them.
+fn frames(mut bytes: &[u8]) -> (usize, Option<usize>, usize) {
+    let (mut count, mut close_at) = (0, None);
+    while let [first, second, rest @ ..] = bytes {
+        let (extra, len) = match second & 0x7F {
+            126 if rest.len() >= 2 => (2, usize::from(u16::from_be_bytes([rest[0], rest[1]]))),
+            126 | 127 => break,
+            n => (0, usize::from(n)),
+        };
+        let Some(next) = rest.get(extra + len..) else {
+            break;
+        };
+        if first & 0x0F == 0x8 && close_at.is_none() {
+            close_at = Some(count);
+        }
+        count += 1;
+        bytes = next;
+    }
+    (count, close_at, bytes.len())
+}

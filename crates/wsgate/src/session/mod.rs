@@ -313,6 +313,11 @@ impl Session {
                 Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
                 Some(Ok(Message::Close(frame))) => {
                     self.peer_close = Some(code_of(frame.as_ref()));
+                    if let Some(outbound) = &self.outbound {
+                        // tungstenite writes its answer on the next poll: deliveries end
+                        // here, so that the answer is the socket's last frame.
+                        outbound.close();
+                    }
                 }
                 // A peer that broke the protocol is told why before the connection ends.
                 Some(Err(e)) => match violation(&e) {
