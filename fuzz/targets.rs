@@ -193,3 +193,29 @@ pub fn set_payload(data: &[u8]) {
         }
     }
 }
+
+/// What a proxy's upstream sends after its `101`: the first byte says where to cut the rest
+/// in two reads; the rest is frames. Whatever the bytes, the reader takes the same messages
+/// (and stops at the same refusal) however they arrive, and no message passes the bound.
+pub fn upstream_frames(data: &[u8]) {
+    const MAX: usize = 4096;
+    let Some((first, bytes)) = data.split_first() else {
+        return;
+    };
+    let whole = wsgate::relay::read_frames(&[bytes], MAX);
+    let (a, b) = bytes.split_at(usize::from(*first).min(bytes.len()));
+    assert_eq!(
+        wsgate::relay::read_frames(&[a, b], MAX),
+        whole,
+        "the same frames in two reads"
+    );
+    use axum::extract::ws::Message;
+    for message in &whole.0 {
+        let len = match message {
+            Message::Text(t) => t.len(),
+            Message::Binary(b) | Message::Ping(b) | Message::Pong(b) => b.len(),
+            Message::Close(f) => f.as_ref().map_or(0, |f| 2 + f.reason.len()),
+        };
+        assert!(len <= MAX, "a message past the bound");
+    }
+}

@@ -46,6 +46,11 @@ fn upstream_answer_corpus() {
 }
 
 #[test]
+fn upstream_frames_corpus() {
+    replay("upstream_frames", targets::upstream_frames);
+}
+
+#[test]
 fn provider_answers_corpus() {
     replay("provider_answers", targets::provider_answers);
 }

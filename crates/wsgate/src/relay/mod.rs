@@ -25,11 +25,13 @@
 //! }
 //! ```
 
+mod frames;
 mod handshake;
 mod socket;
 mod stream;
 mod tls;
 
+pub use frames::read_frames;
 use handshake::{Caller, offered, request_head, upstream_protocols, with_client_query};
 pub use handshake::{read_answer, subject_header_value};
 pub(crate) use socket::UpstreamError;

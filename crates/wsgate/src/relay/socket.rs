@@ -11,6 +11,8 @@
 //!   pong comes back; an upstream's close is answered when the relay answers it;
 //! - a large frame is read straight into a buffer of its own size, not 2 KiB at a time.
 //!
+//! The frames themselves are read in `frames.rs` ([`FrameReader`]); this file is the I/O.
+//!
 //! Cancel safety: the relay selects over [`UpstreamSocket::recv`] and bounds
 //! [`UpstreamSocket::send`] by the session's endings, so either may be dropped at any await.
 //! What was read, or half written, stays here and the next call carries on from it.
@@ -19,11 +21,12 @@ use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
-use axum::extract::ws::{CloseFrame, Message, Utf8Bytes};
-use bytes::{Buf, Bytes, BytesMut};
+use axum::extract::ws::{CloseFrame, Message};
+use bytes::BytesMut;
 use tokio::io::AsyncWriteExt;
 
 use super::UpstreamIo;
+use super::frames::{FrameReader, Parsed};
 
 /// How much is read at a time when no frame asks for more.
 const READ_CHUNK: usize = 2048;
@@ -47,25 +50,11 @@ pub(crate) enum UpstreamError {
 /// A connected upstream WebSocket: frames in as [`Message`]s, frames out masked.
 pub struct UpstreamSocket {
     io: UpstreamIo,
-    /// Largest message (and so frame) taken.
-    max_message: usize,
-    /// Bytes read and not yet taken; no allocation while idle.
-    read: BytesMut,
-    /// A fragmented data message being put together: whether it is text, its bytes so far.
-    partial: Option<(bool, BytesMut)>,
+    /// What was read and not yet taken as frames.
+    frames: FrameReader,
     /// Frames sent and not yet all written (a send the relay cut short); empty when idle.
     out: Vec<u8>,
     written: usize,
-}
-
-/// One step of reading.
-enum Parsed {
-    /// A whole message (or a control frame).
-    Message(Message),
-    /// A fragment was taken; the message goes on.
-    Fragment,
-    /// At least this many more bytes are needed.
-    Need(usize),
 }
 
 impl UpstreamSocket {
@@ -73,9 +62,7 @@ impl UpstreamSocket {
     pub(crate) fn new(io: UpstreamIo, read: &[u8], max_message: usize) -> Self {
         Self {
             io,
-            max_message,
-            read: BytesMut::from(read),
-            partial: None,
+            frames: FrameReader::new(read, max_message),
             out: Vec::new(),
             written: 0,
         }
@@ -84,7 +71,7 @@ impl UpstreamSocket {
     /// The next message or control frame; `None` once the connection has ended.
     pub(crate) async fn recv(&mut self) -> Option<Result<Message, UpstreamError>> {
         loop {
-            match self.parse() {
+            match self.frames.parse() {
                 Ok(Parsed::Message(m)) => return Some(Ok(m)),
                 Ok(Parsed::Fragment) => {}
                 Ok(Parsed::Need(n)) => {
@@ -101,104 +88,24 @@ impl UpstreamSocket {
 
     /// Reads more bytes, with room for at least `need` more.
     fn poll_fill(&mut self, cx: &mut Context<'_>, need: usize) -> Poll<io::Result<usize>> {
-        if self.read.is_empty() && self.read.capacity() == 0 {
+        let read = &mut self.frames.read;
+        if read.is_empty() && read.capacity() == 0 {
             // Idle: no buffer until there is something to read.
             ready!(self.io.poll_read_ready(cx))?;
         }
         // `need` is at least 1, and bounded: a frame's length is checked before it is needed.
-        if self.read.capacity() - self.read.len() < need {
-            self.read.reserve(need.max(READ_CHUNK));
+        if read.capacity() - read.len() < need {
+            read.reserve(need.max(READ_CHUNK));
         }
-        match tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.read) {
+        match tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, read) {
             Poll::Pending => {
-                if self.read.is_empty() && self.io.waits_unbuffered() {
-                    self.read = BytesMut::new();
+                if read.is_empty() && self.io.waits_unbuffered() {
+                    *read = BytesMut::new();
                 }
                 Poll::Pending
             }
             ready => ready,
         }
-    }
-
-    /// Takes one frame from what was read, if it is all there.
-    fn parse(&mut self) -> Result<Parsed, UpstreamError> {
-        let have = self.read.len();
-        if have < 2 {
-            return Ok(Parsed::Need(2 - have));
-        }
-        let (b0, b1) = (self.read[0], self.read[1]);
-        if b0 & 0x70 != 0 {
-            return Err(UpstreamError::Protocol("reserved bits set"));
-        }
-        if b1 & 0x80 != 0 {
-            return Err(UpstreamError::Protocol("a masked frame from the server"));
-        }
-        let (fin, opcode) = (b0 & 0x80 != 0, b0 & 0x0f);
-        let (len, header) = match b1 & 0x7f {
-            126 if have < 4 => return Ok(Parsed::Need(4 - have)),
-            126 => (
-                u64::from(u16::from_be_bytes([self.read[2], self.read[3]])),
-                4,
-            ),
-            127 if have < 10 => return Ok(Parsed::Need(10 - have)),
-            127 => {
-                let mut n = [0u8; 8];
-                n.copy_from_slice(&self.read[2..10]);
-                (u64::from_be_bytes(n), 10)
-            }
-            n => (u64::from(n), 2),
-        };
-        let control = opcode & 0x08 != 0;
-        if control && (!fin || len > 125) {
-            return Err(UpstreamError::Protocol(
-                "a fragmented or long control frame",
-            ));
-        }
-        let so_far = self.partial.as_ref().map_or(0, |(_, m)| m.len());
-        let room = self
-            .max_message
-            .saturating_sub(if control { 0 } else { so_far });
-        let len = match usize::try_from(len) {
-            Ok(len) if len <= room => len,
-            _ => return Err(UpstreamError::TooBig),
-        };
-        if have < header + len {
-            return Ok(Parsed::Need(header + len - have));
-        }
-        self.read.advance(header);
-        let payload = self.read.split_to(len);
-        self.take(fin, opcode, payload)
-    }
-
-    /// What a whole frame means.
-    fn take(&mut self, fin: bool, opcode: u8, payload: BytesMut) -> Result<Parsed, UpstreamError> {
-        const OUT_OF_PLACE: UpstreamError = UpstreamError::Protocol("a fragment out of place");
-        let message = match opcode {
-            0x0 => {
-                let Some((_, so_far)) = self.partial.as_mut() else {
-                    return Err(OUT_OF_PLACE);
-                };
-                so_far.extend_from_slice(&payload);
-                if !fin {
-                    return Ok(Parsed::Fragment);
-                }
-                let Some((text, whole)) = self.partial.take() else {
-                    return Err(OUT_OF_PLACE);
-                };
-                data(text, whole.freeze())?
-            }
-            0x1 | 0x2 if self.partial.is_some() => return Err(OUT_OF_PLACE),
-            0x1 | 0x2 if !fin => {
-                self.partial = Some((opcode == 0x1, payload));
-                return Ok(Parsed::Fragment);
-            }
-            0x1 | 0x2 => data(opcode == 0x1, payload.freeze())?,
-            0x8 => Message::Close(close_frame(&payload)?),
-            0x9 => Message::Ping(payload.freeze()),
-            0xA => Message::Pong(payload.freeze()),
-            _ => return Err(UpstreamError::Protocol("an unknown opcode")),
-        };
-        Ok(Parsed::Message(message))
     }
 
     /// Sends one message as one masked frame (a client's frames are masked).
@@ -284,33 +191,6 @@ impl UpstreamSocket {
     }
 }
 
-/// A whole data message.
-fn data(text: bool, payload: Bytes) -> Result<Message, UpstreamError> {
-    if !text {
-        return Ok(Message::Binary(payload));
-    }
-    Utf8Bytes::try_from(payload)
-        .map(Message::Text)
-        .map_err(|_| UpstreamError::Protocol("text that is not UTF-8"))
-}
-
-/// A close frame's code and reason (none when empty); codes a peer may not send refused.
-fn close_frame(payload: &[u8]) -> Result<Option<CloseFrame>, UpstreamError> {
-    const BAD: UpstreamError = UpstreamError::Protocol("a bad close frame");
-    match payload {
-        [] => Ok(None),
-        [_] => Err(BAD),
-        [hi, lo, reason @ ..] => {
-            let code = u16::from_be_bytes([*hi, *lo]);
-            if !crate::protocol::may_send(code) {
-                return Err(BAD);
-            }
-            let reason = Utf8Bytes::try_from(Bytes::copy_from_slice(reason)).map_err(|_| BAD)?;
-            Ok(Some(CloseFrame { code, reason }))
-        }
-    }
-}
-
 /// XORs `buf` with the repeated `mask` (eight bytes at a time where it can).
 fn apply_mask(buf: &mut [u8], mask: [u8; 4]) {
     let [a, b, c, d] = mask;
@@ -330,6 +210,7 @@ fn apply_mask(buf: &mut [u8], mask: [u8; 4]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::relay::frames::frame;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::{TcpListener, TcpStream};
 
@@ -342,24 +223,6 @@ mod tests {
         let (server, _) = listener.accept().await.unwrap();
         let socket = UpstreamSocket::new(UpstreamIo::Plain(client), leftover, max_message);
         (socket, server)
-    }
-
-    /// An unmasked frame as a server sends it: first byte `b0`, then the length and payload.
-    fn frame(b0: u8, payload: &[u8]) -> Vec<u8> {
-        let mut f = vec![b0];
-        match payload.len() {
-            n @ 0..=125 => f.push(n as u8),
-            n @ 126..=0xffff => {
-                f.push(126);
-                f.extend_from_slice(&(n as u16).to_be_bytes());
-            }
-            n => {
-                f.push(127);
-                f.extend_from_slice(&(n as u64).to_be_bytes());
-            }
-        }
-        f.extend_from_slice(payload);
-        f
     }
 
     /// Reads one masked frame as a server does: opcode and unmasked payload.
@@ -515,7 +378,7 @@ mod tests {
         // Nothing more comes: the read waits, holding nothing.
         let waited = tokio::time::timeout(std::time::Duration::from_millis(20), up.recv()).await;
         assert!(waited.is_err(), "nothing to read");
-        assert_eq!(up.read.capacity(), 0, "no read buffer while idle");
+        assert_eq!(up.frames.read.capacity(), 0, "no read buffer while idle");
         assert_eq!(up.out.capacity(), 0, "no write buffer once written");
     }
 
