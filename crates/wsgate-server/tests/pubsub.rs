@@ -358,19 +358,19 @@ async fn a_frames_answer_comes_before_the_deliveries_it_causes() {
 /// with no frame-sniffing to catch a Close on its way out.
 #[tokio::test]
 async fn nothing_follows_the_answer_to_a_clients_close() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncWriteExt;
     const ROUNDS: usize = 40;
 
     let s = start().await;
     let flood = tok("flood", &["busy"], &["busy"]);
     let done = std::sync::atomic::AtomicBool::new(false);
-    // Two publishers, each about 50,000 a second (under the rate limit) until every round is
+    // Two publishers, each about 25,000 a second (under the rate limit) until every round is
     // over: the rounds' Close frames land among deliveries a few microseconds apart.
     let publisher = || async {
         let mut ws = join(&s, &flood).await;
         let frame = json!({"type":"publish","channel":"busy","data":"x"}).to_string();
         while !done.load(std::sync::atomic::Ordering::Relaxed) {
-            for _ in 0..50 {
+            for _ in 0..25 {
                 ws.feed(Message::text(frame.clone())).await.unwrap();
             }
             ws.flush().await.unwrap();
@@ -379,26 +379,26 @@ async fn nothing_follows_the_answer_to_a_clients_close() {
         ws
     };
     let closing = async {
+        let mut closed_by_client = 0;
         for round in 0..ROUNDS {
             let (mut tcp, mut seen) =
                 raw_subscriber(&s, &tok("reader", &["busy"], &[]), "busy").await;
-            // Deliveries are flowing: close (masked, code 1000) in their midst.
+            // Deliveries are flowing: close (masked, code 1000) in their midst. On a machine
+            // too busy to keep up, the server may close first (a slow consumer): then its own
+            // Close must be last all the same.
             let before = frames(&seen).0;
-            while frames(&seen).0 < before + 3 {
-                read_some(&mut tcp, &mut seen).await;
+            let mut open = true;
+            while open && frames(&seen).0 < before + 3 {
+                open = read_some(&mut tcp, &mut seen).await;
             }
-            tcp.write_all(&[0x88, 0x82, 1, 2, 3, 4, 0x03 ^ 1, 0xe8 ^ 2])
-                .await
-                .unwrap();
-            // Everything until the server ends the connection.
-            let rest = tokio::time::timeout(WAIT, async {
-                let mut rest = Vec::new();
-                tcp.read_to_end(&mut rest).await.map(|_| rest)
-            })
-            .await
-            .expect("the connection ends after the close handshake")
-            .unwrap();
-            seen.extend_from_slice(&rest);
+            if open {
+                closed_by_client += 1;
+                tcp.write_all(&[0x88, 0x82, 1, 2, 3, 4, 0x03 ^ 1, 0xe8 ^ 2])
+                    .await
+                    .unwrap();
+                // Everything until the server ends the connection.
+                while read_some(&mut tcp, &mut seen).await {}
+            }
             let (count, close_at, left) = frames(&seen);
             assert_eq!(
                 (close_at, left),
@@ -406,6 +406,7 @@ async fn nothing_follows_the_answer_to_a_clients_close() {
                 "round {round}: the server's Close is its last frame ({count} frames), whole"
             );
         }
+        assert!(closed_by_client > 0, "no round got to close");
         done.store(true, std::sync::atomic::Ordering::Relaxed);
     };
     let (a, b, ()) = tokio::join!(publisher(), publisher(), closing);
@@ -456,20 +457,24 @@ async fn raw_subscriber(
     // The welcome, then the answer to the subscribe.
     let mut seen = Vec::new();
     while frames(&seen).0 < 2 {
-        read_some(&mut tcp, &mut seen).await;
+        assert!(
+            read_some(&mut tcp, &mut seen).await,
+            "ended before subscribing"
+        );
     }
     assert!(String::from_utf8_lossy(&seen).contains("\"subscribed\""));
     (tcp, seen)
 }
 
-async fn read_some(tcp: &mut tokio::net::TcpStream, into: &mut Vec<u8>) {
+/// Reads what comes next onto `into`; `false` once the server has ended the connection.
+async fn read_some(tcp: &mut tokio::net::TcpStream, into: &mut Vec<u8>) -> bool {
     let mut buf = [0; 4096];
     let n = tokio::time::timeout(WAIT, tokio::io::AsyncReadExt::read(tcp, &mut buf))
         .await
-        .expect("frames in time")
+        .expect("frames, or the end, in time")
         .unwrap();
-    assert!(n > 0, "the connection ended early");
     into.extend_from_slice(&buf[..n]);
+    n > 0
 }
 
 /// How many whole server frames (unmasked, short) `bytes` holds, where the first Close is
