@@ -24,6 +24,7 @@
 mod refresh;
 #[cfg(feature = "relay")]
 mod relay;
+mod shutdown;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -33,7 +34,6 @@ use std::time::Duration;
 
 use axum::extract::ws::{Message, WebSocket};
 use tokio::time::{Instant, Sleep};
-use tokio_util::sync::WaitForCancellationFutureOwned;
 
 use crate::authenticator::{Authenticator, SessionOptions};
 use crate::identity::Identity;
@@ -43,6 +43,7 @@ use crate::protocol::{CloseReason, NO_CLOSE_FRAME, ServerFrame, close_then, code
 use crate::registry::{Cause, CloseOrder, Grace, Order, Registration};
 use crate::revalidate::Watch;
 use crate::verify::now_unix;
+use shutdown::Shutdown;
 
 const SECOND: Duration = Duration::from_secs(1);
 /// A ping is sent up to `idle / 16` before half the idle period (see `tick`).
@@ -69,7 +70,7 @@ pub struct Session {
     last_ping: Option<Instant>,
     rate: Option<Rate>,
     registration: Option<Registration>,
-    shutdown: Pin<Box<WaitForCancellationFutureOwned>>,
+    shutdown: Shutdown,
     welcome: bool,
     /// Counted here, added to the metrics in batches (per tick and at the end).
     msgs_in: u64,
@@ -174,7 +175,7 @@ impl Session {
             }),
             registration: auth.registry_ref().map(|r| r.register(&identity)),
             auth,
-            shutdown: Box::pin(shutdown.cancelled_owned()),
+            shutdown: Shutdown::new(shutdown),
             identity,
             welcome: options.welcome,
             msgs_in: 0,
@@ -249,7 +250,7 @@ impl Session {
             }
             let event = tokio::select! {
                 biased;
-                _ = self.shutdown.as_mut() => Event::Shutdown,
+                _ = &mut self.shutdown => Event::Shutdown,
                 order = ordered(&mut self.registration) => Event::Ordered(order),
                 _ = until(&mut self.timer) => Event::Tick,
                 out = next_outbound(&mut self.outbound) => Event::Outbound(out),
@@ -623,7 +624,7 @@ enum Write {
 /// slower than it is sent to), and the idle period (60 s when idle timeouts are off) passing
 /// without the write completing.
 pub(crate) struct Stops<'a> {
-    shutdown: &'a mut Pin<Box<WaitForCancellationFutureOwned>>,
+    shutdown: &'a mut Shutdown,
     registration: &'a mut Option<Registration>,
     expires: Option<Instant>,
     outbound: Option<&'a Outbox>,
@@ -668,7 +669,7 @@ impl Stops<'_> {
         let reason = tokio::select! {
             biased;
             sent = write => return Ok(sent.is_ok()),
-            _ = self.shutdown.as_mut() => CloseReason::Shutdown,
+            _ = self.shutdown => CloseReason::Shutdown,
             order = closing(self.registration) => return Err(order),
             _ = expiry => CloseReason::TokenExpired,
             _ = overflowed => CloseReason::SlowConsumer,

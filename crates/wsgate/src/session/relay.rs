@@ -110,7 +110,7 @@ impl Session {
         let end = loop {
             let event = tokio::select! {
                 biased;
-                _ = self.shutdown.as_mut() => RelayEvent::Stop(CloseReason::Shutdown),
+                _ = &mut self.shutdown => RelayEvent::Stop(CloseReason::Shutdown),
                 order = ordered(&mut self.registration) => RelayEvent::Ordered(order),
                 _ = until(&mut self.timer) => RelayEvent::Tick,
                 m = up.recv() => RelayEvent::Upstream(m),
