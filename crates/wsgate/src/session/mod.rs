@@ -24,7 +24,7 @@
 mod refresh;
 #[cfg(feature = "relay")]
 mod relay;
-mod shutdown;
+mod waits;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -33,7 +33,7 @@ use std::task::Poll;
 use std::time::Duration;
 
 use axum::extract::ws::{Message, WebSocket};
-use tokio::time::{Instant, Sleep};
+use tokio::time::Instant;
 
 use crate::authenticator::{Authenticator, SessionOptions};
 use crate::identity::Identity;
@@ -43,7 +43,7 @@ use crate::protocol::{CloseReason, NO_CLOSE_FRAME, ServerFrame, close_then, code
 use crate::registry::{Cause, CloseOrder, Grace, Order, Registration};
 use crate::revalidate::Watch;
 use crate::verify::now_unix;
-use shutdown::Shutdown;
+use waits::{Shutdown, Timer};
 
 const SECOND: Duration = Duration::from_secs(1);
 /// A ping is sent up to `idle / 16` before half the idle period (see `tick`).
@@ -60,7 +60,7 @@ pub struct Session {
     identity: Identity,
     auth: Arc<Authenticator>,
     /// One timer entry per connection, set to the earliest of expiry and the next idle check.
-    timer: Option<Pin<Box<Sleep>>>,
+    timer: Timer,
     expires: Option<Instant>,
     /// When to send `expiring` for the current deadline; `None` once sent (or when off).
     warn_at: Option<Instant>,
@@ -161,7 +161,7 @@ impl Session {
             .unwrap_or_else(|| auth.shutdown_token().clone());
         let mut session = Self {
             socket,
-            timer: None,
+            timer: Timer::default(),
             expires: None,
             warn_at: None,
             expiry_warning: options.expiry_warning.filter(|d| !d.is_zero()),
@@ -252,7 +252,7 @@ impl Session {
                 biased;
                 _ = &mut self.shutdown => Event::Shutdown,
                 order = ordered(&mut self.registration) => Event::Ordered(order),
-                _ = until(&mut self.timer) => Event::Tick,
+                _ = &mut self.timer => Event::Tick,
                 out = next_outbound(&mut self.outbound) => Event::Outbound(out),
                 msg = self.socket.recv() => Event::Frame(msg),
             };
@@ -535,11 +535,7 @@ impl Session {
             .into_iter()
             .flatten()
             .min();
-        match (at, &mut self.timer) {
-            (None, _) => self.timer = None,
-            (Some(at), Some(t)) => t.as_mut().reset(at),
-            (Some(at), None) => self.timer = Some(Box::pin(tokio::time::sleep_until(at))),
-        }
+        self.timer.set(at);
     }
 
     /// The timer fired: expire, end a grace, give up on a silent peer, or ping it. `Some` =
@@ -689,13 +685,6 @@ async fn ordered(registration: &mut Option<Registration>) -> Order {
 async fn closing(registration: &mut Option<Registration>) -> CloseOrder {
     match registration {
         Some(r) => r.closing().await,
-        None => std::future::pending().await,
-    }
-}
-
-async fn until(deadline: &mut Option<Pin<Box<Sleep>>>) {
-    match deadline {
-        Some(sleep) => sleep.as_mut().await,
         None => std::future::pending().await,
     }
 }

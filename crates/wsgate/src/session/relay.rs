@@ -5,7 +5,7 @@
 use axum::extract::ws::Message;
 use tokio::time::Instant;
 
-use super::{Session, ordered, until, violation};
+use super::{Session, ordered, violation};
 use crate::protocol::{CloseReason, SessionFrame, close_with};
 use crate::registry::{CloseOrder, Order};
 use crate::relay::{UpstreamError, UpstreamSocket};
@@ -112,7 +112,7 @@ impl Session {
                 biased;
                 _ = &mut self.shutdown => RelayEvent::Stop(CloseReason::Shutdown),
                 order = ordered(&mut self.registration) => RelayEvent::Ordered(order),
-                _ = until(&mut self.timer) => RelayEvent::Tick,
+                _ = &mut self.timer => RelayEvent::Tick,
                 m = up.recv() => RelayEvent::Upstream(m),
                 m = self.socket.recv() => RelayEvent::Client(m),
             };
