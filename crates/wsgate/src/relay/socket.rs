@@ -164,8 +164,9 @@ impl UpstreamSocket {
         Ok(())
     }
 
-    /// Starts the close handshake with `frame` and reads until the upstream's answer (or the
-    /// end), all within the close wait.
+    /// Sends `frame` — starting the close handshake, or answering the upstream's Close — and
+    /// reads until the upstream's Close or the end of the connection (after the handshake a
+    /// server ends the TCP connection, RFC 6455 §7.1.1), all within the close wait.
     pub(crate) async fn close(&mut self, frame: Option<CloseFrame>) {
         let _ = tokio::time::timeout(crate::protocol::CLOSE_WAIT, async {
             if self.send(Message::Close(frame)).await.is_ok() {
@@ -174,17 +175,6 @@ impl UpstreamSocket {
                         break;
                     }
                 }
-            }
-        })
-        .await;
-    }
-
-    /// Answers the upstream's close with `frame` and waits for it to hang up, all within the
-    /// close wait (the server ends the TCP connection, RFC 6455 §7.1.1).
-    pub(crate) async fn answer_close(&mut self, frame: Option<CloseFrame>) {
-        let _ = tokio::time::timeout(crate::protocol::CLOSE_WAIT, async {
-            if self.send(Message::Close(frame)).await.is_ok() {
-                while let Some(Ok(_)) = self.recv().await {}
             }
         })
         .await;

@@ -242,7 +242,7 @@ impl Session {
                 self.closed_with = code;
                 self.close_phrase = "upstream closed";
                 // The upstream's close goes to the client, and is answered with itself.
-                tokio::join!(close_with(&mut self.socket, f.clone()), up.answer_close(f));
+                tokio::join!(close_with(&mut self.socket, f.clone()), up.close(f));
             }
             RelayEnd::ClientLost => up.close(Some(CloseReason::ClientGone.frame())).await,
             RelayEnd::UpstreamLost => self.close_in_place(CloseReason::UpstreamGone).await,
