@@ -194,18 +194,25 @@ pub fn set_payload(data: &[u8]) {
     }
 }
 
-/// What a proxy's upstream sends after its `101`: the first byte says where to cut the rest
-/// in two reads; the rest is frames. Whatever the bytes, the reader takes the same messages
-/// (and stops at the same refusal) however they arrive, and no message passes the bound.
+/// What a proxy's peers send after the `101`: the first byte says whose frames the rest is
+/// (its low bit: the upstream's, unmasked, or a client's, masked) and where to cut it in two
+/// reads. Whatever the bytes, the reader takes the same messages (and stops at the same
+/// refusal) however they arrive, and no message passes the bound.
 pub fn upstream_frames(data: &[u8]) {
+    use wsgate::relay::Peer;
     const MAX: usize = 4096;
     let Some((first, bytes)) = data.split_first() else {
         return;
     };
-    let whole = wsgate::relay::read_frames(&[bytes], MAX);
-    let (a, b) = bytes.split_at(usize::from(*first).min(bytes.len()));
+    let peer = if first & 1 == 0 {
+        Peer::Server
+    } else {
+        Peer::Client
+    };
+    let whole = wsgate::relay::read_frames(peer, &[bytes], MAX);
+    let (a, b) = bytes.split_at(usize::from(*first >> 1).min(bytes.len()));
     assert_eq!(
-        wsgate::relay::read_frames(&[a, b], MAX),
+        wsgate::relay::read_frames(peer, &[a, b], MAX),
         whole,
         "the same frames in two reads"
     );

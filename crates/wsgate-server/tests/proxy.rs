@@ -275,6 +275,42 @@ async fn a_ping_through_the_proxy_is_answered_exactly_once() {
 }
 
 #[tokio::test]
+async fn a_clients_ping_is_answered_by_the_upstream_not_by_wsgate() {
+    // A transparent proxy (nginx) passes a ping on and the upstream's pong back: the pong
+    // says the whole path is alive. The upstream holds its reading for 300 ms, then says
+    // `held`; the ping sent meanwhile is answered only after that.
+    let mut up = Upstream::start(None).await;
+    let s = start(&up.url("/ws"), "", "").await;
+    let mut ws = bearer(&s.url("/app"), &hs256(&claims("pinger"))).await;
+    up.request().await;
+    send_text(&mut ws, "hold:300").await;
+    ws.send(Message::Ping("alive?".into())).await.unwrap();
+    let mut order = Vec::new();
+    while order.len() < 2 {
+        match tokio::time::timeout(WAIT, ws.next()).await {
+            Ok(Some(Ok(Message::Text(t)))) => order.push(format!("text:{t}")),
+            Ok(Some(Ok(Message::Pong(p)))) => {
+                order.push(format!("pong:{}", String::from_utf8_lossy(&p)))
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(order, ["text:held", "pong:alive?"], "the upstream's pong");
+    // And a client's Close is answered with itself, the upstream told the same.
+    ws.close(Some(CloseFrame {
+        code: CloseCode::from(4100),
+        reason: "bye".into(),
+    }))
+    .await
+    .unwrap();
+    match tokio::time::timeout(WAIT, ws.next()).await {
+        Ok(Some(Ok(Message::Close(Some(f))))) => assert_eq!(u16::from(f.code), 4100),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(up.closed().await, Some((4100, "bye".to_owned())));
+}
+
+#[tokio::test]
 async fn a_refused_client_never_reaches_the_upstream() {
     let mut up = Upstream::start(None).await;
     let s = start(&up.url("/ws"), "", "").await;

@@ -98,6 +98,17 @@ impl WsAuth {
         }
     }
 
+    /// The identity, when the handshake itself carried a valid credential, taken out of the
+    /// extractor: for a caller that upgrades the socket itself
+    /// ([`ClientUpgrade`](crate::relay::ClientUpgrade)). Otherwise the extractor back.
+    #[allow(clippy::result_large_err)] // not a failure: the extractor handed back, once
+    pub fn into_identity(self) -> Result<Identity, Self> {
+        match self.state {
+            State::Ready(id) => Ok(id),
+            state => Err(Self { state, ..self }),
+        }
+    }
+
     /// The policy that authenticated this request.
     pub fn authenticator(&self) -> &Arc<Authenticator> {
         &self.auth

@@ -4,17 +4,23 @@
 //! verified identity (`X-Wsgate-*`), never a credential; the library's
 //! [`Session::relay`](wsgate::Session::relay) forwards the frames and ends both sides with the
 //! session.
+//!
+//! A client authenticated by its handshake is upgraded by wsgate itself
+//! ([`ClientUpgrade`]): its socket holds no buffer while idle and answers nothing on the
+//! upstream's behalf, so pings and pongs pass through once. A client that authenticates by
+//! `message` after the upgrade (or is refused in `reject = "close"` mode before any upstream
+//! is dialled) is upgraded by axum, whose socket the `auth` frame is awaited on.
 
 use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::ws::WebSocketUpgrade;
-use axum::extract::{FromRef, Request, State};
+use axum::extract::{FromRef, FromRequestParts, Request, State};
 use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use wsgate::protocol::close_socket;
-use wsgate::relay::Upstream;
+use wsgate::relay::{ClientSocket, ClientUpgrade, Upstream};
 use wsgate::{Authenticator, Identity, RejectMode, Session, SessionOptions, WsAuth};
 
 use super::Endpoint;
@@ -38,36 +44,17 @@ pub fn router(path: &str, proxy: Proxy) -> Router {
     Router::new().route(path, get(upgrade)).with_state(proxy)
 }
 
-async fn upgrade(
-    State(p): State<Proxy>,
-    auth: WsAuth,
-    ws: WebSocketUpgrade,
-    req: Request,
-) -> Response {
-    let (parts, _) = req.into_parts();
-    let Some(identity) = auth.identity().cloned() else {
-        // A `message` credential comes after the upgrade (or a refusal in close mode):
-        // dial the upstream once the client is known. The client is answered before the
-        // upstream chose anything: wsgate's own subprotocol.
-        let auth = if p.refresh_frames {
-            auth.speaks_session_frames()
-        } else {
-            auth
-        };
-        return auth.on_upgrade(ws, move |socket, identity| async move {
-            match p
-                .upstream
-                .connect(&parts, &identity, p.ep.auth.sources_ref())
-                .await
-            {
-                Ok(conn) => run(&p, socket, identity, conn).await,
-                Err(e) => {
-                    log_failure(&parts, &identity, &e);
-                    close_socket(socket, e.close_reason()).await;
-                }
-            }
-        });
+async fn upgrade(State(p): State<Proxy>, auth: WsAuth, req: Request) -> Response {
+    let (mut parts, _) = req.into_parts();
+    let identity = match auth.into_identity() {
+        Ok(identity) => identity,
+        Err(auth) => return upgrade_then_authenticate(p, auth, parts).await,
     };
+    let ws = match ClientUpgrade::from_request_parts(&mut parts, &()).await {
+        Ok(ws) => ws,
+        Err(rejection) => return rejection.into_response(),
+    };
+    let max_message = p.ep.auth.socket().max_message_bytes;
     match p
         .upstream
         .connect(&parts, &identity, p.ep.auth.sources_ref())
@@ -75,16 +62,18 @@ async fn upgrade(
     {
         Ok(conn) => {
             let protocol = conn.client_protocol(&parts.headers, p.refresh_frames);
-            drop(identity); // the extractor's own clone carries the session on
-            auth.subprotocol(protocol)
-                .on_upgrade(ws, move |socket, identity| run(&p, socket, identity, conn))
+            ws.on_upgrade(protocol.as_deref(), max_message, move |socket| {
+                run(&p, socket, identity, conn)
+            })
         }
         Err(e) => {
             log_failure(&parts, &identity, &e);
             p.ep.auth.record_attempt(&parts, (&e).into());
-            drop(identity);
             if p.ep.auth.reject_mode() == RejectMode::Close {
-                auth.on_upgrade(ws, move |socket, _| close_socket(socket, e.close_reason()))
+                let reason = e.close_reason();
+                ws.on_upgrade(None, max_message, move |mut socket| async move {
+                    socket.close(Some(reason.frame())).await;
+                })
             } else {
                 e.into_response()
             }
@@ -92,25 +81,63 @@ async fn upgrade(
     }
 }
 
+/// A `message` credential comes after the upgrade (or a refusal in close mode): axum's
+/// upgrade, and the upstream dialled once the client is known. The client is answered before
+/// the upstream chose anything: wsgate's own subprotocol.
+async fn upgrade_then_authenticate(p: Proxy, auth: WsAuth, mut parts: Parts) -> Response {
+    let ws = match WebSocketUpgrade::from_request_parts(&mut parts, &()).await {
+        Ok(ws) => ws,
+        Err(rejection) => return rejection.into_response(),
+    };
+    let auth = if p.refresh_frames {
+        auth.speaks_session_frames()
+    } else {
+        auth
+    };
+    auth.on_upgrade(ws, move |socket, identity| async move {
+        match p
+            .upstream
+            .connect(&parts, &identity, p.ep.auth.sources_ref())
+            .await
+        {
+            Ok(conn) => {
+                let options = relay_options(&p);
+                let session = Session::new(socket, identity, p.ep.auth.clone(), &options);
+                p.ep.tracker
+                    .track_future(session.relay(conn, p.refresh_frames))
+                    .await;
+            }
+            Err(e) => {
+                log_failure(&parts, &identity, &e);
+                close_socket(socket, e.close_reason()).await;
+            }
+        }
+    })
+}
+
 /// The relay, tracked for the drain. Not `async`: the session is built here and moved into
 /// the relay's future once, so the connection's task holds no second copy of it.
 fn run(
     p: &Proxy,
-    socket: axum::extract::ws::WebSocket,
+    socket: ClientSocket,
     identity: Identity,
     conn: wsgate::relay::Connected,
 ) -> impl Future<Output = ()> + Send + use<> {
-    // A proxy sends no frames of its own: no welcome, no idle pings (the upstream's pass
-    // through); `expiring`/`refreshed` only with refresh_frames.
-    let options = SessionOptions {
+    let options = relay_options(p);
+    let session = Session::with_client_socket(socket, identity, p.ep.auth.clone(), &options);
+    p.ep.tracker
+        .track_future(session.relay(conn, p.refresh_frames))
+}
+
+/// A proxy sends no frames of its own: no welcome, no idle pings (the upstream's pass
+/// through); `expiring`/`refreshed` only with refresh_frames.
+fn relay_options(p: &Proxy) -> SessionOptions {
+    SessionOptions {
         welcome: false,
         idle_timeout: None,
         expiry_warning: p.ep.session.expiry_warning.filter(|_| p.refresh_frames),
         ..p.ep.session.clone()
-    };
-    let session = Session::new(socket, identity, p.ep.auth.clone(), &options);
-    p.ep.tracker
-        .track_future(session.relay(conn, p.refresh_frames))
+    }
 }
 
 fn log_failure(parts: &Parts, identity: &Identity, e: &wsgate::GatewayError) {

@@ -3,7 +3,8 @@
 //! commands sent as text frames:
 //! `close:<code>:<reason>` closes with that code; `ping:<payload>` pings the client;
 //! `flood:<MiB>` pushes that many MiB of 64 KiB binary frames; `big:<MiB>` sends one binary
-//! message of that many MiB and a byte; `die` drops the TCP
+//! message of that many MiB and a byte; `hold:<ms>` reads nothing for that long, then sends
+//! `held`; `die` drops the TCP
 //! connection without a close frame; anything else is echoed.
 #![allow(dead_code)]
 
@@ -226,6 +227,10 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
                     // One binary message of that many MiB (+1 byte).
                     let size = mib.parse::<usize>().unwrap_or(1) * 1024 * 1024 + 1;
                     let _ = ws.send(Message::Binary(Bytes::from(vec![9u8; size]))).await;
+                } else if let Some(ms) = cmd.strip_prefix("hold:") {
+                    let ms = ms.parse().unwrap_or(100);
+                    tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+                    let _ = ws.send(Message::Text("held".into())).await;
                 } else if cmd == "die" {
                     let _ = tx.send(Seen::Closed(None));
                     return; // dropped without a close frame

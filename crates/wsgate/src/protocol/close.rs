@@ -165,7 +165,7 @@ pub async fn close_socket(mut socket: WebSocket, reason: CloseReason) {
 
 /// Sends a close frame (`None`: one without a code) and finishes the close handshake, all
 /// within [`CLOSE_WAIT`]: a peer that reads nothing cannot hold the close open.
-pub(crate) async fn close_with(socket: &mut WebSocket, frame: Option<CloseFrame>) {
+async fn close_with(socket: &mut WebSocket, frame: Option<CloseFrame>) {
     close_then(socket, frame, || {}).await;
 }
 
@@ -187,7 +187,6 @@ pub(crate) async fn close_then(
 
 /// Keeps reading until the peer's Close (or EOF), at most [`CLOSE_WAIT`]: a clean close
 /// handshake, whoever started it.
-#[cfg(feature = "relay")]
 pub(crate) async fn drain(socket: &mut WebSocket) {
     let _ = tokio::time::timeout(CLOSE_WAIT, async {
         while let Some(Ok(_)) = socket.recv().await {}

@@ -12,10 +12,8 @@ mod error;
 mod frames;
 
 #[cfg(feature = "relay")]
-pub(crate) use close::close_with;
-#[cfg(feature = "relay")]
-pub(crate) use close::{CLOSE_WAIT, drain, may_send};
+pub(crate) use close::{CLOSE_WAIT, may_send};
 pub use close::{CloseReason, close_socket};
-pub(crate) use close::{NO_CLOSE_FRAME, close_label, close_then, code_of};
+pub(crate) use close::{NO_CLOSE_FRAME, close_label, close_then, code_of, drain};
 pub use error::{ErrorBody, ErrorCode};
 pub use frames::{ClientFrame, FrameError, ServerFrame, SessionFrame, is_refresh};

@@ -30,13 +30,15 @@ mod handshake;
 mod socket;
 mod stream;
 mod tls;
+mod upgrade;
 
-pub use frames::read_frames;
+pub(crate) use frames::PeerError;
+pub use frames::{Peer, read_frames};
 use handshake::{Caller, offered, request_head, upstream_protocols, with_client_query};
 pub use handshake::{read_answer, subject_header_value};
-pub(crate) use socket::UpstreamError;
-pub use socket::UpstreamSocket;
+pub use socket::{ClientSocket, FrameSocket, UpstreamSocket};
 pub use stream::UpstreamIo;
+pub use upgrade::{ClientUpgrade, UpgradeRejection};
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -318,7 +320,12 @@ impl Upstream {
                 "the upstream selected a subprotocol that was not offered",
             ));
         }
-        let socket = UpstreamSocket::new(stream, &buf[body_start..], MAX_UPSTREAM_MESSAGE);
+        let socket = UpstreamSocket::new(
+            Peer::Server,
+            stream,
+            &buf[body_start..],
+            MAX_UPSTREAM_MESSAGE,
+        );
         Ok((socket, protocol))
     }
 }

@@ -1,84 +1,86 @@
-//! The upstream's WebSocket, spoken by wsgate itself (the client's role in RFC 6455).
+//! A WebSocket spoken by wsgate itself, over any byte stream: the upstream's (wsgate is its
+//! client, RFC 6455's client role) and, on `proxy` endpoints, the client's (wsgate is its
+//! server).
 //!
-//! Why not tungstenite, as on the client's side: its reader allocates a read buffer at the
-//! upgrade and keeps it for the connection's whole life (2 KiB for every proxied connection,
-//! idle or not), and it answers pings and closes inside its reads, so a relay that forwards
-//! them too answers twice. Here:
-//! - a frame's bytes are held only while it is being read: an idle upstream holds no buffer
-//!   (on plain TCP the socket's readiness is awaited before one is allocated), and what was
-//!   sent is dropped once written;
-//! - nothing is answered on the relay's behalf: an upstream's ping goes to the client, whose
-//!   pong comes back; an upstream's close is answered when the relay answers it;
+//! Why not tungstenite, as on the other endpoints' sockets: its reader allocates a read
+//! buffer at the upgrade and keeps it for the connection's whole life (2 KiB for every
+//! connection, idle or not), and it answers pings and closes inside its reads, so a relay
+//! that forwards them too answers twice. Here:
+//! - a frame's bytes are held only while it is being read: a read that waits holds no buffer
+//!   (it reads onto the stack and keeps only what came), and what was sent is dropped once
+//!   written;
+//! - nothing is answered on the relay's behalf: a ping goes on to the other side, whose pong
+//!   comes back; a close is answered when the relay answers it;
 //! - a large frame is read straight into a buffer of its own size, not 2 KiB at a time.
 //!
 //! The frames themselves are read in `frames.rs` ([`FrameReader`]); this file is the I/O.
 //!
-//! Cancel safety: the relay selects over [`UpstreamSocket::recv`] and bounds
-//! [`UpstreamSocket::send`] by the session's endings, so either may be dropped at any await.
+//! Cancel safety: the relay selects over [`FrameSocket::recv`] and bounds
+//! [`FrameSocket::send`] by the session's endings, so either may be dropped at any await.
 //! What was read, or half written, stays here and the next call carries on from it.
 
 use std::io;
+use std::mem::MaybeUninit;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
 use axum::extract::ws::{CloseFrame, Message};
 use bytes::BytesMut;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use super::UpstreamIo;
-use super::frames::{FrameReader, Parsed};
+use super::frames::{FrameReader, Parsed, Peer, PeerError, apply_mask};
 
 /// How much is read at a time when no frame asks for more.
 const READ_CHUNK: usize = 2048;
 
-/// Why the upstream's side cannot go on.
-#[derive(Debug, thiserror::Error)]
-pub(crate) enum UpstreamError {
-    /// A message past the relay's bound ([`super::MAX_UPSTREAM_MESSAGE`]).
-    #[error("a message larger than the relay takes")]
-    TooBig,
-    /// A frame no server may send: masked, with reserved bits, an unknown opcode, a control
-    /// frame fragmented or over 125 bytes, a bad close payload, a fragment out of place, or
-    /// text that is not UTF-8.
-    #[error("the upstream broke the WebSocket protocol: {0}")]
-    Protocol(&'static str),
-    /// The connection failed.
-    #[error("the upstream's connection failed: {0}")]
-    Io(io::Error),
-}
+/// A connected upstream WebSocket: its frames come unmasked, ours go masked.
+pub type UpstreamSocket = FrameSocket<UpstreamIo>;
 
-/// A connected upstream WebSocket: frames in as [`Message`]s, frames out masked.
-pub struct UpstreamSocket {
-    io: UpstreamIo,
+/// A proxied client's WebSocket, upgraded by wsgate itself ([`super::ClientUpgrade`]).
+pub type ClientSocket = FrameSocket<hyper_util::rt::TokioIo<hyper::upgrade::Upgraded>>;
+
+/// A WebSocket over `Io`: frames in as [`Message`]s, frames out as one `peer` expects.
+pub struct FrameSocket<Io> {
+    io: Io,
     /// What was read and not yet taken as frames.
     frames: FrameReader,
+    /// The other side: a server (our frames are masked) or a client (they are not).
+    peer: Peer,
+    /// The peer's Close was read.
+    peer_closed: bool,
     /// Frames sent and not yet all written (a send the relay cut short); empty when idle.
     out: Vec<u8>,
     written: usize,
 }
 
-impl UpstreamSocket {
-    /// The socket over `io`, with `read` the bytes that came after the upstream's `101`.
-    pub(crate) fn new(io: UpstreamIo, read: &[u8], max_message: usize) -> Self {
+impl<Io: AsyncRead + AsyncWrite + Unpin> FrameSocket<Io> {
+    /// The socket to `peer` over `io`, with `read` the bytes that came with the handshake.
+    pub(crate) fn new(peer: Peer, io: Io, read: &[u8], max_message: usize) -> Self {
         Self {
             io,
-            frames: FrameReader::new(read, max_message),
+            frames: FrameReader::new(peer, read, max_message),
+            peer,
+            peer_closed: false,
             out: Vec::new(),
             written: 0,
         }
     }
 
     /// The next message or control frame; `None` once the connection has ended.
-    pub(crate) async fn recv(&mut self) -> Option<Result<Message, UpstreamError>> {
+    pub(crate) async fn recv(&mut self) -> Option<Result<Message, PeerError>> {
         loop {
             match self.frames.parse() {
-                Ok(Parsed::Message(m)) => return Some(Ok(m)),
+                Ok(Parsed::Message(m)) => {
+                    self.peer_closed |= matches!(m, Message::Close(_));
+                    return Some(Ok(m));
+                }
                 Ok(Parsed::Fragment) => {}
                 Ok(Parsed::Need(n)) => {
                     match std::future::poll_fn(|cx| self.poll_fill(cx, n)).await {
                         Ok(0) => return None,
                         Ok(_) => {}
-                        Err(e) => return Some(Err(UpstreamError::Io(e))),
+                        Err(e) => return Some(Err(PeerError::Io(self.peer.name(), e))),
                     }
                 }
                 Err(e) => return Some(Err(e)),
@@ -89,111 +91,122 @@ impl UpstreamSocket {
     /// Reads more bytes, with room for at least `need` more.
     fn poll_fill(&mut self, cx: &mut Context<'_>, need: usize) -> Poll<io::Result<usize>> {
         let read = &mut self.frames.read;
-        if read.is_empty() && read.capacity() == 0 {
-            // Idle: no buffer until there is something to read.
-            ready!(self.io.poll_read_ready(cx))?;
+        if read.is_empty() {
+            // Idle, or between frames: read onto the stack and keep only what came, so that
+            // a read that waits holds no buffer (and no tail of the last frame's).
+            let mut chunk = [MaybeUninit::<u8>::uninit(); READ_CHUNK];
+            let mut buf = ReadBuf::uninit(&mut chunk);
+            let polled = Pin::new(&mut self.io).poll_read(cx, &mut buf);
+            *read = BytesMut::from(buf.filled());
+            return polled.map_ok(|()| buf.filled().len());
         }
         // `need` is at least 1, and bounded: a frame's length is checked before it is needed.
         if read.capacity() - read.len() < need {
             read.reserve(need.max(READ_CHUNK));
         }
-        match tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, read) {
-            Poll::Pending => {
-                if read.is_empty() && self.io.waits_unbuffered() {
-                    *read = BytesMut::new();
-                }
-                Poll::Pending
-            }
-            ready => ready,
-        }
+        tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, read)
     }
 
-    /// Sends one message as one masked frame (a client's frames are masked).
+    /// Sends one message as one frame, and flushes.
     pub(crate) async fn send(&mut self, message: Message) -> io::Result<()> {
-        match &message {
-            Message::Text(t) => self.frame(0x1, t.as_bytes()),
-            Message::Binary(b) => self.frame(0x2, b),
-            Message::Ping(b) => self.frame(0x9, b),
-            Message::Pong(b) => self.frame(0xA, b),
-            Message::Close(None) => self.frame(0x8, &[]),
-            Message::Close(Some(f)) => {
+        let mut message = Some(message);
+        std::future::poll_fn(|cx| self.poll_send(cx, &mut message)).await
+    }
+
+    /// Queues `message` (when given, taking it) and writes what is queued; ready once all of
+    /// it is written and flushed.
+    pub(crate) fn poll_send(
+        &mut self,
+        cx: &mut Context<'_>,
+        message: &mut Option<Message>,
+    ) -> Poll<io::Result<()>> {
+        match message.take() {
+            Some(Message::Text(t)) => self.frame(0x1, t.as_bytes()),
+            Some(Message::Binary(b)) => self.frame(0x2, &b),
+            Some(Message::Ping(b)) => self.frame(0x9, &b),
+            Some(Message::Pong(b)) => self.frame(0xA, &b),
+            Some(Message::Close(None)) => self.frame(0x8, &[]),
+            Some(Message::Close(Some(f))) => {
                 let mut payload = Vec::with_capacity(2 + f.reason.len());
                 payload.extend_from_slice(&f.code.to_be_bytes());
                 payload.extend_from_slice(f.reason.as_bytes());
                 self.frame(0x8, &payload);
             }
+            None => {}
         }
-        self.flush().await
+        self.poll_flush(cx)
     }
 
-    /// Appends a masked frame to what is to be written.
+    /// Appends a frame to what is to be written: masked when the peer is a server.
     fn frame(&mut self, opcode: u8, payload: &[u8]) {
+        let masked = self.peer == Peer::Server;
+        let mask_bit = if masked { 0x80 } else { 0 };
         let out = &mut self.out;
         out.reserve(14 + payload.len());
         out.push(0x80 | opcode);
         match payload.len() {
-            n @ 0..=125 => out.push(0x80 | n as u8),
+            n @ 0..=125 => out.push(mask_bit | n as u8),
             n @ 126..=0xffff => {
-                out.push(0x80 | 126);
+                out.push(mask_bit | 126);
                 out.extend_from_slice(&(n as u16).to_be_bytes());
             }
             n => {
-                out.push(0x80 | 127);
+                out.push(mask_bit | 127);
                 out.extend_from_slice(&(n as u64).to_be_bytes());
             }
         }
-        let mask: [u8; 4] = rand::random();
-        out.extend_from_slice(&mask);
-        let at = out.len();
-        out.extend_from_slice(payload);
-        apply_mask(&mut out[at..], mask);
+        if masked {
+            let mask: [u8; 4] = rand::random();
+            out.extend_from_slice(&mask);
+            let at = out.len();
+            out.extend_from_slice(payload);
+            apply_mask(&mut out[at..], mask);
+        } else {
+            out.extend_from_slice(payload);
+        }
     }
 
     /// Writes what is pending; the buffer is let go once it is all written.
-    async fn flush(&mut self) -> io::Result<()> {
+    fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         while self.written < self.out.len() {
-            let n = self.io.write(&self.out[self.written..]).await?;
+            let n = ready!(Pin::new(&mut self.io).poll_write(cx, &self.out[self.written..]))?;
             if n == 0 {
-                return Err(io::ErrorKind::WriteZero.into());
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
             }
             self.written += n;
         }
-        self.io.flush().await?;
+        ready!(Pin::new(&mut self.io).poll_flush(cx))?;
         self.out = Vec::new();
         self.written = 0;
-        Ok(())
+        Poll::Ready(Ok(()))
     }
 
-    /// Sends `frame` — starting the close handshake, or answering the upstream's Close — and
-    /// reads until the upstream's Close or the end of the connection (after the handshake a
-    /// server ends the TCP connection, RFC 6455 §7.1.1), all within the close wait.
-    pub(crate) async fn close(&mut self, frame: Option<CloseFrame>) {
+    /// Sends `frame` — starting the close handshake, or answering the peer's Close — all
+    /// within the close wait. Then, unless it answered a client (whose connection the server
+    /// ends, RFC 6455 §7.1.1: dropping the socket does), reads until the peer's Close or the
+    /// end of the connection (after the handshake a server ends the TCP connection).
+    pub async fn close(&mut self, frame: Option<CloseFrame>) {
+        self.close_then(frame, || {}).await;
+    }
+
+    /// [`FrameSocket::close`], calling `sent` once the close frame is on the wire.
+    pub(crate) async fn close_then(&mut self, frame: Option<CloseFrame>, sent: impl FnOnce()) {
+        let answered_client = self.peer_closed && self.peer == Peer::Client;
         let _ = tokio::time::timeout(crate::protocol::CLOSE_WAIT, async {
-            if self.send(Message::Close(frame)).await.is_ok() {
-                while let Some(Ok(m)) = self.recv().await {
-                    if matches!(m, Message::Close(_)) {
-                        break;
-                    }
+            if self.send(Message::Close(frame)).await.is_err() {
+                return;
+            }
+            sent();
+            if answered_client {
+                return;
+            }
+            while let Some(Ok(m)) = self.recv().await {
+                if matches!(m, Message::Close(_)) {
+                    break;
                 }
             }
         })
         .await;
-    }
-}
-
-/// XORs `buf` with the repeated `mask` (eight bytes at a time where it can).
-fn apply_mask(buf: &mut [u8], mask: [u8; 4]) {
-    let [a, b, c, d] = mask;
-    let word = u64::from_ne_bytes([a, b, c, d, a, b, c, d]);
-    let mut chunks = buf.chunks_exact_mut(8);
-    for chunk in &mut chunks {
-        let mut bytes = [0u8; 8];
-        bytes.copy_from_slice(chunk);
-        chunk.copy_from_slice(&(u64::from_ne_bytes(bytes) ^ word).to_ne_bytes());
-    }
-    // The chunks covered a multiple of 8 bytes, so the mask starts over here.
-    for (i, byte) in chunks.into_remainder().iter_mut().enumerate() {
-        *byte ^= mask[i % 4];
     }
 }
 
@@ -211,7 +224,12 @@ mod tests {
             .await
             .unwrap();
         let (server, _) = listener.accept().await.unwrap();
-        let socket = UpstreamSocket::new(UpstreamIo::Plain(client), leftover, max_message);
+        let socket = UpstreamSocket::new(
+            Peer::Server,
+            UpstreamIo::Plain(client),
+            leftover,
+            max_message,
+        );
         (socket, server)
     }
 
@@ -307,7 +325,7 @@ mod tests {
             server.write_all(&bytes).await.unwrap();
             let got = up.recv().await;
             assert!(
-                matches!(got, Some(Err(UpstreamError::Protocol(_)))),
+                matches!(got, Some(Err(PeerError::Protocol(..) | PeerError::Utf8(_)))),
                 "{case}: {got:?}"
             );
         }
@@ -321,13 +339,13 @@ mod tests {
             .write_all(&[0x82, 127, 0, 0, 0, 1, 0, 0, 0, 0])
             .await
             .unwrap();
-        assert!(matches!(up.recv().await, Some(Err(UpstreamError::TooBig))));
+        assert!(matches!(up.recv().await, Some(Err(PeerError::TooBig))));
 
         let (mut up, mut server) = pair(10, &[]).await;
         let bytes = [frame(0x02, &[0; 6]), frame(0x80, &[0; 6])].concat();
         server.write_all(&bytes).await.unwrap();
         assert!(
-            matches!(up.recv().await, Some(Err(UpstreamError::TooBig))),
+            matches!(up.recv().await, Some(Err(PeerError::TooBig))),
             "fragments add up"
         );
     }
@@ -370,6 +388,51 @@ mod tests {
         assert!(waited.is_err(), "nothing to read");
         assert_eq!(up.frames.read.capacity(), 0, "no read buffer while idle");
         assert_eq!(up.out.capacity(), 0, "no write buffer once written");
+    }
+
+    #[tokio::test]
+    async fn a_clients_socket_unmasks_what_comes_sends_unmasked_and_holds_nothing_idle() {
+        use crate::relay::frames::masked;
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        let mut ours = FrameSocket::new(Peer::Client, server, &[], 1 << 20);
+        client
+            .write_all(&masked(0x81, b"hello", [9, 8, 7, 6]))
+            .await
+            .unwrap();
+        assert_eq!(
+            ours.recv().await.unwrap().unwrap(),
+            Message::Text("hello".into())
+        );
+        ours.send(Message::Binary(vec![1, 2, 3].into()))
+            .await
+            .unwrap();
+        let mut got = [0u8; 5];
+        client.read_exact(&mut got).await.unwrap();
+        assert_eq!(got, [0x82, 3, 1, 2, 3], "a server's frames go unmasked");
+        let waited = tokio::time::timeout(std::time::Duration::from_millis(20), ours.recv()).await;
+        assert!(waited.is_err(), "nothing to read");
+        assert_eq!(ours.frames.read.capacity(), 0, "no read buffer while idle");
+        // The client closes: the answer is its own close, and nothing more is awaited.
+        client
+            .write_all(&masked(0x88, &[0x03, 0xe8], [1, 1, 1, 1]))
+            .await
+            .unwrap();
+        let Message::Close(frame) = ours.recv().await.unwrap().unwrap() else {
+            panic!("a close frame")
+        };
+        let started = std::time::Instant::now();
+        ours.close(frame).await;
+        assert!(
+            started.elapsed() < crate::protocol::CLOSE_WAIT / 2,
+            "no wait"
+        );
+        let mut got = [0u8; 4];
+        client.read_exact(&mut got).await.unwrap();
+        assert_eq!(got, [0x88, 2, 0x03, 0xe8]);
     }
 
     #[test]

@@ -21,24 +21,6 @@ pub enum UpstreamIo {
     Tls(Box<TlsStream<TcpStream>>),
 }
 
-impl UpstreamIo {
-    /// Ready when a read would not wait; a TLS stream always says so, since records may
-    /// already be decrypted inside its session. Lets a reader offer no buffer while idle.
-    pub(crate) fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self {
-            UpstreamIo::Plain(tcp) => tcp.poll_read_ready(cx),
-            UpstreamIo::Tls(_) => Poll::Ready(Ok(())),
-        }
-    }
-
-    /// Whether [`Self::poll_read_ready`] can be waited on with no read buffer held: on TLS
-    /// it cannot (it is always ready), and a reader letting go of its buffer at every wait
-    /// would allocate one again at every poll.
-    pub(crate) fn waits_unbuffered(&self) -> bool {
-        matches!(self, UpstreamIo::Plain(_))
-    }
-}
-
 impl AsyncRead for UpstreamIo {
     fn poll_read(
         self: Pin<&mut Self>,

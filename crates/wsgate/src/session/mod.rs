@@ -21,6 +21,7 @@
 //! checks share **one** entry in tokio's timer wheel per connection, re-armed only when it
 //! fires (every half idle period), never per message; no extra task per connection.
 
+mod client;
 mod refresh;
 #[cfg(feature = "relay")]
 mod relay;
@@ -39,10 +40,11 @@ use crate::authenticator::{Authenticator, SessionOptions};
 use crate::identity::Identity;
 use crate::observe::Ended;
 use crate::outbox::{Outbox, Outgoing};
-use crate::protocol::{CloseReason, NO_CLOSE_FRAME, ServerFrame, close_then, code_of, is_refresh};
+use crate::protocol::{CloseReason, NO_CLOSE_FRAME, ServerFrame, code_of, is_refresh};
 use crate::registry::{Cause, CloseOrder, Grace, Order, Registration};
 use crate::revalidate::Watch;
 use crate::verify::now_unix;
+use client::ClientSide;
 use waits::{Shutdown, Timer};
 
 const SECOND: Duration = Duration::from_secs(1);
@@ -56,7 +58,7 @@ const MAX_DEADLINE_SECS: u64 = 10 * 365 * 24 * 3600;
 
 /// An authenticated socket under the session's rules.
 pub struct Session {
-    socket: WebSocket,
+    socket: ClientSide,
     identity: Identity,
     auth: Arc<Authenticator>,
     /// One timer entry per connection, set to the earliest of expiry and the next idle check.
@@ -142,7 +144,7 @@ enum Event {
     Tick,
     Ordered(Order),
     Outbound(Outgoing),
-    Frame(Option<Result<Message, axum::Error>>),
+    Frame(Option<Result<Message, Option<CloseReason>>>),
 }
 
 impl Session {
@@ -150,6 +152,29 @@ impl Session {
     /// callback and move it into the connection's future, so the socket is stored once.
     pub fn new(
         socket: WebSocket,
+        identity: Identity,
+        auth: Arc<Authenticator>,
+        options: &SessionOptions,
+    ) -> Self {
+        Self::over(ClientSide::Axum(socket), identity, auth, options)
+    }
+
+    /// [`Session::new`] for a socket wsgate upgraded itself
+    /// ([`ClientUpgrade`](crate::relay::ClientUpgrade)), as a `proxy` endpoint does: it
+    /// holds no read buffer while idle and answers nothing by itself, so that
+    /// [`Session::relay`] passes the client's pings to the upstream and its pongs back.
+    #[cfg(feature = "relay")]
+    pub fn with_client_socket(
+        socket: crate::relay::ClientSocket,
+        identity: Identity,
+        auth: Arc<Authenticator>,
+        options: &SessionOptions,
+    ) -> Self {
+        Self::over(ClientSide::Own(socket), identity, auth, options)
+    }
+
+    fn over(
+        socket: ClientSide,
         identity: Identity,
         auth: Arc<Authenticator>,
         options: &SessionOptions,
@@ -310,21 +335,25 @@ impl Session {
                     self.hold_outbound();
                     return Some(Incoming::Frame(m));
                 }
-                // Pings are answered by tungstenite; a Close is answered when we poll again.
+                // tungstenite answers pings itself, and a Close when we poll again.
+                Some(Ok(Message::Ping(p))) if !self.socket.answers_itself() => {
+                    self.write(Write::Frame(Message::Pong(p))).await;
+                }
                 Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
                 Some(Ok(Message::Close(frame))) => {
                     self.peer_close = Some(code_of(frame.as_ref()));
                     if let Some(outbound) = &self.outbound {
-                        // tungstenite writes its answer on the next poll: deliveries end
-                        // here, so that the answer is the socket's last frame.
+                        // The answer must be the socket's last frame: deliveries end here.
                         outbound.close();
+                    }
+                    if !self.socket.answers_itself() {
+                        self.socket.answer_close(frame).await;
+                        return None;
                     }
                 }
                 // A peer that broke the protocol is told why before the connection ends.
-                Some(Err(e)) => match violation(&e) {
-                    Some(reason) => return self.end(reason).await,
-                    None => return None,
-                },
+                Some(Err(Some(reason))) => return self.end(reason).await,
+                Some(Err(None)) => return None,
                 None => return None,
             }
         }
@@ -359,7 +388,7 @@ impl Session {
         };
         // A poll function, not `SinkExt::send`: this state sits in every connection's task.
         let socket = &mut self.socket;
-        let first = std::future::poll_fn(|cx| Poll::Ready(poll_write(socket, &mut msg, cx))).await;
+        let first = std::future::poll_fn(|cx| Poll::Ready(socket.poll_write(&mut msg, cx))).await;
         if let Poll::Ready(sent) = first {
             return sent.is_ok();
         }
@@ -370,7 +399,7 @@ impl Session {
 
     async fn write_waiting(&mut self, mut msg: Option<Message>) -> bool {
         let (socket, stops) = self.split();
-        let io = std::future::poll_fn(move |cx| poll_write(socket, &mut msg, cx));
+        let io = std::future::poll_fn(move |cx| socket.poll_write(&mut msg, cx));
         match stops.bound(io).await {
             Ok(sent) => sent,
             Err(reason) => {
@@ -381,7 +410,7 @@ impl Session {
     }
 
     /// The socket, and what a write to it must yield to: borrowed apart.
-    fn split(&mut self) -> (&mut WebSocket, Stops<'_>) {
+    fn split(&mut self) -> (&mut ClientSide, Stops<'_>) {
         let stops = Stops {
             shutdown: &mut self.shutdown,
             registration: &mut self.registration,
@@ -421,7 +450,7 @@ impl Session {
             }
         };
         // Boxed: a cold path whose state would otherwise sit in every idle connection's task.
-        Box::pin(close_then(&mut self.socket, Some(reason.frame()), sent)).await;
+        Box::pin(self.socket.close_then(Some(reason.frame()), sent)).await;
     }
 
     /// Acts on an order from outside: `Ok(true)` when the identity changed (the endpoint
@@ -590,22 +619,6 @@ async fn next_outbound(outbound: &mut Option<Outbox>) -> Outgoing {
         Some(rx) => rx.recv().await,
         None => std::future::pending().await,
     }
-}
-
-/// Sends `msg` (when given) and flushes the socket.
-fn poll_write(
-    socket: &mut WebSocket,
-    msg: &mut Option<Message>,
-    cx: &mut std::task::Context<'_>,
-) -> Poll<Result<(), axum::Error>> {
-    use futures_util::Sink;
-    if msg.is_some() {
-        std::task::ready!(Pin::new(&mut *socket).poll_ready(cx))?;
-        if let Some(m) = msg.take() {
-            Pin::new(&mut *socket).start_send(m)?;
-        }
-    }
-    Pin::new(socket).poll_flush(cx)
 }
 
 /// What [`Session::write`] does.

@@ -5,10 +5,10 @@
 use axum::extract::ws::Message;
 use tokio::time::Instant;
 
-use super::{Session, ordered, violation};
-use crate::protocol::{CloseReason, SessionFrame, close_with};
+use super::{Session, ordered};
+use crate::protocol::{CloseReason, SessionFrame};
 use crate::registry::{CloseOrder, Order};
-use crate::relay::{UpstreamError, UpstreamSocket};
+use crate::relay::{PeerError, UpstreamSocket};
 
 /// What woke the relay up.
 enum RelayEvent {
@@ -19,17 +19,17 @@ enum RelayEvent {
     /// The session's timer: expiry, idle check, `expiring`.
     Tick,
     /// A frame (or the end) from the upstream.
-    Upstream(Option<Result<Message, UpstreamError>>),
-    /// A frame (or the end) from the client.
-    Client(Option<Result<Message, axum::Error>>),
+    Upstream(Option<Result<Message, PeerError>>),
+    /// A frame (or the end) from the client (`Err`: see `ClientSide::recv`).
+    Client(Option<Result<Message, Option<CloseReason>>>),
 }
 
-/// A client's pings forwarded to the upstream, whose pongs are not to be passed back: the
-/// client's side (tungstenite, under axum) answers every ping it receives, so the client
-/// has its pong already; the upstream's answer to the forwarded copy would be a second one.
-/// A transparent proxy answers a ping exactly once. Unsolicited pongs (heartbeats) pass.
-/// (The upstream's side answers nothing itself: its pings reach the client, and the
-/// client's pongs go back.)
+/// A client's pings forwarded to the upstream, whose pongs are not to be passed back, where
+/// the client's side is tungstenite (under axum): it answers every ping it receives, so the
+/// client has its pong already; the upstream's answer to the forwarded copy would be a
+/// second one. A transparent proxy answers a ping exactly once. Unsolicited pongs
+/// (heartbeats) pass. On a socket wsgate upgraded itself nothing is answered on either
+/// side, so nothing is absorbed: the upstream's pong is the one answer.
 #[derive(Default)]
 struct Forwarded {
     /// Payloads of the pings forwarded and not yet answered, oldest first; at most
@@ -107,6 +107,7 @@ impl Session {
         let (mut to_upstream, mut to_client) = (0u64, 0u64);
         // The client's pings sent on to the upstream (see `Forwarded`).
         let mut pinged_upstream = Forwarded::default();
+        let client_answers_pings = self.socket.answers_itself();
         let end = loop {
             let event = tokio::select! {
                 biased;
@@ -139,7 +140,7 @@ impl Session {
                         }
                     }
                     // A message past what the relay takes: both sides are told why.
-                    Some(Err(UpstreamError::TooBig)) => {
+                    Some(Err(PeerError::TooBig)) => {
                         break RelayEnd::Both(CloseReason::TooBig.into());
                     }
                     Some(Err(e)) => {
@@ -159,7 +160,9 @@ impl Session {
             match msg {
                 Some(Ok(Message::Close(f))) => break RelayEnd::ClientClosed(f),
                 Some(Ok(m)) => {
-                    if let Message::Ping(p) = &m {
+                    if let Message::Ping(p) = &m
+                        && client_answers_pings
+                    {
                         pinged_upstream.ping(p);
                     }
                     let data = matches!(m, Message::Text(_) | Message::Binary(_));
@@ -201,11 +204,8 @@ impl Session {
                         Err(reason) => break RelayEnd::Both(reason),
                     }
                 }
-                Some(Err(e)) => match violation(&e) {
-                    Some(reason) => break RelayEnd::Both(reason.into()),
-                    None => break RelayEnd::ClientLost,
-                },
-                None => break RelayEnd::ClientLost,
+                Some(Err(Some(reason))) => break RelayEnd::Both(reason.into()),
+                Some(Err(None)) | None => break RelayEnd::ClientLost,
             }
         };
         let code = match &end {
@@ -235,14 +235,13 @@ impl Session {
             RelayEnd::ClientClosed(f) => {
                 self.closed_with = code;
                 self.close_phrase = "client closed";
-                // tungstenite answered the client's close; read until the end of it.
-                tokio::join!(crate::protocol::drain(&mut self.socket), up.close(f));
+                tokio::join!(self.socket.answer_close(f.clone()), up.close(f));
             }
             RelayEnd::UpstreamClosed(f) => {
                 self.closed_with = code;
                 self.close_phrase = "upstream closed";
                 // The upstream's close goes to the client, and is answered with itself.
-                tokio::join!(close_with(&mut self.socket, f.clone()), up.close(f));
+                tokio::join!(self.socket.close_then(f.clone(), || {}), up.close(f));
             }
             RelayEnd::ClientLost => up.close(Some(CloseReason::ClientGone.frame())).await,
             RelayEnd::UpstreamLost => self.close_in_place(CloseReason::UpstreamGone).await,
