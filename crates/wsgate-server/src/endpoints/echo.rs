@@ -1,26 +1,43 @@
 //! `echo`: an authenticated echo. After the welcome frame every text or binary message comes
 //! back unchanged; `refresh` frames are handled by the session guard, not echoed. It is the
 //! seed's behaviour done right, and the path the benchmarks measure.
+//!
+//! A client authenticated by its handshake gets wsgate's own socket (see [`Upgrade`]), which
+//! the session answers pings and the client's Close on.
 
 use axum::Router;
-use axum::extract::State;
-use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::{Request, State};
 use axum::response::Response;
 use axum::routing::get;
+use wsgate::relay::wsgate_protocol;
 use wsgate::{Session, WsAuth};
 
-use super::Endpoint;
+use super::{Endpoint, Upgrade};
 
 pub fn router(path: &str, ep: Endpoint) -> Router {
     Router::new().route(path, get(upgrade)).with_state(ep)
 }
 
-async fn upgrade(State(ep): State<Endpoint>, auth: WsAuth, ws: WebSocketUpgrade) -> Response {
-    auth.speaks_session_frames()
-        .on_upgrade(ws, move |socket, identity| {
-            let session = Session::new(socket, identity, ep.auth, &ep.session);
-            ep.tracker.track_future(run(session))
-        })
+async fn upgrade(State(ep): State<Endpoint>, auth: WsAuth, req: Request) -> Response {
+    let (mut parts, _) = req.into_parts();
+    match Upgrade::of(auth, &mut parts).await {
+        Ok(Upgrade::Own(identity, ws)) => {
+            let protocol = wsgate_protocol(&parts.headers, true);
+            let max_message = ep.auth.socket().max_message_bytes;
+            ws.on_upgrade(protocol, max_message, move |socket| {
+                let session = Session::with_client_socket(socket, identity, ep.auth, &ep.session);
+                ep.tracker.track_future(run(session))
+            })
+        }
+        Ok(Upgrade::Axum(auth, ws)) => {
+            auth.speaks_session_frames()
+                .on_upgrade(ws, move |socket, identity| {
+                    let session = Session::new(socket, identity, ep.auth, &ep.session);
+                    ep.tracker.track_future(run(session))
+                })
+        }
+        Err(not_an_upgrade) => not_an_upgrade,
+    }
 }
 
 /// Not an `async fn`, which would hold the session twice for the socket's life (argument

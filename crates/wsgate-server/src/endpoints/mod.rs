@@ -2,15 +2,19 @@
 //!
 //! Each kind is one module with one `router` function; they share [`Endpoint`], the state
 //! every upgrade handler gets: the endpoint's authentication policy, its session options,
-//! the tracker that lets shutdown wait for its sockets, and the channel broker.
+//! the tracker that lets shutdown wait for its sockets, and the channel broker; and
+//! [`Upgrade`], the choice of who upgrades a client's socket.
 
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::FromRef;
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::{FromRef, FromRequestParts};
+use axum::http::request::Parts;
+use axum::response::{IntoResponse, Response};
 use tokio_util::task::TaskTracker;
-use wsgate::relay::Upstream;
-use wsgate::{Authenticator, SessionOptions};
+use wsgate::relay::{ClientUpgrade, Upstream};
+use wsgate::{Authenticator, Identity, SessionOptions, WsAuth};
 
 use crate::broker::Broker;
 use crate::config::{EndpointConfig, EndpointKind};
@@ -50,5 +54,33 @@ pub fn router(cfg: &EndpointConfig, upstream: Option<Upstream>, ep: Endpoint) ->
         ),
         // Config::check refuses a proxy entry without an upstream: nothing to serve.
         (EndpointKind::Proxy, None) => Router::new(),
+    }
+}
+
+/// Who upgrades a client's socket. A client whose handshake authenticated it gets wsgate's
+/// own socket ([`ClientUpgrade`], a [`wsgate::relay::ClientSocket`]): no read buffer while
+/// idle, and nothing answered on a relay's behalf. One whose credential comes in a
+/// `message` after the upgrade, or who is refused by a close (`reject = "close"`), gets
+/// axum's, on which the extractor awaits the `auth` frame or sends the refusal.
+#[allow(clippy::large_enum_variant)] // held only while the handler runs, never by a socket's task
+pub enum Upgrade {
+    Own(Identity, ClientUpgrade),
+    Axum(WsAuth, WebSocketUpgrade),
+}
+
+impl Upgrade {
+    /// The upgrade `parts` asks for, or the answer to a request that is no WebSocket
+    /// upgrade (axum's statuses either way).
+    pub async fn of(auth: WsAuth, parts: &mut Parts) -> Result<Self, Response> {
+        match auth.into_identity() {
+            Ok(identity) => match ClientUpgrade::from_request_parts(parts, &()).await {
+                Ok(ws) => Ok(Upgrade::Own(identity, ws)),
+                Err(rejection) => Err(rejection.into_response()),
+            },
+            Err(auth) => match WebSocketUpgrade::from_request_parts(parts, &()).await {
+                Ok(ws) => Ok(Upgrade::Axum(auth, ws)),
+                Err(rejection) => Err(rejection.into_response()),
+            },
+        }
     }
 }

@@ -5,25 +5,22 @@
 //! [`Session::relay`](wsgate::Session::relay) forwards the frames and ends both sides with the
 //! session.
 //!
-//! A client authenticated by its handshake is upgraded by wsgate itself
-//! ([`ClientUpgrade`]): its socket holds no buffer while idle and answers nothing on the
-//! upstream's behalf, so pings and pongs pass through once. A client that authenticates by
-//! `message` after the upgrade (or is refused in `reject = "close"` mode before any upstream
-//! is dialled) is upgraded by axum, whose socket the `auth` frame is awaited on.
+//! A client authenticated by its handshake gets wsgate's own socket (see [`Upgrade`]), which
+//! answers nothing on the upstream's behalf: pings and pongs pass through once.
 
 use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::ws::WebSocketUpgrade;
-use axum::extract::{FromRef, FromRequestParts, Request, State};
+use axum::extract::{FromRef, Request, State};
 use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use wsgate::protocol::close_socket;
-use wsgate::relay::{ClientSocket, ClientUpgrade, Upstream};
+use wsgate::relay::{ClientSocket, Upstream};
 use wsgate::{Authenticator, Identity, RejectMode, Session, SessionOptions, WsAuth};
 
-use super::Endpoint;
+use super::{Endpoint, Upgrade};
 
 /// A proxy endpoint's state: the shared endpoint state and where to forward.
 #[derive(Clone)]
@@ -46,13 +43,10 @@ pub fn router(path: &str, proxy: Proxy) -> Router {
 
 async fn upgrade(State(p): State<Proxy>, auth: WsAuth, req: Request) -> Response {
     let (mut parts, _) = req.into_parts();
-    let identity = match auth.into_identity() {
-        Ok(identity) => identity,
-        Err(auth) => return upgrade_then_authenticate(p, auth, parts).await,
-    };
-    let ws = match ClientUpgrade::from_request_parts(&mut parts, &()).await {
-        Ok(ws) => ws,
-        Err(rejection) => return rejection.into_response(),
+    let (identity, ws) = match Upgrade::of(auth, &mut parts).await {
+        Ok(Upgrade::Own(identity, ws)) => (identity, ws),
+        Ok(Upgrade::Axum(auth, ws)) => return upgrade_then_authenticate(p, auth, ws, parts),
+        Err(not_an_upgrade) => return not_an_upgrade,
     };
     let max_message = p.ep.auth.socket().max_message_bytes;
     match p
@@ -84,11 +78,12 @@ async fn upgrade(State(p): State<Proxy>, auth: WsAuth, req: Request) -> Response
 /// A `message` credential comes after the upgrade (or a refusal in close mode): axum's
 /// upgrade, and the upstream dialled once the client is known. The client is answered before
 /// the upstream chose anything: wsgate's own subprotocol.
-async fn upgrade_then_authenticate(p: Proxy, auth: WsAuth, mut parts: Parts) -> Response {
-    let ws = match WebSocketUpgrade::from_request_parts(&mut parts, &()).await {
-        Ok(ws) => ws,
-        Err(rejection) => return rejection.into_response(),
-    };
+fn upgrade_then_authenticate(
+    p: Proxy,
+    auth: WsAuth,
+    ws: WebSocketUpgrade,
+    parts: Parts,
+) -> Response {
     let auth = if p.refresh_frames {
         auth.speaks_session_frames()
     } else {

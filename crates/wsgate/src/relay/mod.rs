@@ -34,11 +34,11 @@ mod upgrade;
 
 pub(crate) use frames::PeerError;
 pub use frames::{Peer, read_frames};
-use handshake::{Caller, offered, request_head, upstream_protocols, with_client_query};
+use handshake::{Caller, request_head, upstream_protocols, with_client_query};
 pub use handshake::{read_answer, subject_header_value};
 pub use socket::{ClientSocket, FrameSocket, UpstreamSocket};
 pub use stream::UpstreamIo;
-pub use upgrade::{ClientUpgrade, UpgradeRejection};
+pub use upgrade::{ClientUpgrade, UpgradeRejection, wsgate_protocol};
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -49,7 +49,7 @@ use tokio::net::TcpStream;
 use crate::authenticator::SocketSettings;
 use crate::identity::Identity;
 use crate::reject::GatewayError;
-use crate::source::{SESSION_SUBPROTOCOL, SUBPROTOCOL, Sources};
+use crate::source::Sources;
 use crate::trace::{SpanKind, TraceContext, Traced};
 
 /// The identity headers the upstream receives (and the only `X-Wsgate-*` headers it sees).
@@ -115,24 +115,18 @@ impl Connected {
         self.protocol.as_deref()
     }
 
-    /// What the client is answered: the upstream's choice; if none, and wsgate
-    /// speaks session frames on this socket (`refresh_frames`) and the client offered
-    /// [`SESSION_SUBPROTOCOL`], that; else `wsgate.v1` if offered (a browser fails a
-    /// handshake whose offered protocols get no answer); otherwise none.
+    /// What the client is answered: the upstream's choice; if none, wsgate's own
+    /// ([`wsgate_protocol`]: the session one only where wsgate speaks session frames on
+    /// this socket, `refresh_frames`).
     pub fn client_protocol(
         &self,
         client_headers: &HeaderMap,
         refresh_frames: bool,
     ) -> Option<String> {
-        if let Some(p) = &self.protocol {
-            return Some(p.clone());
+        match &self.protocol {
+            Some(p) => Some(p.clone()),
+            None => wsgate_protocol(client_headers, refresh_frames).map(str::to_owned),
         }
-        let offered: Vec<&str> = offered(client_headers).collect();
-        [SESSION_SUBPROTOCOL, SUBPROTOCOL]
-            .into_iter()
-            .filter(|p| refresh_frames || *p != SESSION_SUBPROTOCOL)
-            .find(|p| offered.contains(p))
-            .map(str::to_owned)
     }
 }
 

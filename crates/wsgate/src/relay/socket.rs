@@ -1,5 +1,5 @@
 //! A WebSocket spoken by wsgate itself, over any byte stream: the upstream's (wsgate is its
-//! client, RFC 6455's client role) and, on `proxy` endpoints, the client's (wsgate is its
+//! client, RFC 6455's client role) and, on echo and proxy endpoints, the client's (wsgate is its
 //! server).
 //!
 //! Why not tungstenite, as on the other endpoints' sockets: its reader allocates a read
@@ -37,7 +37,7 @@ const READ_CHUNK: usize = 2048;
 /// A connected upstream WebSocket: its frames come unmasked, ours go masked.
 pub type UpstreamSocket = FrameSocket<UpstreamIo>;
 
-/// A proxied client's WebSocket, upgraded by wsgate itself ([`super::ClientUpgrade`]).
+/// A client's WebSocket, upgraded by wsgate itself ([`super::ClientUpgrade`]).
 pub type ClientSocket = FrameSocket<hyper_util::rt::TokioIo<hyper::upgrade::Upgraded>>;
 
 /// A WebSocket over `Io`: frames in as [`Message`]s, frames out as one `peer` expects.

@@ -1,12 +1,12 @@
-//! A proxied client's upgrade, done by wsgate itself: the client's socket becomes a
+//! A client's upgrade, done by wsgate itself: the client's socket becomes a
 //! [`ClientSocket`] (frames read and written here, no buffer while idle, nothing answered on
 //! the relay's behalf) rather than axum's `WebSocket` over tungstenite, whose read buffer
 //! stays allocated for the connection's life and which answers the client's pings itself.
 //!
 //! [`ClientUpgrade`] is an extractor, checked like axum's `WebSocketUpgrade` (the same
 //! statuses for the same faults), and answers `101` with the accept key RFC 6455 §4.2.2
-//! derives from the client's key. Only HTTP/1.1 upgrades: a proxy endpoint is served on
-//! HTTP/1.1.
+//! derives from the client's key. Only HTTP/1.1 upgrades (wsgate's server speaks
+//! HTTP/1.1).
 
 use std::future::Future;
 
@@ -23,7 +23,9 @@ use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 
 use super::frames::Peer;
+use super::handshake::offered;
 use super::socket::ClientSocket;
+use crate::source::{SESSION_SUBPROTOCOL, SUBPROTOCOL};
 
 /// A valid WebSocket upgrade request, to be answered by [`ClientUpgrade::on_upgrade`].
 pub struct ClientUpgrade {
@@ -97,6 +99,24 @@ impl<S: Send + Sync> FromRequestParts<S> for ClientUpgrade {
             .remove::<OnUpgrade>()
             .ok_or(UpgradeRejection::NotUpgradable)?;
         Ok(Self { accept, on_upgrade })
+    }
+}
+
+/// The subprotocol a socket wsgate speaks itself answers with, of those the client offered:
+/// [`SESSION_SUBPROTOCOL`] when the socket speaks session frames (`session_frames`) and it
+/// was offered; else `wsgate.v1` when offered (a browser fails a handshake whose offered
+/// protocols get no answer); otherwise none. What [`WsAuth::speaks_session_frames`]
+/// (with `true`) has axum's upgrade select.
+///
+/// [`WsAuth::speaks_session_frames`]: crate::WsAuth::speaks_session_frames
+pub fn wsgate_protocol(headers: &HeaderMap, session_frames: bool) -> Option<&'static str> {
+    let offers = |p: &str| offered(headers).any(|o| o == p);
+    if session_frames && offers(SESSION_SUBPROTOCOL) {
+        Some(SESSION_SUBPROTOCOL)
+    } else if offers(SUBPROTOCOL) {
+        Some(SUBPROTOCOL)
+    } else {
+        None
     }
 }
 

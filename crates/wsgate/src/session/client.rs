@@ -1,11 +1,12 @@
 //! The client's side of a session: one of two sockets, behind one set of operations.
 //!
-//! - [`ClientSide::Axum`]: axum's `WebSocket` (tungstenite), what echo and pub/sub endpoints
-//!   and every library user who upgrades with axum hand the session. tungstenite answers
-//!   pings and the client's Close inside its reads.
-//! - [`ClientSide::Own`]: a [`ClientSocket`] that wsgate upgraded and speaks itself (a
-//!   `proxy` endpoint's client): no read buffer while idle, and nothing answered on anyone's
-//!   behalf — a relay passes pings through, and the session answers the client's Close.
+//! - [`ClientSide::Axum`]: axum's `WebSocket` (tungstenite), what pub/sub endpoints, clients
+//!   that authenticate by `message`, and every library user who upgrades with axum hand the
+//!   session. tungstenite answers pings and the client's Close inside its reads.
+//! - [`ClientSide::Own`]: a [`ClientSocket`] that wsgate upgraded and speaks itself (echo
+//!   and proxy endpoints' handshake-authenticated clients): no read buffer while idle, and
+//!   nothing answered on anyone's behalf — a relay passes pings through, and the session
+//!   answers pings (when not relaying) and the client's Close.
 //!
 //! The session and the relay call these operations and never ask which socket it is,
 //! except through [`ClientSide::answers_itself`].

@@ -160,9 +160,10 @@ impl Session {
     }
 
     /// [`Session::new`] for a socket wsgate upgraded itself
-    /// ([`ClientUpgrade`](crate::relay::ClientUpgrade)), as a `proxy` endpoint does: it
-    /// holds no read buffer while idle and answers nothing by itself, so that
-    /// [`Session::relay`] passes the client's pings to the upstream and its pongs back.
+    /// ([`ClientUpgrade`](crate::relay::ClientUpgrade)), as echo and proxy endpoints do: it
+    /// holds no read buffer while idle and answers nothing by itself. The session answers
+    /// its pings and Close; [`Session::relay`] passes the pings to the upstream instead, and
+    /// the upstream's pongs back.
     #[cfg(feature = "relay")]
     pub fn with_client_socket(
         socket: crate::relay::ClientSocket,
