@@ -3,7 +3,11 @@
 mod common;
 
 use common::*;
+use futures_util::{SinkExt, StreamExt};
 use serde_json::json;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 fn config(leeway: u64, extra: &str) -> String {
     format!(
@@ -412,4 +416,115 @@ async fn sigterm_drains_sockets_in_batches_and_closes_the_rest_at_the_timeout() 
         started.elapsed()
     );
     assert!(exit.await.unwrap().success());
+}
+
+/// An echo client whose handshake carried its token is upgraded by wsgate itself
+/// (`relay::ClientUpgrade`, a socket that holds no buffer while idle) and must not notice:
+/// the subprotocols are selected as before, a ping is answered once with its payload, and
+/// the client's Close is answered with its own code and ends the session.
+#[tokio::test]
+async fn an_echo_socket_upgraded_by_wsgate_answers_like_any_websocket_server() {
+    let s = Server::start(&config(0, "")).await;
+    let token = hs256(&json!({"sub":"own","exp":now()+600}));
+    let auth = format!("Bearer {token}");
+    for (offer, selected) in [
+        (
+            "chat, wsgate.session.v1, wsgate.v1",
+            Some("wsgate.session.v1"),
+        ),
+        ("wsgate.v1, chat", Some("wsgate.v1")),
+    ] {
+        let (mut ws, headers) = connect(
+            &s.url("/echo"),
+            &[("authorization", &auth), ("sec-websocket-protocol", offer)],
+        )
+        .await
+        .map_err(|e| format!("{offer}: {e}"))
+        .unwrap_or_else(|e| panic!("{e}"));
+        let got = headers
+            .get("sec-websocket-protocol")
+            .map(|v| v.to_str().unwrap().to_owned());
+        assert_eq!(got.as_deref(), selected, "offered {offer}");
+        assert_eq!(next_json(&mut ws).await["type"], "welcome");
+    }
+
+    let mut ws = bearer(&s.url("/echo"), &token).await;
+    assert_eq!(next_json(&mut ws).await["type"], "welcome");
+    ws.send(Message::Ping(b"are you there".to_vec().into()))
+        .await
+        .unwrap();
+    send_text(&mut ws, "after the ping").await;
+    let mut pongs = Vec::new();
+    loop {
+        match tokio::time::timeout(WAIT, ws.next()).await {
+            Ok(Some(Ok(Message::Pong(p)))) => pongs.push(p.to_vec()),
+            Ok(Some(Ok(Message::Text(t)))) => {
+                assert_eq!(t.as_str(), "after the ping");
+                break;
+            }
+            other => panic!("expected a pong and the echo, got {other:?}"),
+        }
+    }
+    assert_eq!(
+        pongs,
+        vec![b"are you there".to_vec()],
+        "one pong, the ping's payload"
+    );
+    ws.close(Some(CloseFrame {
+        code: CloseCode::from(4100),
+        reason: "done".into(),
+    }))
+    .await
+    .unwrap();
+    assert_eq!(expect_close(&mut ws).await, (4100, "done".into()));
+    // Every session ended: the answered Close, and the two sockets dropped without one.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !s.metrics().await.contains("wsgate_connections_open 0\n") {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{}",
+            s.metrics().await
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+/// A request that is not a valid WebSocket upgrade gets axum's answer for each fault, on
+/// wsgate's own upgrade path as on axum's.
+#[tokio::test]
+async fn a_malformed_upgrade_with_a_valid_token_gets_the_status_for_its_fault() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let s = Server::start(&config(0, "")).await;
+    let token = hs256(&json!({"sub":"own","exp":now()+600}));
+    let full = [
+        "Connection: Upgrade",
+        "Upgrade: websocket",
+        "Sec-WebSocket-Version: 13",
+        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==",
+    ];
+    for (left_out, replaced_by, status) in [
+        (1, "Upgrade: h2c", "400"),
+        (2, "Sec-WebSocket-Version: 8", "400"),
+        (3, "X-Nothing: here", "400"),
+        (0, "Connection: keep-alive", "400"),
+    ] {
+        let mut lines = full.to_vec();
+        lines[left_out] = replaced_by;
+        let head = format!(
+            "GET /echo HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n{}\r\n\r\n",
+            lines.join("\r\n")
+        );
+        let mut tcp = tokio::net::TcpStream::connect(s.addr).await.unwrap();
+        tcp.write_all(head.as_bytes()).await.unwrap();
+        let mut answer = [0u8; 12];
+        tokio::time::timeout(WAIT, tcp.read_exact(&mut answer))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&answer),
+            format!("HTTP/1.1 {status}"),
+            "{replaced_by}"
+        );
+    }
 }
