@@ -178,10 +178,10 @@ impl FrameReader {
                     return Err(self.broke("a fragment out of place"));
                 };
                 partial.so_far.extend_from_slice(&payload);
-                if partial.text {
-                    partial.check_utf8(fin, self.peer)?;
-                }
                 if !fin {
+                    if partial.text {
+                        partial.check_utf8(self.peer)?;
+                    }
                     return Ok(Parsed::Fragment);
                 }
                 match self.partial.take() {
@@ -199,7 +199,7 @@ impl FrameReader {
                     checked: 0,
                 };
                 if partial.text {
-                    partial.check_utf8(false, self.peer)?;
+                    partial.check_utf8(self.peer)?;
                 }
                 self.partial = Some(partial);
                 return Ok(Parsed::Fragment);
@@ -215,13 +215,13 @@ impl FrameReader {
 }
 
 impl Partial {
-    /// Refuses text that cannot become UTF-8 whatever follows; at the last fragment, text
-    /// that is not UTF-8 as it stands.
-    fn check_utf8(&mut self, last: bool, peer: Peer) -> Result<(), PeerError> {
+    /// Refuses text that cannot become UTF-8 whatever follows. Not called at the last
+    /// fragment: the whole message is checked as it becomes one ([`data`]).
+    fn check_utf8(&mut self, peer: Peer) -> Result<(), PeerError> {
         match std::str::from_utf8(&self.so_far[self.checked..]) {
             Ok(_) => self.checked = self.so_far.len(),
             // Cut inside a character: its first bytes are checked again with the next part.
-            Err(e) if e.error_len().is_none() && !last => self.checked += e.valid_up_to(),
+            Err(e) if e.error_len().is_none() => self.checked += e.valid_up_to(),
             Err(_) => return Err(PeerError::Utf8(peer.name())),
         }
         Ok(())
