@@ -7,8 +7,9 @@
 //! What the peer may not send is refused with its reason: frames masked (from a server) or
 //! unmasked (from a client), reserved bits, unknown opcodes, fragmented or long control
 //! frames, bad close codes, fragments out of place, text that is not UTF-8 (found as soon as
-//! a fragment proves it, not at the message's end); and a message past the bound is refused
-//! on its header (or its fragments added up) before its bytes are waited for.
+//! a fragment proves it, not at the message's end; a message in one frame is checked where
+//! its text is taken, see [`DataFrame`]); and a message past the bound is refused on its
+//! header (or its fragments added up) before its bytes are waited for.
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes};
 use bytes::{Buf, Bytes, BytesMut};
@@ -86,7 +87,9 @@ struct Partial {
 
 /// One step of reading.
 pub(crate) enum Parsed {
-    /// A whole message (or a control frame).
+    /// A whole data message that came as one frame, kept as its bytes.
+    Data(DataFrame),
+    /// A whole message put together from fragments, or a control frame.
     Message(Message),
     /// A fragment was taken; the message goes on.
     Fragment,
@@ -162,6 +165,24 @@ impl FrameReader {
             key.copy_from_slice(&self.read[length_end..header]);
             key
         });
+        if fin && matches!(opcode, 0x1 | 0x2) && self.partial.is_none() {
+            // The common case: kept as the bytes it came in (the whole buffer when it is
+            // all this frame, with no new allocation), so a relay can send them on.
+            let mut bytes = if self.read.len() == header + len {
+                std::mem::take(&mut self.read)
+            } else {
+                self.read.split_to(header + len)
+            };
+            if let Some(key) = mask {
+                apply_mask(&mut bytes[header..], key);
+            }
+            return Ok(Parsed::Data(DataFrame {
+                peer: self.peer,
+                bytes,
+                payload_at: header,
+                minimal: length_end == length_end_for(len),
+            }));
+        }
         self.read.advance(header);
         let mut payload = self.read.split_to(len);
         if let Some(key) = mask {
@@ -211,6 +232,66 @@ impl FrameReader {
             _ => return Err(self.broke("an unknown opcode")),
         };
         Ok(Parsed::Message(message))
+    }
+}
+
+/// Where a frame's length field ends when it is as short as RFC 6455 §5.2 has it.
+fn length_end_for(len: usize) -> usize {
+    match len {
+        0..=125 => 2,
+        126..=0xffff => 4,
+        _ => 10,
+    }
+}
+
+/// A whole data message that came as one frame (nearly every message), held as the bytes it
+/// came in with its payload unmasked in place. A relay sends these bytes on as they are
+/// ([`FrameSocket::send_relayed`](super::FrameSocket)), with no copy, when the other side
+/// takes the same header (re-masked with a key of wsgate's, never the sender's).
+///
+/// Its text is checked for UTF-8 by whoever takes it ([`DataFrame::text`],
+/// [`DataFrame::into_message`]), once: the check is where the `&str` is wanted.
+#[derive(Debug)]
+pub(crate) struct DataFrame {
+    /// Who sent it (for an error's wording).
+    peer: Peer,
+    /// The frame: its header (with the sender's mask key, if masked), then its payload.
+    pub(crate) bytes: BytesMut,
+    /// Where the payload starts.
+    pub(crate) payload_at: usize,
+    /// Whether its length was written in the fewest bytes (only then is the header sent on).
+    pub(crate) minimal: bool,
+}
+
+impl DataFrame {
+    pub(crate) fn is_text(&self) -> bool {
+        self.bytes[0] & 0x0f == 0x1
+    }
+
+    /// Whether the header carries a mask key (the sender was a client).
+    pub(crate) fn is_masked(&self) -> bool {
+        self.bytes[1] & 0x80 != 0
+    }
+
+    pub(crate) fn payload(&self) -> &[u8] {
+        &self.bytes[self.payload_at..]
+    }
+
+    /// The payload as text: `None` for binary; refused when it is not UTF-8.
+    pub(crate) fn text(&self) -> Result<Option<&str>, PeerError> {
+        if !self.is_text() {
+            return Ok(None);
+        }
+        std::str::from_utf8(self.payload())
+            .map(Some)
+            .map_err(|_| PeerError::Utf8(self.peer.name()))
+    }
+
+    /// The message it holds.
+    pub(crate) fn into_message(mut self) -> Result<Message, PeerError> {
+        let (text, peer) = (self.is_text(), self.peer);
+        self.bytes.advance(self.payload_at);
+        data(text, self.bytes.freeze(), peer)
     }
 }
 
@@ -288,6 +369,10 @@ pub fn read_frames(
         loop {
             match reader.parse() {
                 Ok(Parsed::Message(m)) => messages.push(m),
+                Ok(Parsed::Data(d)) => match d.into_message() {
+                    Ok(m) => messages.push(m),
+                    Err(e) => return (messages, Some(e.to_string())),
+                },
                 Ok(Parsed::Fragment) => {}
                 Ok(Parsed::Need(_)) => break,
                 Err(e) => return (messages, Some(e.to_string())),

@@ -36,6 +36,7 @@ pub(crate) use frames::PeerError;
 pub use frames::{Peer, read_frames};
 use handshake::{Caller, request_head, upstream_protocols, with_client_query};
 pub use handshake::{read_answer, subject_header_value};
+pub(crate) use socket::Relayed;
 pub use socket::{ClientSocket, FrameSocket, UpstreamSocket};
 pub use stream::UpstreamIo;
 pub use upgrade::{ClientUpgrade, UpgradeRejection, wsgate_protocol};

@@ -25,11 +25,11 @@ use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
 use axum::extract::ws::{CloseFrame, Message};
-use bytes::BytesMut;
+use bytes::{BufMut, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use super::UpstreamIo;
-use super::frames::{FrameReader, Parsed, Peer, PeerError, apply_mask};
+use super::frames::{DataFrame, FrameReader, Parsed, Peer, PeerError, apply_mask};
 
 /// How much is read at a time when no frame asks for more.
 const READ_CHUNK: usize = 2048;
@@ -50,8 +50,44 @@ pub struct FrameSocket<Io> {
     /// The peer's Close was read.
     peer_closed: bool,
     /// Frames sent and not yet all written (a send the relay cut short); empty when idle.
-    out: Vec<u8>,
+    out: BytesMut,
     written: usize,
+}
+
+/// What a relay passes from one side to the other: a data message as the bytes it came in,
+/// or any other message (a control frame, a message that came in fragments, or one read by
+/// tungstenite).
+#[derive(Debug)]
+pub(crate) enum Relayed {
+    Data(DataFrame),
+    Message(Message),
+}
+
+impl Relayed {
+    /// Whether it is a data message (text or binary), which the session counts and limits.
+    pub(crate) fn is_data(&self) -> bool {
+        matches!(
+            self,
+            Relayed::Data(_) | Relayed::Message(Message::Text(_) | Message::Binary(_))
+        )
+    }
+
+    /// A data message's text (`None` for anything else); refused when not UTF-8.
+    pub(crate) fn text(&self) -> Result<Option<&str>, PeerError> {
+        match self {
+            Relayed::Data(d) => d.text(),
+            Relayed::Message(Message::Text(t)) => Ok(Some(t.as_str())),
+            Relayed::Message(_) => Ok(None),
+        }
+    }
+
+    /// As a message (a data frame's text checked for UTF-8).
+    pub(crate) fn into_message(self) -> Result<Message, PeerError> {
+        match self {
+            Relayed::Data(d) => d.into_message(),
+            Relayed::Message(m) => Ok(m),
+        }
+    }
 }
 
 impl<Io: AsyncRead + AsyncWrite + Unpin> FrameSocket<Io> {
@@ -62,18 +98,26 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> FrameSocket<Io> {
             frames: FrameReader::new(peer, read, max_message),
             peer,
             peer_closed: false,
-            out: Vec::new(),
+            out: BytesMut::new(),
             written: 0,
         }
     }
 
     /// The next message or control frame; `None` once the connection has ended.
     pub(crate) async fn recv(&mut self) -> Option<Result<Message, PeerError>> {
+        Some(self.recv_relayed().await?.and_then(Relayed::into_message))
+    }
+
+    /// [`FrameSocket::recv`], with a message that came in one frame kept as its bytes (its
+    /// text not yet checked: see [`DataFrame`]), to be sent on by
+    /// [`FrameSocket::send_relayed`] with no copy.
+    pub(crate) async fn recv_relayed(&mut self) -> Option<Result<Relayed, PeerError>> {
         loop {
             match self.frames.parse() {
+                Ok(Parsed::Data(d)) => return Some(Ok(Relayed::Data(d))),
                 Ok(Parsed::Message(m)) => {
                     self.peer_closed |= matches!(m, Message::Close(_));
-                    return Some(Ok(m));
+                    return Some(Ok(Relayed::Message(m)));
                 }
                 Ok(Parsed::Fragment) => {}
                 Ok(Parsed::Need(n)) => {
@@ -137,21 +181,62 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> FrameSocket<Io> {
         self.poll_flush(cx)
     }
 
+    /// Sends what another socket received, and flushes.
+    pub(crate) async fn send_relayed(&mut self, relayed: Relayed) -> io::Result<()> {
+        let mut relayed = Some(relayed);
+        std::future::poll_fn(|cx| self.poll_send_relayed(cx, &mut relayed)).await
+    }
+
+    /// [`FrameSocket::poll_send`] for what another socket received: a data frame goes out as
+    /// the bytes it came in when its header is what this peer takes (masked for a server,
+    /// unmasked for a client, its length in the fewest bytes); a client's frame to a server
+    /// is masked again in place, with a key of ours. Anything else is encoded afresh.
+    pub(crate) fn poll_send_relayed(
+        &mut self,
+        cx: &mut Context<'_>,
+        relayed: &mut Option<Relayed>,
+    ) -> Poll<io::Result<()>> {
+        match relayed.take() {
+            Some(Relayed::Data(d)) => self.data_frame(d),
+            Some(Relayed::Message(m)) => return self.poll_send(cx, &mut Some(m)),
+            None => {}
+        }
+        self.poll_flush(cx)
+    }
+
+    /// Appends a received data frame to what is to be written, as it came where it can be.
+    fn data_frame(&mut self, mut d: DataFrame) {
+        let to_server = self.peer == Peer::Server;
+        if !d.minimal || d.is_masked() != to_server || !self.out.is_empty() {
+            let opcode = d.bytes[0] & 0x0f;
+            return self.frame(opcode, d.payload());
+        }
+        if to_server {
+            // The client's key is not passed on: who sends a server bytes chooses the mask
+            // (RFC 6455 §10.3), so a client cannot choose what goes over the upstream's wire.
+            let mask: [u8; 4] = rand::random();
+            let at = d.payload_at;
+            d.bytes[at - 4..at].copy_from_slice(&mask);
+            apply_mask(&mut d.bytes[at..], mask);
+        }
+        self.out = d.bytes;
+    }
+
     /// Appends a frame to what is to be written: masked when the peer is a server.
     fn frame(&mut self, opcode: u8, payload: &[u8]) {
         let masked = self.peer == Peer::Server;
         let mask_bit = if masked { 0x80 } else { 0 };
         let out = &mut self.out;
         out.reserve(14 + payload.len());
-        out.push(0x80 | opcode);
+        out.put_u8(0x80 | opcode);
         match payload.len() {
-            n @ 0..=125 => out.push(mask_bit | n as u8),
+            n @ 0..=125 => out.put_u8(mask_bit | n as u8),
             n @ 126..=0xffff => {
-                out.push(mask_bit | 126);
+                out.put_u8(mask_bit | 126);
                 out.extend_from_slice(&(n as u16).to_be_bytes());
             }
             n => {
-                out.push(mask_bit | 127);
+                out.put_u8(mask_bit | 127);
                 out.extend_from_slice(&(n as u64).to_be_bytes());
             }
         }
@@ -176,7 +261,7 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> FrameSocket<Io> {
             self.written += n;
         }
         ready!(Pin::new(&mut self.io).poll_flush(cx))?;
-        self.out = Vec::new();
+        self.out = BytesMut::new();
         self.written = 0;
         Poll::Ready(Ok(()))
     }
@@ -214,6 +299,7 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> FrameSocket<Io> {
 mod tests {
     use super::*;
     use crate::relay::frames::frame;
+    use bytes::Bytes;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::{TcpListener, TcpStream};
 
@@ -433,6 +519,68 @@ mod tests {
         let mut got = [0u8; 4];
         client.read_exact(&mut got).await.unwrap();
         assert_eq!(got, [0x88, 2, 0x03, 0xe8]);
+    }
+
+    /// A client's socket (wsgate's end) and the client's raw end.
+    async fn client_pair() -> (FrameSocket<TcpStream>, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        (FrameSocket::new(Peer::Client, server, &[], 1 << 20), client)
+    }
+
+    #[tokio::test]
+    async fn a_relayed_frame_goes_on_in_the_buffer_it_was_read_into_masked_with_our_key() {
+        use crate::relay::frames::masked;
+        let (mut ours, mut client) = client_pair().await;
+        let (mut up, mut server) = pair(1 << 20, &[]).await;
+        let key = [0x11, 0x22, 0x33, 0x44];
+        for payload in [&b"hello"[..], &[7u8; 300][..], &[9u8; 70_000][..]] {
+            client.write_all(&masked(0x82, payload, key)).await.unwrap();
+            let Some(Ok(Relayed::Data(d))) = ours.recv_relayed().await else {
+                panic!("a data frame")
+            };
+            let read_into = d.bytes.as_ptr();
+            up.data_frame(d);
+            assert_eq!(up.out.as_ptr(), read_into, "no copy");
+            let at = up.out.len() - payload.len();
+            assert_ne!(up.out[at - 4..at], key, "the client's key is not passed on");
+            up.send_relayed(Relayed::Message(Message::Ping(Bytes::new())))
+                .await
+                .unwrap();
+            assert_eq!(read_masked(&mut server).await, (0x2, payload.to_vec()));
+            assert_eq!(read_masked(&mut server).await, (0x9, vec![]));
+        }
+        // And back: the upstream's frame reaches the client as the bytes it sent.
+        let sent = frame(0x81, "wörld".as_bytes());
+        server.write_all(&sent).await.unwrap();
+        let Some(Ok(relayed)) = up.recv_relayed().await else {
+            panic!("a frame")
+        };
+        assert_eq!(relayed.text().unwrap(), Some("wörld"));
+        ours.send_relayed(relayed).await.unwrap();
+        let mut got = vec![0u8; sent.len()];
+        client.read_exact(&mut got).await.unwrap();
+        assert_eq!(got, sent);
+    }
+
+    #[tokio::test]
+    async fn a_frame_whose_length_is_not_written_shortest_is_sent_on_rewritten() {
+        let (mut ours, mut client) = client_pair().await;
+        // "hi" with its length in the 16-bit field: taken, but not passed on as it came.
+        let mut long_form = vec![0x81, 0x80 | 126, 0, 2, 1, 2, 3, 4];
+        long_form.extend_from_slice(&[b'h' ^ 1, b'i' ^ 2]);
+        client.write_all(&long_form).await.unwrap();
+        let Some(Ok(relayed)) = ours.recv_relayed().await else {
+            panic!("a frame")
+        };
+        let (mut up, mut server) = pair(1 << 20, &[]).await;
+        up.send_relayed(relayed).await.unwrap();
+        let mut head = [0u8; 2];
+        server.read_exact(&mut head).await.unwrap();
+        assert_eq!(head, [0x81, 0x80 | 2], "the shortest length");
     }
 
     #[test]

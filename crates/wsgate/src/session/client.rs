@@ -17,7 +17,7 @@ use axum::extract::ws::{CloseFrame, Message, WebSocket};
 
 use crate::protocol::{CloseReason, close_then};
 #[cfg(feature = "relay")]
-use crate::relay::ClientSocket;
+use crate::relay::{ClientSocket, Relayed};
 
 pub(crate) enum ClientSide {
     Axum(WebSocket),
@@ -50,6 +50,36 @@ impl ClientSide {
                 .map(|r| r.map_err(|e| super::violation(&e))),
             #[cfg(feature = "relay")]
             ClientSide::Own(socket) => socket.recv().await.map(|r| r.map_err(|e| e.close_reason())),
+        }
+    }
+
+    /// [`ClientSide::recv`] for a relay: on our own socket a message that came in one frame
+    /// stays as its bytes, its text not yet checked (the relay checks it where it reads it).
+    #[cfg(feature = "relay")]
+    pub(crate) async fn recv_relayed(&mut self) -> Option<Result<Relayed, Option<CloseReason>>> {
+        match self {
+            ClientSide::Axum(socket) => socket
+                .recv()
+                .await
+                .map(|r| r.map(Relayed::Message).map_err(|e| super::violation(&e))),
+            ClientSide::Own(socket) => socket
+                .recv_relayed()
+                .await
+                .map(|r| r.map_err(|e| e.close_reason())),
+        }
+    }
+
+    /// Sends what the upstream sent (its text checked already) and flushes: on our own socket
+    /// as the bytes it came in where it can be.
+    #[cfg(feature = "relay")]
+    pub(crate) async fn send_relayed(&mut self, relayed: Relayed) -> Result<(), Gone> {
+        match self {
+            ClientSide::Axum(socket) => {
+                // tungstenite takes messages; the text was checked, so this does not fail.
+                let mut msg = Some(relayed.into_message().map_err(|_| Gone)?);
+                std::future::poll_fn(|cx| poll_write_axum(socket, &mut msg, cx)).await
+            }
+            ClientSide::Own(socket) => socket.send_relayed(relayed).await.map_err(|_| Gone),
         }
     }
 

@@ -8,7 +8,7 @@ use tokio::time::Instant;
 use super::{Session, ordered};
 use crate::protocol::{CloseReason, SessionFrame};
 use crate::registry::{CloseOrder, Order};
-use crate::relay::{PeerError, UpstreamSocket};
+use crate::relay::{PeerError, Relayed, UpstreamSocket};
 
 /// What woke the relay up.
 enum RelayEvent {
@@ -19,9 +19,9 @@ enum RelayEvent {
     /// The session's timer: expiry, idle check, `expiring`.
     Tick,
     /// A frame (or the end) from the upstream.
-    Upstream(Option<Result<Message, PeerError>>),
+    Upstream(Option<Result<Relayed, PeerError>>),
     /// A frame (or the end) from the client (`Err`: see `ClientSide::recv`).
-    Client(Option<Result<Message, Option<CloseReason>>>),
+    Client(Option<Result<Relayed, Option<CloseReason>>>),
 }
 
 /// A client's pings forwarded to the upstream, whose pongs are not to be passed back, where
@@ -114,8 +114,8 @@ impl Session {
                 _ = &mut self.shutdown => RelayEvent::Stop(CloseReason::Shutdown),
                 order = ordered(&mut self.registration) => RelayEvent::Ordered(order),
                 _ = &mut self.timer => RelayEvent::Tick,
-                m = up.recv() => RelayEvent::Upstream(m),
-                m = self.socket.recv() => RelayEvent::Client(m),
+                m = up.recv_relayed() => RelayEvent::Upstream(m),
+                m = self.socket.recv_relayed() => RelayEvent::Client(m),
             };
             let msg = match event {
                 RelayEvent::Stop(reason) => break RelayEnd::Both(reason.into()),
@@ -128,12 +128,20 @@ impl Session {
                     None => continue,
                 },
                 RelayEvent::Upstream(from_upstream) => match from_upstream {
-                    Some(Ok(Message::Close(f))) => break RelayEnd::UpstreamClosed(f),
-                    Some(Ok(Message::Pong(p))) if pinged_upstream.answers(&p) => continue,
+                    Some(Ok(Relayed::Message(Message::Close(f)))) => {
+                        break RelayEnd::UpstreamClosed(f);
+                    }
+                    Some(Ok(Relayed::Message(Message::Pong(p)))) if pinged_upstream.answers(&p) => {
+                        continue;
+                    }
                     Some(Ok(m)) => {
+                        // The client is owed text that is UTF-8 (its socket would fail).
+                        if let Err(e) = m.text() {
+                            break self.upstream_lost(&e);
+                        }
                         to_client += 1;
                         let (socket, stops) = self.split();
-                        match stops.bound(socket.send(m)).await {
+                        match stops.bound(socket.send_relayed(m)).await {
                             Ok(true) => continue,
                             Ok(false) => break RelayEnd::ClientLost,
                             Err(reason) => break RelayEnd::Both(reason),
@@ -143,43 +151,39 @@ impl Session {
                     Some(Err(PeerError::TooBig)) => {
                         break RelayEnd::Both(CloseReason::TooBig.into());
                     }
-                    Some(Err(e)) => {
-                        tracing::info!(
-                            target: "wsgate::conn",
-                            sub = self.identity.sub(),
-                            session = self.identity.session(),
-                            error = %e,
-                            "upstream lost"
-                        );
-                        break RelayEnd::UpstreamLost;
-                    }
+                    Some(Err(e)) => break self.upstream_lost(&e),
                     None => break RelayEnd::UpstreamLost,
                 },
                 RelayEvent::Client(from_client) => from_client,
             };
             match msg {
-                Some(Ok(Message::Close(f))) => break RelayEnd::ClientClosed(f),
+                Some(Ok(Relayed::Message(Message::Close(f)))) => break RelayEnd::ClientClosed(f),
                 Some(Ok(m)) => {
-                    if let Message::Ping(p) = &m
+                    if let Relayed::Message(Message::Ping(p)) = &m
                         && client_answers_pings
                     {
                         pinged_upstream.ping(p);
                     }
-                    let data = matches!(m, Message::Text(_) | Message::Binary(_));
-                    if data && self.over_rate(Instant::now()) {
+                    if m.is_data() && self.over_rate(Instant::now()) {
                         break RelayEnd::Both(CloseReason::RateLimited.into());
                     }
+                    let text = match m.text() {
+                        Ok(text) => text,
+                        Err(e) => match e.close_reason() {
+                            Some(reason) => break RelayEnd::Both(reason.into()),
+                            None => break RelayEnd::ClientLost,
+                        },
+                    };
                     // A credential never reaches the upstream: a `refresh` with a token is
                     // taken here when the endpoint speaks refresh frames, and any other
                     // frame carrying one (an `auth` after the handshake, a `refresh` where
                     // refresh frames are off) is dropped and counted.
-                    if let Message::Text(t) = &m
+                    if let Some(t) = text
                         && let Some(frame) = SessionFrame::of(t)
                         && frame.carries_credential()
                     {
                         if refresh_frames && frame.refresh {
-                            let t = t.clone();
-                            if let Some(reason) = Box::pin(self.refresh(&t)).await {
+                            if let Some(reason) = Box::pin(self.refresh(t)).await {
                                 break RelayEnd::Both(reason.into());
                             }
                             self.refreshed = false;
@@ -198,7 +202,7 @@ impl Session {
                     }
                     to_upstream += 1;
                     let (_, stops) = self.split();
-                    match stops.bound(up.send(m)).await {
+                    match stops.bound(up.send_relayed(m)).await {
                         Ok(true) => {}
                         Ok(false) => break RelayEnd::UpstreamLost,
                         Err(reason) => break RelayEnd::Both(reason),
@@ -246,5 +250,18 @@ impl Session {
             RelayEnd::ClientLost => up.close(Some(CloseReason::ClientGone.frame())).await,
             RelayEnd::UpstreamLost => self.close_in_place(CloseReason::UpstreamGone).await,
         }
+    }
+
+    /// The upstream broke the protocol or its connection failed: said in the log, and the
+    /// client is told the upstream is gone.
+    fn upstream_lost(&self, e: &PeerError) -> RelayEnd {
+        tracing::info!(
+            target: "wsgate::conn",
+            sub = self.identity.sub(),
+            session = self.identity.session(),
+            error = %e,
+            "upstream lost"
+        );
+        RelayEnd::UpstreamLost
     }
 }
