@@ -3,12 +3,13 @@
 //! Also where sockets enter tokio's reactor ([`register`], the listener's too).
 //!
 //! Fan-out at the machine's floor means one `write` per subscriber from the publisher, with
-//! no task woken: so the publisher must be able to write to a socket that hyper and
-//! tungstenite also write to. Two writers on one byte stream stay correct only if neither
-//! ever leaves part of a frame unsent while the other writes. [`Wire`] makes that hold:
+//! no task woken: so the publisher must be able to write to a socket that hyper and the
+//! session's WebSocket (wsgate's own, or tungstenite for a `message` client) also write
+//! to. Two writers on one byte stream stay correct only if neither ever leaves part of a
+//! frame unsent while the other writes. [`Wire`] makes that hold:
 //! - a write from the connection's own stack is taken **whole or not at all**: when the
 //!   kernel takes only the start of it, the rest is kept here (`pending`) and reported
-//!   written, so tungstenite never holds a frame's tail of its own; its flush waits until
+//!   written, so the WebSocket never holds a frame's tail of its own; its flush waits until
 //!   `pending` is sent;
 //! - a publisher's frame ([`DirectWrite::try_write_frame`]) is written only when nothing is
 //!   pending and the connection's task is not writing at that very moment (the lock is free);
@@ -16,11 +17,11 @@
 //!   task flushes it (the outbox tells it to).
 //!
 //! So every write call's bytes reach the socket contiguously, and frames never interleave.
-//! `pending` holds at most the end of one write (a frame, or tungstenite's batch of frames);
+//! `pending` holds at most the end of one write (a frame, or a batch of frames);
 //! it owns no memory while empty. Publishers write only once the connection is a WebSocket
 //! ([`Wire::upgraded`], told by the listener when the `101` is written). That nothing follows
 //! a close frame is the outbox's to keep, not this file's: the session closes its outbox
-//! before any close frame can be written (its own, or tungstenite's answer to the client's),
+//! before any close frame can be written (its own, or its answer to the client's),
 //! and a closed outbox hands publishers nothing to write.
 
 use std::io::{self, Read, Write};

@@ -278,12 +278,23 @@ async fn a_ping_through_the_proxy_is_answered_exactly_once() {
 async fn a_clients_ping_is_answered_by_the_upstream_not_by_wsgate() {
     // A transparent proxy (nginx) passes a ping on and the upstream's pong back: the pong
     // says the whole path is alive. The upstream holds its reading for 300 ms, then says
-    // `held`; the ping sent meanwhile is answered only after that.
+    // `held`; the ping sent meanwhile is answered only after that. The same whether the
+    // client's credential came with its handshake or in an `auth` message after it.
     let mut up = Upstream::start(None).await;
-    let s = start(&up.url("/ws"), "", "").await;
-    let mut ws = bearer(&s.url("/app"), &hs256(&claims("pinger"))).await;
+    let s = start(&up.url("/ws"), "", r#"sources = ["bearer", "message"]"#).await;
+    let token = hs256(&claims("pinger"));
+    let mut ws = bearer(&s.url("/app"), &token).await;
     up.request().await;
-    send_text(&mut ws, "hold:300").await;
+    answered_by_the_upstream(&mut ws, &mut up).await;
+    let mut ws = connect_ok(&s.url("/app"), &[]).await;
+    send_text(&mut ws, &json!({"type":"auth","token":token}).to_string()).await;
+    let (_, h) = up.request().await;
+    assert_eq!(header(&h, "x-wsgate-sub"), ["pinger"]);
+    answered_by_the_upstream(&mut ws, &mut up).await;
+}
+
+async fn answered_by_the_upstream(ws: &mut Ws, up: &mut Upstream) {
+    send_text(ws, "hold:300").await;
     ws.send(Message::Ping("alive?".into())).await.unwrap();
     let mut order = Vec::new();
     while order.len() < 2 {

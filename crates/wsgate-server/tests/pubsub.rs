@@ -228,7 +228,12 @@ async fn subscriber(s: &Server, sub: &str, channel: &str) -> Ws {
 
 /// Waits (bounded) until the server's metrics (at `s.http("/metrics")`) contain `line`.
 async fn metrics_show(url: &str, line: &str) {
-    let deadline = tokio::time::Instant::now() + WAIT;
+    metrics_show_within(url, line, WAIT).await
+}
+
+/// [`metrics_show`], waiting at most `within`.
+async fn metrics_show_within(url: &str, line: &str, within: std::time::Duration) {
+    let deadline = tokio::time::Instant::now() + within;
     loop {
         let m = reqwest::get(url).await.unwrap().text().await.unwrap();
         if m.lines().any(|l| l == line) {
@@ -252,6 +257,52 @@ async fn firehose(s: &Server) {
     }
 }
 
+/// A subscriber authenticated by its handshake and one authenticated by an `auth` message
+/// after the upgrade get deliveries written by the publisher, whole and in order, and
+/// answer pings and a Close the same.
+#[tokio::test]
+async fn either_way_of_authenticating_takes_direct_deliveries_and_answers_the_same() {
+    let s = Server::start_with(
+        &format!("{CONFIG}\n[auth]\nsources = [\"bearer\", \"message\"]\n"),
+        &[("WSGATE_ADMIN_KEY", ADMIN_KEY)],
+    )
+    .await;
+    let own = subscriber(&s, "own", "news").await;
+    let mut axums = connect_ok(&s.url("/ws"), &[]).await;
+    let auth = json!({"type":"auth","token":tok("axum", &["news"], &[])});
+    send_text(&mut axums, &auth.to_string()).await;
+    assert_eq!(next_json(&mut axums).await["type"], "welcome");
+    let answer = ask(
+        &mut axums,
+        json!({"type":"subscribe","channel":"news","id":1}),
+    )
+    .await;
+    assert_eq!(answer["type"], "subscribed");
+    let mut subs = [own, axums];
+    for n in 0..10 {
+        let (status, body) = admin_publish(&s, json!({"channel":"news","data":n})).await;
+        assert_eq!((status, body["delivered"].as_u64()), (200, Some(2)));
+        for ws in &mut subs {
+            assert_eq!(next_json(ws).await["data"], n);
+        }
+    }
+    metrics_show(
+        &s.http("/metrics"),
+        "wsgate_deliveries_total{path=\"direct\"} 20",
+    )
+    .await;
+    for ws in &mut subs {
+        ws.send(Message::Ping(vec![7, 7].into())).await.unwrap();
+        match tokio::time::timeout(WAIT, futures_util::StreamExt::next(ws)).await {
+            Ok(Some(Ok(Message::Pong(p)))) => assert_eq!(&p[..], [7, 7]),
+            other => panic!("a pong: {other:?}"),
+        }
+        ws.send(Message::Close(None)).await.unwrap();
+        assert_eq!(expect_close(ws).await.0, 1005, "the Close echoed, empty");
+    }
+    metrics_show(&s.http("/metrics"), "wsgate_connections_open 0").await;
+}
+
 #[tokio::test]
 async fn a_slow_consumer_is_closed_and_others_keep_receiving() {
     let s = start().await;
@@ -270,7 +321,9 @@ async fn a_slow_consumer_is_closed_and_others_keep_receiving() {
     // what it finally reads ends with the 1008 close.
     let metrics = s.http("/metrics");
     let slow_reader = tokio::spawn(async move {
-        metrics_show(&metrics, "wsgate_slow_consumers_total 1").await;
+        // Counted while the firehose runs, and 1,000 publishes of 16 KB over HTTP can take
+        // longer than WAIT on a loaded machine: the wait covers the firehose too.
+        metrics_show_within(&metrics, "wsgate_slow_consumers_total 1", 3 * WAIT).await;
         loop {
             match tokio::time::timeout(WAIT, futures_util::StreamExt::next(&mut slow)).await {
                 Ok(Some(Ok(Message::Close(Some(f))))) => break u16::from(f.code),

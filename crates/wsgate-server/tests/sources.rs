@@ -3,7 +3,7 @@
 mod common;
 
 use common::*;
-use futures_util::SinkExt;
+use futures_util::{SinkExt, StreamExt};
 use serde_json::Value;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -236,6 +236,12 @@ kind = "echo"
     .await;
     let url = s.url("/echo");
     let mut ws = connect_ok(&url, &[]).await;
+    // A ping while the `auth` frame is awaited is answered.
+    ws.send(Message::Ping(vec![1, 2].into())).await.unwrap();
+    match tokio::time::timeout(WAIT, ws.next()).await {
+        Ok(Some(Ok(Message::Pong(p)))) => assert_eq!(&p[..], [1, 2]),
+        other => panic!("a pong: {other:?}"),
+    }
     let frame = serde_json::json!({"type": "auth", "token": hs256(&claims("m"))});
     send_text(&mut ws, &frame.to_string()).await;
     assert_session(&mut ws, "m").await;

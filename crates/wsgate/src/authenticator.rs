@@ -21,7 +21,7 @@ use crate::forwarded::TrustedProxies;
 use crate::identity::{Identity, Kept, Verified};
 use crate::limits::FailureLimiter;
 use crate::observe::SessionObserver;
-use crate::protocol::{ClientFrame, close_socket};
+use crate::protocol::{ClientFrame, CloseReason, close_socket};
 use crate::registry::Registry;
 use crate::reject::{AuthError, RejectMode};
 use crate::revalidate::{Revalidator, Watch};
@@ -582,10 +582,20 @@ impl Authenticator {
     /// (`CloseReason::Refused`).
     pub async fn await_message(
         &self,
-        mut socket: WebSocket,
+        socket: WebSocket,
         ctx: VerifyContext,
         path: &str,
     ) -> Option<(WebSocket, Identity)> {
+        self.await_message_on(socket, ctx, path).await
+    }
+
+    /// [`Authenticator::await_message`] on either kind of socket.
+    pub(crate) async fn await_message_on<S: AuthSocket>(
+        &self,
+        mut socket: S,
+        ctx: VerifyContext,
+        path: &str,
+    ) -> Option<(S, Identity)> {
         let outcome =
             match tokio::time::timeout(self.message_timeout, first_auth_frame(&mut socket)).await {
                 Ok(Ok(token)) => {
@@ -603,7 +613,7 @@ impl Authenticator {
             }
             Err(e) => {
                 self.refused(path, &ctx, Some(SourceKind::Message), &e);
-                close_socket(socket, e.close_reason()).await;
+                socket.refuse(e.close_reason()).await;
                 None
             }
         }
@@ -637,20 +647,43 @@ fn origin(parts: &Parts) -> Option<String> {
         .map(str::to_owned)
 }
 
-/// Reads frames until the first data frame; `Err(None)` when the socket ended first.
-async fn first_auth_frame(socket: &mut WebSocket) -> Result<String, Option<AuthError>> {
-    loop {
-        match socket.recv().await {
-            Some(Ok(Message::Text(t))) => {
-                return match ClientFrame::parse(t.as_str()).1 {
-                    Ok(ClientFrame::Auth { token }) if !token.is_empty() => Ok(token),
-                    _ => Err(Some(AuthError::Missing)),
-                };
+/// A socket an `auth` frame is awaited on, and a refusal sent on: axum's `WebSocket`, or
+/// wsgate's own [`ClientSocket`](crate::relay::ClientSocket) (its impl is in `relay`).
+pub(crate) trait AuthSocket: Send {
+    /// The next data frame (pings answered, pongs skipped); `None` once the client closed,
+    /// broke the protocol or went away.
+    fn next_data(&mut self) -> impl Future<Output = Option<Message>> + Send;
+
+    /// Closes with `reason`, the close handshake bounded.
+    fn refuse(self, reason: CloseReason) -> impl Future<Output = ()> + Send;
+}
+
+impl AuthSocket for WebSocket {
+    async fn next_data(&mut self) -> Option<Message> {
+        // tungstenite answers pings inside its reads.
+        loop {
+            match self.recv().await? {
+                Ok(Message::Ping(_) | Message::Pong(_)) => continue,
+                Ok(Message::Close(_)) | Err(_) => return None,
+                Ok(data) => return Some(data),
             }
-            Some(Ok(Message::Binary(_))) => return Err(Some(AuthError::Missing)),
-            Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
-            Some(Ok(Message::Close(_))) | Some(Err(_)) | None => return Err(None),
         }
+    }
+
+    async fn refuse(self, reason: CloseReason) {
+        close_socket(self, reason).await;
+    }
+}
+
+/// Reads frames until the first data frame; `Err(None)` when the socket ended first.
+async fn first_auth_frame(socket: &mut impl AuthSocket) -> Result<String, Option<AuthError>> {
+    match socket.next_data().await {
+        Some(Message::Text(t)) => match ClientFrame::parse(t.as_str()).1 {
+            Ok(ClientFrame::Auth { token }) if !token.is_empty() => Ok(token),
+            _ => Err(Some(AuthError::Missing)),
+        },
+        Some(_) => Err(Some(AuthError::Missing)),
+        None => Err(None),
     }
 }
 

@@ -30,9 +30,8 @@ use axum::http::request::Parts;
 use axum::response::Response;
 use futures_util::future::Either;
 
-use crate::authenticator::{Authenticator, Handshake};
+use crate::authenticator::{AuthSocket, Authenticator, Handshake};
 use crate::identity::Identity;
-use crate::protocol::close_socket;
 use crate::reject::{AuthError, RejectMode};
 use crate::session::Session;
 use crate::source::{SESSION_SUBPROTOCOL, SUBPROTOCOL};
@@ -193,11 +192,27 @@ impl WsAuth {
     /// The part of authentication that happens after the upgrade: for an authenticated
     /// request, nothing; otherwise wait for the `auth` frame or close (`CloseReason::Refused`).
     pub async fn finish(self, socket: WebSocket) -> Option<(WebSocket, Identity)> {
+        self.finish_on(socket).await
+    }
+
+    /// [`WsAuth::finish`] on wsgate's own socket, for a caller that upgraded with
+    /// [`ClientUpgrade`](crate::relay::ClientUpgrade) a request [`WsAuth::into_identity`]
+    /// did not settle: the `auth` frame awaited (pings answered meanwhile), or the refusal
+    /// sent as a close.
+    #[cfg(feature = "relay")]
+    pub async fn finish_own(
+        self,
+        socket: crate::relay::ClientSocket,
+    ) -> Option<(crate::relay::ClientSocket, Identity)> {
+        self.finish_on(socket).await
+    }
+
+    async fn finish_on<S: AuthSocket>(self, socket: S) -> Option<(S, Identity)> {
         match self.state {
             State::Ready(id) => Some((socket, id)),
-            State::AwaitMessage(ctx) => self.auth.await_message(socket, ctx, &self.path).await,
+            State::AwaitMessage(ctx) => self.auth.await_message_on(socket, ctx, &self.path).await,
             State::Refused(e) => {
-                close_socket(socket, e.close_reason()).await;
+                socket.refuse(e.close_reason()).await;
                 None
             }
         }

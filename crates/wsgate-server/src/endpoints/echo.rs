@@ -2,8 +2,8 @@
 //! back unchanged; `refresh` frames are handled by the session guard, not echoed. It is the
 //! seed's behaviour done right, and the path the benchmarks measure.
 //!
-//! A client authenticated by its handshake gets wsgate's own socket (see [`Upgrade`]), which
-//! the session answers pings and the client's Close on.
+//! Every client gets wsgate's own socket (see [`Upgrade`]), which the session answers pings
+//! and the client's Close on.
 
 use axum::Router;
 use axum::extract::{Request, State};
@@ -20,22 +20,23 @@ pub fn router(path: &str, ep: Endpoint) -> Router {
 
 async fn upgrade(State(ep): State<Endpoint>, auth: WsAuth, req: Request) -> Response {
     let (mut parts, _) = req.into_parts();
+    let protocol = wsgate_protocol(&parts.headers, true);
+    let max_message = ep.auth.socket().max_message_bytes;
     match Upgrade::of(auth, &mut parts).await {
-        Ok(Upgrade::Own(identity, ws)) => {
-            let protocol = wsgate_protocol(&parts.headers, true);
-            let max_message = ep.auth.socket().max_message_bytes;
-            ws.on_upgrade(protocol, max_message, move |socket| {
-                let session = Session::with_client_socket(socket, identity, ep.auth, &ep.session);
-                ep.tracker.track_future(run(session))
-            })
-        }
-        Ok(Upgrade::Axum(auth, ws)) => {
-            auth.speaks_session_frames()
-                .on_upgrade(ws, move |socket, identity| {
-                    let session = Session::new(socket, identity, ep.auth, &ep.session);
-                    ep.tracker.track_future(run(session))
-                })
-        }
+        Ok(Upgrade::Known(identity, ws)) => ws.on_upgrade(protocol, max_message, move |socket| {
+            let session = Session::with_client_socket(socket, identity, ep.auth, &ep.session);
+            ep.tracker.track_future(run(session))
+        }),
+        Ok(Upgrade::Later(auth, ws)) => ws.on_upgrade(protocol, max_message, move |socket| {
+            async move {
+                // Boxed: the wait's state is freed once the client is known.
+                if let Some((socket, identity)) = Box::pin(auth.finish_own(socket)).await {
+                    let session =
+                        Session::with_client_socket(socket, identity, ep.auth, &ep.session);
+                    ep.tracker.track_future(run(session)).await;
+                }
+            }
+        }),
         Err(not_an_upgrade) => not_an_upgrade,
     }
 }

@@ -8,7 +8,6 @@
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{FromRef, FromRequestParts};
 use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
@@ -57,30 +56,28 @@ pub fn router(cfg: &EndpointConfig, upstream: Option<Upstream>, ep: Endpoint) ->
     }
 }
 
-/// Who upgrades a client's socket. A client whose handshake authenticated it gets wsgate's
-/// own socket ([`ClientUpgrade`], a [`wsgate::relay::ClientSocket`]): no read buffer while
-/// idle, and nothing answered on a relay's behalf. One whose credential comes in a
-/// `message` after the upgrade, or who is refused by a close (`reject = "close"`), gets
-/// axum's, on which the extractor awaits the `auth` frame or sends the refusal.
+/// A client's upgrade, always answered by wsgate itself ([`ClientUpgrade`]): the socket is a
+/// [`wsgate::relay::ClientSocket`], with no read buffer while idle and nothing answered on
+/// a relay's behalf. Either the handshake settled who the client is ([`Upgrade::Known`]),
+/// or that comes after the upgrade ([`Upgrade::Later`]): an `auth` message awaited, or a
+/// refusal sent as a close (`reject = "close"`), by [`WsAuth::finish_own`].
 #[allow(clippy::large_enum_variant)] // held only while the handler runs, never by a socket's task
 pub enum Upgrade {
-    Own(Identity, ClientUpgrade),
-    Axum(WsAuth, WebSocketUpgrade),
+    Known(Identity, ClientUpgrade),
+    Later(WsAuth, ClientUpgrade),
 }
 
 impl Upgrade {
     /// The upgrade `parts` asks for, or the answer to a request that is no WebSocket
-    /// upgrade (axum's statuses either way).
+    /// upgrade (axum's statuses for the same faults).
     pub async fn of(auth: WsAuth, parts: &mut Parts) -> Result<Self, Response> {
-        match auth.into_identity() {
-            Ok(identity) => match ClientUpgrade::from_request_parts(parts, &()).await {
-                Ok(ws) => Ok(Upgrade::Own(identity, ws)),
-                Err(rejection) => Err(rejection.into_response()),
-            },
-            Err(auth) => match WebSocketUpgrade::from_request_parts(parts, &()).await {
-                Ok(ws) => Ok(Upgrade::Axum(auth, ws)),
-                Err(rejection) => Err(rejection.into_response()),
-            },
-        }
+        let ws = match ClientUpgrade::from_request_parts(parts, &()).await {
+            Ok(ws) => ws,
+            Err(rejection) => return Err(rejection.into_response()),
+        };
+        Ok(match auth.into_identity() {
+            Ok(identity) => Upgrade::Known(identity, ws),
+            Err(auth) => Upgrade::Later(auth, ws),
+        })
     }
 }

@@ -5,19 +5,17 @@
 //! [`Session::relay`](wsgate::Session::relay) forwards the frames and ends both sides with the
 //! session.
 //!
-//! A client authenticated by its handshake gets wsgate's own socket (see [`Upgrade`]), which
-//! answers nothing on the upstream's behalf: pings and pongs pass through once.
+//! Every client gets wsgate's own socket (see [`Upgrade`]), which answers nothing on the
+//! upstream's behalf: pings and pongs pass through once.
 
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{FromRef, Request, State};
 use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use wsgate::protocol::close_socket;
-use wsgate::relay::{ClientSocket, Upstream};
+use wsgate::relay::{ClientSocket, ClientUpgrade, Upstream, wsgate_protocol};
 use wsgate::{Authenticator, Identity, RejectMode, Session, SessionOptions, WsAuth};
 
 use super::{Endpoint, Upgrade};
@@ -44,8 +42,8 @@ pub fn router(path: &str, proxy: Proxy) -> Router {
 async fn upgrade(State(p): State<Proxy>, auth: WsAuth, req: Request) -> Response {
     let (mut parts, _) = req.into_parts();
     let (identity, ws) = match Upgrade::of(auth, &mut parts).await {
-        Ok(Upgrade::Own(identity, ws)) => (identity, ws),
-        Ok(Upgrade::Axum(auth, ws)) => return upgrade_then_authenticate(p, auth, ws, parts),
+        Ok(Upgrade::Known(identity, ws)) => (identity, ws),
+        Ok(Upgrade::Later(auth, ws)) => return upgrade_then_authenticate(p, auth, ws, parts),
         Err(not_an_upgrade) => return not_an_upgrade,
     };
     let max_message = p.ep.auth.socket().max_message_bytes;
@@ -75,36 +73,26 @@ async fn upgrade(State(p): State<Proxy>, auth: WsAuth, req: Request) -> Response
     }
 }
 
-/// A `message` credential comes after the upgrade (or a refusal in close mode): axum's
-/// upgrade, and the upstream dialled once the client is known. The client is answered before
-/// the upstream chose anything: wsgate's own subprotocol.
-fn upgrade_then_authenticate(
-    p: Proxy,
-    auth: WsAuth,
-    ws: WebSocketUpgrade,
-    parts: Parts,
-) -> Response {
-    let auth = if p.refresh_frames {
-        auth.speaks_session_frames()
-    } else {
-        auth
-    };
-    auth.on_upgrade(ws, move |socket, identity| async move {
+/// A `message` credential comes after the upgrade (or a refusal in close mode), and the
+/// upstream is dialled once the client is known. The client is answered before the upstream
+/// chose anything: wsgate's own subprotocol.
+fn upgrade_then_authenticate(p: Proxy, auth: WsAuth, ws: ClientUpgrade, parts: Parts) -> Response {
+    let protocol = wsgate_protocol(&parts.headers, p.refresh_frames);
+    let max_message = p.ep.auth.socket().max_message_bytes;
+    ws.on_upgrade(protocol, max_message, move |socket| async move {
+        // Boxed: the wait's state is freed once the client is known.
+        let Some((mut socket, identity)) = Box::pin(auth.finish_own(socket)).await else {
+            return;
+        };
         match p
             .upstream
             .connect(&parts, &identity, p.ep.auth.sources_ref())
             .await
         {
-            Ok(conn) => {
-                let options = relay_options(&p);
-                let session = Session::new(socket, identity, p.ep.auth.clone(), &options);
-                p.ep.tracker
-                    .track_future(session.relay(conn, p.refresh_frames))
-                    .await;
-            }
+            Ok(conn) => run(&p, socket, identity, conn).await,
             Err(e) => {
                 log_failure(&parts, &identity, &e);
-                close_socket(socket, e.close_reason()).await;
+                socket.close(Some(e.close_reason().frame())).await;
             }
         }
     })

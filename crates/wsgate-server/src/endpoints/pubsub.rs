@@ -12,17 +12,18 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use axum::extract::State;
-use axum::extract::ws::{Message, Utf8Bytes, WebSocketUpgrade};
+use axum::extract::ws::{Message, Utf8Bytes};
+use axum::extract::{Request, State};
 use axum::response::Response;
 use axum::routing::get;
 use axum::{Extension, Router};
 use serde_json::Value;
 use wsgate::permissions::allowed;
 use wsgate::protocol::{ClientFrame, ErrorCode, FrameError, ServerFrame};
+use wsgate::relay::wsgate_protocol;
 use wsgate::{Incoming, Session, WsAuth};
 
-use super::Endpoint;
+use super::{Endpoint, Upgrade};
 use crate::broker::{Broker, BrokerError, QUEUE, Subscriber};
 use crate::wire::Wire;
 
@@ -38,18 +39,34 @@ async fn upgrade(
     State(ep): State<Endpoint>,
     auth: WsAuth,
     wire: Option<Extension<Arc<Wire>>>,
-    ws: WebSocketUpgrade,
+    req: Request,
 ) -> Response {
-    auth.speaks_session_frames()
-        .on_upgrade(ws, move |socket, identity| {
+    let (mut parts, _) = req.into_parts();
+    let wire = wire.map(|Extension(w)| w);
+    // The session's own writes and the publishers' direct ones meet in the connection's
+    // `Wire`, which takes each write whole (see `wire.rs`).
+    let protocol = wsgate_protocol(&parts.headers, true);
+    let max_message = ep.auth.socket().max_message_bytes;
+    match Upgrade::of(auth, &mut parts).await {
+        Ok(Upgrade::Known(identity, ws)) => ws.on_upgrade(protocol, max_message, move |socket| {
             // Built here, synchronously, so the connection's task stores the session once.
-            let conn = Conn::new(
-                Session::new(socket, identity, ep.auth, &ep.session),
-                ep.broker,
-                wire.map(|Extension(w)| w),
-            );
-            ep.tracker.track_future(run(conn))
-        })
+            let session = Session::with_client_socket(socket, identity, ep.auth, &ep.session);
+            ep.tracker
+                .track_future(run(Conn::new(session, ep.broker, wire)))
+        }),
+        Ok(Upgrade::Later(auth, ws)) => ws.on_upgrade(protocol, max_message, move |socket| {
+            async move {
+                // Boxed: the wait's state is freed once the client is known.
+                if let Some((socket, identity)) = Box::pin(auth.finish_own(socket)).await {
+                    let session =
+                        Session::with_client_socket(socket, identity, ep.auth, &ep.session);
+                    let conn = Conn::new(session, ep.broker, wire);
+                    ep.tracker.track_future(run(conn)).await;
+                }
+            }
+        }),
+        Err(not_an_upgrade) => not_an_upgrade,
+    }
 }
 
 /// The `message` frame for a publication, encoded once for every subscriber.

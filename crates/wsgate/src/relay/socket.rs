@@ -295,6 +295,29 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> FrameSocket<Io> {
     }
 }
 
+/// The `auth` frame is awaited on wsgate's own socket too: the server upgrades every client
+/// itself, whichever way its credential comes.
+impl crate::authenticator::AuthSocket for ClientSocket {
+    async fn next_data(&mut self) -> Option<Message> {
+        loop {
+            match self.recv().await?.ok()? {
+                // Nothing answers on this socket's behalf: the wait does.
+                Message::Ping(p) => self.send(Message::Pong(p)).await.ok()?,
+                Message::Pong(_) => {}
+                Message::Close(frame) => {
+                    self.close(frame).await;
+                    return None;
+                }
+                data => return Some(data),
+            }
+        }
+    }
+
+    async fn refuse(mut self, reason: crate::protocol::CloseReason) {
+        self.close(Some(reason.frame())).await;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
