@@ -648,7 +648,7 @@ fn origin(parts: &Parts) -> Option<String> {
 }
 
 /// A socket an `auth` frame is awaited on, and a refusal sent on: axum's `WebSocket`, or
-/// wsgate's own [`ClientSocket`](crate::relay::ClientSocket) (its impl is in `relay`).
+/// wsgate's own `ClientSocket` (its impl is in `relay`, the layer above).
 pub(crate) trait AuthSocket: Send {
     /// The next data frame (pings answered, pongs skipped); `None` once the client closed,
     /// broke the protocol or went away.

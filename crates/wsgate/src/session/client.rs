@@ -1,10 +1,10 @@
 //! The client's side of a session: one of two sockets, behind one set of operations.
 //!
-//! - [`ClientSide::Axum`]: axum's `WebSocket` (tungstenite), what clients that authenticate
-//!   by `message`, and every library user who upgrades with axum, hand the session.
-//!   tungstenite answers pings and the client's Close inside its reads.
-//! - [`ClientSide::Own`]: a [`ClientSocket`] that wsgate upgraded and speaks itself (the
-//!   server's handshake-authenticated clients, on every endpoint): no read buffer while idle, and
+//! - [`ClientSide::Axum`]: axum's `WebSocket` (tungstenite), what a library user who
+//!   upgrades with axum hands the session. tungstenite answers pings and the client's Close
+//!   inside its reads.
+//! - [`ClientSide::Own`]: a [`ClientSocket`] that wsgate upgraded and speaks itself (every
+//!   client of the server, on every endpoint): no read buffer while idle, and
 //!   nothing answered on anyone's behalf — a relay passes pings through, and the session
 //!   answers pings (when not relaying) and the client's Close.
 //!
