@@ -191,7 +191,7 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> FrameSocket<Io> {
     /// the bytes it came in when its header is what this peer takes (masked for a server,
     /// unmasked for a client, its length in the fewest bytes); a client's frame to a server
     /// is masked again in place, with a key of ours. Anything else is encoded afresh.
-    pub(crate) fn poll_send_relayed(
+    fn poll_send_relayed(
         &mut self,
         cx: &mut Context<'_>,
         relayed: &mut Option<Relayed>,
