@@ -23,19 +23,9 @@ async fn upgrade(State(ep): State<Endpoint>, auth: WsAuth, req: Request) -> Resp
     let protocol = wsgate_protocol(&parts.headers, true);
     let max_message = ep.auth.socket().max_message_bytes;
     match Upgrade::of(auth, &mut parts).await {
-        Ok(Upgrade::Known(identity, ws)) => ws.on_upgrade(protocol, max_message, move |socket| {
+        Ok(upgrade) => upgrade.on_upgrade(protocol, max_message, move |socket, identity| {
             let session = Session::with_client_socket(socket, identity, ep.auth, &ep.session);
             ep.tracker.track_future(run(session))
-        }),
-        Ok(Upgrade::Later(auth, ws)) => ws.on_upgrade(protocol, max_message, move |socket| {
-            async move {
-                // Boxed: the wait's state is freed once the client is known.
-                if let Some((socket, identity)) = Box::pin(auth.finish_own(socket)).await {
-                    let session =
-                        Session::with_client_socket(socket, identity, ep.auth, &ep.session);
-                    ep.tracker.track_future(run(session)).await;
-                }
-            }
         }),
         Err(not_an_upgrade) => not_an_upgrade,
     }

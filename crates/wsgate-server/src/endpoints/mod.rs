@@ -12,7 +12,7 @@ use axum::extract::{FromRef, FromRequestParts};
 use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
 use tokio_util::task::TaskTracker;
-use wsgate::relay::{ClientUpgrade, Upstream};
+use wsgate::relay::{ClientSocket, ClientUpgrade, Upstream};
 use wsgate::{Authenticator, Identity, SessionOptions, WsAuth};
 
 use crate::broker::Broker;
@@ -79,5 +79,29 @@ impl Upgrade {
             Ok(identity) => Upgrade::Known(identity, ws),
             Err(auth) => Upgrade::Later(auth, ws),
         })
+    }
+
+    /// Answers `101` (selecting `protocol`) and calls `f` with the socket and the client's
+    /// identity: at once when the handshake settled it, else once the `auth` frame is
+    /// verified (a client refused meanwhile never reaches `f`). `f` runs synchronously with
+    /// the socket, so what it builds is stored once in the connection's task.
+    pub fn on_upgrade<F, Fut>(self, protocol: Option<&str>, max_message: usize, f: F) -> Response
+    where
+        F: FnOnce(ClientSocket, Identity) -> Fut + Send + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        match self {
+            Upgrade::Known(identity, ws) => {
+                ws.on_upgrade(protocol, max_message, move |socket| f(socket, identity))
+            }
+            Upgrade::Later(auth, ws) => ws.on_upgrade(protocol, max_message, move |socket| {
+                async move {
+                    // Boxed: the wait's state is freed once the client is known.
+                    if let Some((socket, identity)) = Box::pin(auth.finish_own(socket)).await {
+                        f(socket, identity).await;
+                    }
+                }
+            }),
+        }
     }
 }

@@ -15,7 +15,7 @@ use axum::extract::{FromRef, Request, State};
 use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use wsgate::relay::{ClientSocket, ClientUpgrade, Upstream, wsgate_protocol};
+use wsgate::relay::{ClientSocket, Upstream, wsgate_protocol};
 use wsgate::{Authenticator, Identity, RejectMode, Session, SessionOptions, WsAuth};
 
 use super::{Endpoint, Upgrade};
@@ -43,7 +43,7 @@ async fn upgrade(State(p): State<Proxy>, auth: WsAuth, req: Request) -> Response
     let (mut parts, _) = req.into_parts();
     let (identity, ws) = match Upgrade::of(auth, &mut parts).await {
         Ok(Upgrade::Known(identity, ws)) => (identity, ws),
-        Ok(Upgrade::Later(auth, ws)) => return upgrade_then_authenticate(p, auth, ws, parts),
+        Ok(later) => return upgrade_then_authenticate(p, later, parts),
         Err(not_an_upgrade) => return not_an_upgrade,
     };
     let max_message = p.ep.auth.socket().max_message_bytes;
@@ -76,26 +76,26 @@ async fn upgrade(State(p): State<Proxy>, auth: WsAuth, req: Request) -> Response
 /// A `message` credential comes after the upgrade (or a refusal in close mode), and the
 /// upstream is dialled once the client is known. The client is answered before the upstream
 /// chose anything: wsgate's own subprotocol.
-fn upgrade_then_authenticate(p: Proxy, auth: WsAuth, ws: ClientUpgrade, parts: Parts) -> Response {
+fn upgrade_then_authenticate(p: Proxy, later: Upgrade, parts: Parts) -> Response {
     let protocol = wsgate_protocol(&parts.headers, p.refresh_frames);
     let max_message = p.ep.auth.socket().max_message_bytes;
-    ws.on_upgrade(protocol, max_message, move |socket| async move {
-        // Boxed: the wait's state is freed once the client is known.
-        let Some((mut socket, identity)) = Box::pin(auth.finish_own(socket)).await else {
-            return;
-        };
-        match p
-            .upstream
-            .connect(&parts, &identity, p.ep.auth.sources_ref())
-            .await
-        {
-            Ok(conn) => run(&p, socket, identity, conn).await,
-            Err(e) => {
-                log_failure(&parts, &identity, &e);
-                socket.close(Some(e.close_reason().frame())).await;
+    later.on_upgrade(
+        protocol,
+        max_message,
+        move |mut socket, identity| async move {
+            match p
+                .upstream
+                .connect(&parts, &identity, p.ep.auth.sources_ref())
+                .await
+            {
+                Ok(conn) => run(&p, socket, identity, conn).await,
+                Err(e) => {
+                    log_failure(&parts, &identity, &e);
+                    socket.close(Some(e.close_reason().frame())).await;
+                }
             }
-        }
-    })
+        },
+    )
 }
 
 /// The relay, tracked for the drain. Not `async`: the session is built here and moved into

@@ -48,22 +48,10 @@ async fn upgrade(
     let protocol = wsgate_protocol(&parts.headers, true);
     let max_message = ep.auth.socket().max_message_bytes;
     match Upgrade::of(auth, &mut parts).await {
-        Ok(Upgrade::Known(identity, ws)) => ws.on_upgrade(protocol, max_message, move |socket| {
-            // Built here, synchronously, so the connection's task stores the session once.
+        Ok(upgrade) => upgrade.on_upgrade(protocol, max_message, move |socket, identity| {
             let session = Session::with_client_socket(socket, identity, ep.auth, &ep.session);
             ep.tracker
                 .track_future(run(Conn::new(session, ep.broker, wire)))
-        }),
-        Ok(Upgrade::Later(auth, ws)) => ws.on_upgrade(protocol, max_message, move |socket| {
-            async move {
-                // Boxed: the wait's state is freed once the client is known.
-                if let Some((socket, identity)) = Box::pin(auth.finish_own(socket)).await {
-                    let session =
-                        Session::with_client_socket(socket, identity, ep.auth, &ep.session);
-                    let conn = Conn::new(session, ep.broker, wire);
-                    ep.tracker.track_future(run(conn)).await;
-                }
-            }
         }),
         Err(not_an_upgrade) => not_an_upgrade,
     }
