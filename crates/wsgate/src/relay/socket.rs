@@ -502,12 +502,7 @@ mod tests {
     #[tokio::test]
     async fn a_clients_socket_unmasks_what_comes_sends_unmasked_and_holds_nothing_idle() {
         use crate::relay::frames::masked;
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let mut client = TcpStream::connect(listener.local_addr().unwrap())
-            .await
-            .unwrap();
-        let (server, _) = listener.accept().await.unwrap();
-        let mut ours = FrameSocket::new(Peer::Client, server, &[], 1 << 20);
+        let (mut ours, mut client) = client_pair().await;
         client
             .write_all(&masked(0x81, b"hello", [9, 8, 7, 6]))
             .await

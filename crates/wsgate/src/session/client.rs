@@ -74,12 +74,9 @@ impl ClientSide {
     #[cfg(feature = "relay")]
     pub(crate) async fn send_relayed(&mut self, relayed: Relayed) -> Result<(), Gone> {
         match self {
-            ClientSide::Axum(socket) => {
-                // tungstenite takes messages; the text was checked, so this does not fail.
-                let mut msg = Some(relayed.into_message().map_err(|_| Gone)?);
-                std::future::poll_fn(|cx| poll_write_axum(socket, &mut msg, cx)).await
-            }
             ClientSide::Own(socket) => socket.send_relayed(relayed).await.map_err(|_| Gone),
+            // tungstenite takes messages; the text was checked, so this does not fail.
+            ClientSide::Axum(_) => self.send(relayed.into_message().map_err(|_| Gone)?).await,
         }
     }
 
