@@ -1,7 +1,8 @@
 //! The library through its public API, in process: an axum app on a free port, a real
 //! WebSocket client. The one-call session, the app's own state via `FromRef`, a policy per
-//! route, shutdown without wiring, one leeway setting and expiry; and the session rules on
-//! tokio's paused clock (hour-long deadlines, `expiring`, refresh) in milliseconds.
+//! route, shutdown without wiring, one leeway setting and expiry; the session rules on
+//! tokio's paused clock (hour-long deadlines, `expiring`, refresh) in milliseconds; and a
+//! relay over axum's socket (the server upgrades its own, so only here is this path run).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -359,5 +360,75 @@ async fn an_answering_peer_is_pinged_every_half_period_and_kept() {
             (Duration::from_secs(26)..=Duration::from_secs(31)).contains(&gap),
             "pings {gap:?} apart: {pings:?}"
         );
+    }
+}
+
+/// The relay needs the `relay` feature (a default one).
+#[cfg(feature = "relay")]
+mod relay_over_axum {
+    use super::*;
+
+    /// A plain axum echo server: tungstenite answers its pings.
+    async fn plain_echo(ws: WebSocketUpgrade) -> Response {
+        ws.on_upgrade(|mut socket| async move {
+            while let Some(Ok(m)) = socket.recv().await {
+                if matches!(m, axum::extract::ws::Message::Text(_)) && socket.send(m).await.is_err()
+                {
+                    break;
+                }
+            }
+        })
+    }
+
+    /// The relay over axum's socket, as the `relay` module's example writes it.
+    async fn proxied(
+        State((auth, upstream)): State<(Arc<Authenticator>, Arc<wsgate::relay::Upstream>)>,
+        ws: WebSocketUpgrade,
+        req: axum::extract::Request,
+    ) -> Response {
+        use axum::response::IntoResponse;
+        let (parts, _) = req.into_parts();
+        let identity = match auth.authenticate_request(&parts).await {
+            Ok(identity) => identity,
+            Err(e) => return e.into_response(),
+        };
+        let conn = match upstream
+            .connect(&parts, &identity, auth.sources_ref())
+            .await
+        {
+            Ok(c) => c,
+            Err(e) => return e.into_response(),
+        };
+        ws.on_upgrade(move |socket| async move {
+            let options = SessionOptions {
+                welcome: false,
+                ..Default::default()
+            };
+            wsgate::Session::new(socket, identity, auth, &options)
+                .relay(conn, false)
+                .await
+        })
+    }
+
+    #[tokio::test]
+    async fn a_relay_over_axums_socket_answers_a_ping_once() {
+        // tungstenite answers the client's ping itself; the upstream's answer to the copy the
+        // relay passes on must not reach the client as a second pong.
+        let upstream = serve(Router::new().route("/ws", get(plain_echo))).await;
+        let upstream = wsgate::relay::Upstream::new(&format!("ws://{upstream}/ws"), WAIT).unwrap();
+        let app = Router::new()
+            .route("/app", get(proxied))
+            .with_state((tokens(&[("t", "ann")]), Arc::new(upstream)));
+        let addr = serve(app).await;
+        let mut ws = connect(addr, "/app", "t").await.unwrap();
+        ws.send(Message::Ping(b"one".to_vec().into()))
+            .await
+            .unwrap();
+        assert_eq!(next(&mut ws).await, Message::Pong(b"one".to_vec().into()));
+        // The upstream's pong, had it passed, would come before this echo.
+        ws.send(Message::Text("after".into())).await.unwrap();
+        assert_eq!(next(&mut ws).await, Message::Text("after".into()));
+        ws.send(Message::Text("again".into())).await.unwrap();
+        assert_eq!(next(&mut ws).await, Message::Text("again".into()));
     }
 }
